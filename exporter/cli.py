@@ -1,0 +1,170 @@
+"""Command line: ``ad-exchange-exporter --config.file=FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry as PromRegistry
+from prometheus_client import ProcessCollector
+
+from exporter import __version__
+from exporter.collectors.active_directory import ActiveDirectoryCollector
+from exporter.config import Config, ConfigError, load_config
+from exporter.registry import Collector, CollectorRegistry, Redactor
+from exporter.sources.credential_guard import CredentialGuard
+from exporter.web import build_app
+
+log = logging.getLogger("exporter")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class _RedactingFilter(logging.Filter):
+    """Last line of defence: no secret from the config reaches a log line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.redact = Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self.redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACTING_FILTER = _RedactingFilter()
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_REDACTING_FILTER)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # ldap3 and aiohttp access logs are noisy at info and never needed for an exporter's operation.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor) -> list[Collector]:
+    return [ActiveDirectoryCollector(ad, guard, redact) for ad in config.active_directory]
+
+
+class Exporter:
+    """Holds the running registry; a reload swaps it for one built from the new config."""
+
+    def __init__(self, config_path: Path, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.guard = CredentialGuard()  # survives reloads: a refused credential stays held back
+        self.registry = self._new_registry(config)
+        self.prom = PromRegistry(auto_describe=False)
+        self.prom.register(ProcessCollector(registry=None))
+        self.prom.register(_Delegate(self))
+
+    def _new_registry(self, config: Config) -> CollectorRegistry:
+        redact = Redactor(config.secrets())
+        _REDACTING_FILTER.redact = redact
+        return CollectorRegistry(build_collectors(config, self.guard, redact), redact)
+
+    async def reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration:\n%s", "\n".join(exc.errors))
+            return
+        old = self.registry
+        self.config = config
+        self.registry = self._new_registry(config)
+        await old.stop()
+        self.registry.start()
+        log.info("configuration reloaded: %d collector(s)", len(self.registry.states))
+
+
+class _Delegate:
+    """Lets prometheus_client follow the registry across reloads."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return self.exporter.registry.collect()
+
+
+async def serve(exporter: Exporter) -> None:
+    app = build_app(lambda: exporter.registry, lambda: exporter.prom)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    web_cfg = exporter.config.web
+    site = web.TCPSite(runner, web_cfg.host, web_cfg.port)
+    await site.start()
+    exporter.registry.start()
+    log.info("listening on http://%s:%d/metrics", web_cfg.host, web_cfg.port)
+    print(f"ad-exchange-exporter {__version__} serving http://{web_cfg.host}:{web_cfg.port}/metrics", flush=True)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(exporter.reload()))
+    await stop.wait()
+    log.info("shutting down")
+    await exporter.registry.stop()
+    await runner.cleanup()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ad-exchange-exporter", description=__doc__)
+    parser.add_argument("--config.file", dest="config_file", type=Path, default=Path("ad-exchange-exporter.yml"))
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the configuration, report every error with its path, and exit")
+    parser.add_argument("--web.listen-address", dest="listen_address", default=None,
+                        help="override web.listen_address from the config (HOST:PORT)")
+    parser.add_argument("--log.level", dest="log_level", default=None)
+    parser.add_argument("--log.format", dest="log_format", choices=["text", "json"], default=None)
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid configuration:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    if args.listen_address:
+        config = config.model_copy(update={"web": config.web.model_copy(update={"listen_address": args.listen_address})})
+    if args.config_check:
+        print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s))")
+        return 0
+    setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
+    exporter = Exporter(args.config_file, config)
+    try:
+        asyncio.run(serve(exporter))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

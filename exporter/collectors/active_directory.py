@@ -1,0 +1,522 @@
+"""Active Directory lockouts, per domain controller (LockoutStatus.exe as time series).
+
+Each refresh reads the domain's topology and lockout policy from one DC, then sweeps every DC at once:
+the accounts with a bad-password count (badPwdCount is per DC and not replicated) and the accounts with
+a recent lockoutTime, with the replication metadata that names the DC where each lockout originated.
+Server-side filters keep the cost proportional to the accounts affected, not to all accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import dns.asyncresolver
+import dns.exception
+from ldap3.utils.conv import escape_filter_chars
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.config import ActiveDirectoryConfig
+from exporter.parsers import ad
+from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.sources.credential_guard import CredentialGuard
+from exporter.sources.ldap import LdapClient, LdapCredential, LdapEndpoint, LdapError, RawEntry
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+OTHER = "<other>"  # '<' and '>' cannot occur in a sAMAccountName, so this never names a real account
+
+_BAD_PASSWORD_ATTRS = ("sAMAccountName", "badPwdCount", "badPasswordTime")
+_LOCKOUT_ATTRS = ("sAMAccountName", "lockoutTime", "msDS-User-Account-Control-Computed",
+                  "replPropertyMetaData", "badPwdCount", "badPasswordTime")
+
+
+@dataclass
+class DcSweep:
+    """What one DC answered in one refresh."""
+
+    dc: str
+    up: bool
+    duration: float
+    reason: str = ""
+    detail: str = ""
+    bad_password: list[ad.Account] = field(default_factory=list)
+    lockouts: list[ad.Account] = field(default_factory=list)
+    parse_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DomainState:
+    topology: ad.Topology | None = None
+    policy: ad.LockoutPolicy | None = None
+    password_settings: list[ad.PasswordSettings] = field(default_factory=list)
+    topology_error: str = ""
+
+
+class ActiveDirectoryCollector(Collector):
+    name = "active_directory"
+
+    def __init__(self, config: ActiveDirectoryConfig, guard: CredentialGuard,
+                 redact: Redactor | None = None, clock: Callable[[], float] = time.time) -> None:
+        # The registry's timeout is a backstop; each DC has its own, shorter deadline.
+        super().__init__(config.domain.lower(), config.interval_seconds,
+                         timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1))
+        self.config = config
+        self.guard = guard
+        self.redact = redact or Redactor()
+        self.clock = clock
+        self.domain = config.domain.lower()
+        self.base_dn = config.effective_base_dn
+        self.credential = LdapCredential(
+            method=config.bind.method, user=config.bind.user, password=config.bind.password,
+            keytab=config.bind.keytab_file,
+        )
+        self._executor = ThreadPoolExecutor(max_workers=config.max_concurrent_dcs + 1,
+                                            thread_name_prefix=f"ldap-{self.domain}")
+        self._semaphore = asyncio.Semaphore(config.max_concurrent_dcs)
+        self._clients: dict[str, LdapClient] = {}
+        self._state = DomainState()
+        self._seen_lockouts: set[tuple[str, int]] | None = None
+        self._lockouts_total: dict[str, int] = {}
+        self._parse_errors_total = 0
+        self._last_sweeps: list[DcSweep] = []
+
+    # --- targets -----------------------------------------------------------------------------------------
+
+    def _endpoint(self, host: str, address: str | None, port: int | None) -> LdapEndpoint:
+        tls = self.config.tls
+        default_port = 636 if tls.mode == "ldaps" else 389
+        return LdapEndpoint(host=host.lower(), address=address or host, port=port or default_port,
+                            tls_mode=tls.mode, verify=tls.verify, ca_file=tls.ca_file,
+                            timeout=self.config.timeout_seconds)
+
+    def _client(self, endpoint: LdapEndpoint) -> LdapClient:
+        client = self._clients.get(endpoint.host)
+        if client is None or client.endpoint != endpoint:
+            if client is not None:
+                client.close()
+            client = LdapClient(endpoint, self.credential, self.domain, self.guard)
+            self._clients[endpoint.host] = client
+        return client
+
+    async def _targets(self) -> list[LdapEndpoint]:
+        """Configured DCs, then those discovered by DNS SRV and in the Configuration partition."""
+        endpoints = {dc.host.lower(): self._endpoint(dc.host, dc.address, dc.port)
+                     for dc in self.config.domain_controllers}
+        discovery = self.config.discovery
+        if discovery.dns_srv:
+            for host, port in await self._srv_lookup():
+                endpoints.setdefault(host, self._endpoint(host, None, None if port in (389, 636) else port))
+        topology = self._state.topology
+        if discovery.ntds_settings and topology is not None:
+            for dc in topology.controllers:
+                if dc.host and dc.host not in endpoints:
+                    endpoints[dc.host] = self._endpoint(dc.host, None, None)
+        # Discovered DCs are connected to by name; resolve through the configured DNS servers if any.
+        if discovery.dns_servers:
+            configured = {dc.host.lower() for dc in self.config.domain_controllers}
+            for host, ep in list(endpoints.items()):
+                if host not in configured:
+                    address = await self._resolve(host)
+                    if address:
+                        endpoints[host] = self._endpoint(host, address, ep.port if ep.port not in (389, 636)
+                                                         else None)
+        return list(endpoints.values())
+
+    def _resolver(self) -> dns.asyncresolver.Resolver:
+        resolver = dns.asyncresolver.Resolver(configure=not self.config.discovery.dns_servers)
+        if self.config.discovery.dns_servers:
+            resolver.nameservers = list(self.config.discovery.dns_servers)
+        resolver.lifetime = self.config.timeout_seconds
+        return resolver
+
+    async def _srv_lookup(self) -> list[tuple[str, int]]:
+        try:
+            answer = await self._resolver().resolve(f"_ldap._tcp.dc._msdcs.{self.domain}", "SRV")
+        except dns.exception.DNSException as exc:
+            log.warning("%s: DNS SRV discovery failed: %s", self.domain, exc)
+            return []
+        return [(str(r.target).rstrip(".").lower(), int(r.port)) for r in answer]
+
+    async def _resolve(self, host: str) -> str | None:
+        try:
+            answer = await self._resolver().resolve(host, "A")
+        except dns.exception.DNSException:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except OSError:
+                return None
+            return str(infos[0][4][0]) if infos else None
+        return str(answer[0]) if len(answer) else None
+
+    # --- one refresh -------------------------------------------------------------------------------------
+
+    async def collect(self) -> list[Metric]:
+        now = self.clock()
+        endpoints = await self._targets()
+        await self._refresh_domain_state(endpoints)
+        # Re-read: the topology may have just named DCs we did not know.
+        endpoints = await self._targets()
+        policy = self._state.policy
+        if policy is not None:
+            for client in self._clients.values():
+                client.retry_after = max(self.config.bind_retry_after_seconds,
+                                         _finite(policy.observation_window_seconds) + 60)
+        sweeps = await asyncio.gather(*(self._sweep(ep, now) for ep in endpoints))
+        self._last_sweeps = list(sweeps)
+        for sweep in sweeps:
+            self._parse_errors_total += len(sweep.parse_errors)
+            for error in sweep.parse_errors[:5]:
+                log.warning("%s: skipped unexpected value: %s", self.domain, error)
+        return self._metrics(sweeps, now)
+
+    async def _refresh_domain_state(self, endpoints: Sequence[LdapEndpoint]) -> None:
+        """Topology, PDC and policy, from the PDC if known, else the first DC that answers."""
+        pdc = self._state.topology.pdc if self._state.topology else None
+        ordered = sorted(endpoints, key=lambda ep: 0 if pdc and ep.host == pdc.host else 1)
+        errors = []
+        for ep in ordered:
+            client = self._client(ep)
+            try:
+                state = await self._in_thread(client, self._read_domain_state, client)
+            except LdapError as exc:
+                errors.append(f"{ep.host}: {exc}")
+                continue
+            except TimeoutError:
+                errors.append(f"{ep.host}: no answer within {self.config.timeout_seconds:g}s")
+                continue
+            except Exception as exc:  # one DC's surprise must not stop the others
+                log.exception("%s: reading the domain state from %s failed", self.domain, ep.host)
+                errors.append(f"{ep.host}: {type(exc).__name__}: {exc}")
+                continue
+            self._state = state
+            return
+        # Keep the last known topology and policy: DCs and policies rarely change.
+        self._state.topology_error = self.redact("; ".join(errors))
+
+    def _read_domain_state(self, client: LdapClient) -> DomainState:
+        rootdse = client.search("", "(objectClass=*)", ["configurationNamingContext"], scope="base")
+        config_nc = ad.str_attr(rootdse[0][1], "configurationNamingContext") if rootdse else None
+        root = client.search(self.base_dn, "(objectClass=*)",
+                             ["lockoutThreshold", "lockoutDuration", "lockOutObservationWindow", "fSMORoleOwner"],
+                             scope="base")
+        if not root:
+            raise LdapError("search_failed", f"domain root {self.base_dn} not found")
+        policy = ad.parse_domain_policy(root[0][1])
+        sites: list[RawEntry] = []
+        if config_nc:
+            sites = client.search(f"CN=Sites,{config_nc}", "(|(objectClass=nTDSDSA)(objectClass=server))",
+                                  ["objectClass", "invocationId", "dNSHostName", "serverReference",
+                                   "msDS-hasMasterNCs", "hasMasterNCs"], page_size=self.config.page_size)
+        topology = ad.parse_topology(sites, root[0][1], self.base_dn)
+        psos = []
+        try:
+            entries = client.search(f"CN=Password Settings Container,CN=System,{self.base_dn}",
+                                    "(objectClass=msDS-PasswordSettings)",
+                                    ["msDS-LockoutThreshold", "msDS-LockoutDuration", "msDS-LockoutObservationWindow",
+                                     "msDS-PasswordSettingsPrecedence", "msDS-PSOAppliesTo"], scope="level")
+        except LdapError as exc:
+            if exc.reason != "search_failed":
+                raise
+            entries = []  # not readable by this account: fine-grained policies stay unknown
+        for dn, attrs in entries:
+            try:
+                psos.append(ad.parse_password_settings(dn, attrs))
+            except ad.AttributeValueError as exc:
+                log.info("%s: password settings object %s not readable: %s", self.domain, dn, exc)
+        return DomainState(topology, policy, psos)
+
+    async def _in_thread(self, client: LdapClient, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn`` on a worker thread holding the client's lock, within the DC's deadline.
+
+        A DC that stops answering is given up on at the deadline; its thread ends at ldap3's own
+        receive timeout, and until then the lock keeps the next refresh off that connection.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.config.timeout_seconds
+
+        def locked() -> _T:
+            if not client.lock.acquire(timeout=timeout):
+                raise LdapError("busy", f"{client.endpoint.host}: previous request still running")
+            try:
+                return fn(*args)
+            finally:
+                client.lock.release()
+
+        async with self._semaphore:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, locked), timeout=timeout)
+
+    async def _sweep(self, ep: LdapEndpoint, now: float) -> DcSweep:
+        started = time.monotonic()
+        client = self._client(ep)
+        try:
+            bad, locked = await self._in_thread(client, self._search_accounts, client, now)
+        except LdapError as exc:
+            return DcSweep(ep.host, False, time.monotonic() - started, exc.reason, self.redact(str(exc)))
+        except TimeoutError:
+            return DcSweep(ep.host, False, time.monotonic() - started, "timeout",
+                           f"{ep.url}: no answer within {self.config.timeout_seconds:g}s")
+        except Exception as exc:  # one DC's surprise must not stop the others
+            log.exception("%s: sweep of %s failed", self.domain, ep.host)
+            client.close()
+            return DcSweep(ep.host, False, time.monotonic() - started, "error",
+                           self.redact(f"{ep.url}: {type(exc).__name__}: {exc}"))
+        sweep = DcSweep(ep.host, True, time.monotonic() - started)
+        for dn, attrs in bad:
+            parsed = ad.parse_account(dn, attrs)
+            sweep.bad_password.append(parsed.account)
+            sweep.parse_errors.extend(parsed.errors)
+        for dn, attrs in locked:
+            parsed = ad.parse_account(dn, attrs)
+            sweep.lockouts.append(parsed.account)
+            sweep.parse_errors.extend(parsed.errors)
+        return sweep
+
+    def _lockout_floor(self, now: float) -> int:
+        """Lowest lockoutTime (FILETIME) that can still be a current lock or a lockout in the window."""
+        policy = self._state.policy
+        spans = [p.policy for p in self._state.password_settings]
+        if policy is not None:
+            spans.append(policy)
+        if not spans:
+            return 1
+        longest = max(max(p.duration_seconds, p.observation_window_seconds) for p in spans)
+        if math.isinf(longest):
+            return 1
+        return max(ad.unix_to_filetime(now - longest - 60), 1)
+
+    def _search_accounts(self, client: LdapClient, now: float) -> tuple[list[RawEntry], list[RawEntry]]:
+        users = f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})"
+        watch = "".join(f"(sAMAccountName={escape_filter_chars(name)})" for name in self.config.watch_accounts)
+        bad = client.search(self.base_dn, f"(&{users}(|(badPwdCount>=1){watch}))", _BAD_PASSWORD_ATTRS,
+                            page_size=self.config.page_size)
+        locked = client.search(self.base_dn, f"(&{users}(lockoutTime>={self._lockout_floor(now)}))",
+                               _LOCKOUT_ATTRS, page_size=self.config.page_size)
+        missing_metadata = [dn for dn, attrs in locked
+                            if not any(k.lower() == "replpropertymetadata" for k in attrs)]
+        if missing_metadata:
+            # Where replPropertyMetaData is not readable, the constructed XML form may be (base scope only).
+            by_dn = dict(locked)
+            for dn in missing_metadata[: self.config.max_locked_accounts]:
+                extra = client.search(dn, "(objectClass=*)", ["msDS-ReplAttributeMetaData"], scope="base")
+                if extra:
+                    by_dn[dn] = {**by_dn[dn], **extra[0][1]}
+            locked = list(by_dn.items())
+        return bad, locked
+
+    # --- metrics -----------------------------------------------------------------------------------------
+
+    def target_status(self) -> list[TargetStatus]:
+        topology_note = f"topology: {self._state.topology_error}" if self._state.topology_error else ""
+        statuses = [TargetStatus(s.dc, s.up, s.detail) for s in self._last_sweeps]
+        if topology_note:
+            statuses.append(TargetStatus(f"{self.domain} (topology)", False, topology_note))
+        return statuses
+
+    def _metrics(self, sweeps: Sequence[DcSweep], now: float) -> list[Metric]:
+        state = self._state
+        policy = state.policy
+        topology = state.topology or ad.Topology((), None)
+        domain = self.domain
+        cfg = self.config
+        by_host = {dc.host: dc for dc in topology.controllers if dc.host}
+        pdc = topology.pdc
+
+        def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=list(labels))
+
+        up = gauge("ad_dc_up", "1 if the DC answered the last LDAP sweep (bind and searches).", ["domain", "dc"])
+        error = gauge("ad_dc_error_reason", "1 for the reason the DC did not answer the last sweep.",
+                      ["domain", "dc", "reason"])
+        sweep_seconds = gauge("ad_dc_sweep_duration_seconds", "Time the DC took to answer the last sweep.",
+                              ["domain", "dc"])
+        info = gauge("ad_dc_info", "A domain controller of the domain, with its site.", ["domain", "dc", "site"])
+        is_pdc = gauge("ad_dc_is_pdc_emulator", "1 if the DC holds the PDC emulator role (fSMORoleOwner).",
+                       ["domain", "dc"])
+        locked_per_dc = gauge("ad_accounts_locked",
+                              "Accounts locked now as this DC sees them (lockoutTime + lockoutDuration > now).",
+                              ["domain", "dc"])
+        bad_per_dc = gauge("ad_accounts_with_bad_password",
+                           "Accounts whose badPwdCount on this DC is >= 1 within the observation window.",
+                           ["domain", "dc"])
+        recent = gauge("ad_lockouts_in_observation_window",
+                       "Accounts this DC says were locked out within the last observation window.",
+                       ["domain", "dc"])
+        bad_count = gauge("ad_account_bad_password_count",
+                          f"badPwdCount per DC for watched accounts and the top accounts (cap top_accounts); "
+                          f"user=\"{OTHER}\" sums the rest.", ["domain", "dc", "user"])
+        bad_time = gauge("ad_account_last_bad_password_timestamp_seconds",
+                         "badPasswordTime per DC for watched accounts and the top accounts.",
+                         ["domain", "dc", "user"])
+        capped_bad_password = 0
+        for sweep in sweeps:
+            labels = [domain, sweep.dc]
+            up.add_metric(labels, 1.0 if sweep.up else 0.0)
+            sweep_seconds.add_metric(labels, sweep.duration)
+            dc_info = by_host.get(sweep.dc)
+            info.add_metric([domain, sweep.dc, dc_info.site if dc_info else ""], 1.0)
+            is_pdc.add_metric(labels, 1.0 if pdc is not None and pdc.host == sweep.dc else 0.0)
+            if not sweep.up:
+                error.add_metric([domain, sweep.dc, sweep.reason], 1.0)
+                continue
+            if policy is None:
+                continue
+            locked_per_dc.add_metric(labels, sum(ad.is_locked(a, policy, now) for a in sweep.lockouts))
+            window_start = now - policy.observation_window_seconds
+            recent.add_metric(labels, sum(1 for a in sweep.lockouts
+                                          if a.lockout_time is not None and a.lockout_time >= window_start))
+            counting = [a for a in sweep.bad_password if ad.counts_toward_lockout(a, policy, now)]
+            bad_per_dc.add_metric(labels, len(counting))
+            capped_bad_password += self._add_top_accounts(sweep, labels, bad_count, bad_time)
+
+        capped = GaugeMetricFamily("ad_exchange_exporter_capped_series",
+                                   "Series left out of a family in the last refresh because of a configured cap.",
+                                   labels=["collector", "target", "family"])
+        capped.add_metric([self.name, domain, "ad_account_bad_password_count"], capped_bad_password)
+        families: list[Metric] = [up, error, sweep_seconds, info, is_pdc]
+        if policy is not None:
+            families.extend(self._policy_metrics(policy))
+            families.extend([locked_per_dc, bad_per_dc, recent])
+            families.extend(self._locked_account_metrics(sweeps, policy, topology, now, capped))
+        families.extend([bad_count, bad_time, capped])
+        parse_errors = CounterMetricFamily(
+            "ad_exchange_exporter_parse_errors", "Values that could not be parsed and were skipped.",
+            labels=["collector", "target"])
+        parse_errors.add_metric([self.name, domain], self._parse_errors_total)
+        families.append(parse_errors)
+        return families
+
+    def _add_top_accounts(self, sweep: DcSweep, labels: list[str], count: GaugeMetricFamily,
+                          last: GaugeMetricFamily) -> int:
+        """Watched accounts, then the top accounts by badPwdCount; returns how many were summed as other."""
+        watched = {name.lower() for name in self.config.watch_accounts}
+        ranked = sorted((a for a in sweep.bad_password if a.user.lower() not in watched and a.bad_pwd_count),
+                        key=lambda a: (-(a.bad_pwd_count or 0), -(a.bad_password_time or 0), a.user))
+        shown = [a for a in sweep.bad_password if a.user.lower() in watched] + ranked[: self.config.top_accounts]
+        rest = ranked[self.config.top_accounts:]
+        for account in shown:
+            count.add_metric([*labels, account.user], account.bad_pwd_count or 0)
+            last.add_metric([*labels, account.user], account.bad_password_time or 0)
+        if rest:
+            count.add_metric([*labels, OTHER], sum(a.bad_pwd_count or 0 for a in rest))
+        return len(rest)
+
+    def _policy_metrics(self, policy: ad.LockoutPolicy) -> list[Metric]:
+        domain = self.domain
+        threshold = GaugeMetricFamily("ad_lockout_policy_threshold",
+                                      "Bad passwords before lockout (0: lockout disabled).", labels=["domain"])
+        duration = GaugeMetricFamily("ad_lockout_policy_duration_seconds",
+                                     "How long a lockout lasts (+Inf: until an administrator unlocks).",
+                                     labels=["domain"])
+        window = GaugeMetricFamily("ad_lockout_policy_observation_window_seconds",
+                                   "Time after which badPwdCount starts again from 0.", labels=["domain"])
+        threshold.add_metric([domain], policy.threshold)
+        duration.add_metric([domain], policy.duration_seconds)
+        window.add_metric([domain], policy.observation_window_seconds)
+        pso_labels = ["domain", "pso"]
+        pso_threshold = GaugeMetricFamily("ad_password_settings_lockout_threshold",
+                                          "Lockout threshold of a fine-grained password settings object.",
+                                          labels=pso_labels)
+        pso_duration = GaugeMetricFamily("ad_password_settings_lockout_duration_seconds",
+                                         "Lockout duration of a fine-grained password settings object.",
+                                         labels=pso_labels)
+        pso_window = GaugeMetricFamily("ad_password_settings_observation_window_seconds",
+                                       "Observation window of a fine-grained password settings object.",
+                                       labels=pso_labels)
+        for pso in self._state.password_settings:
+            pso_threshold.add_metric([domain, pso.name], pso.policy.threshold)
+            pso_duration.add_metric([domain, pso.name], pso.policy.duration_seconds)
+            pso_window.add_metric([domain, pso.name], pso.policy.observation_window_seconds)
+        return [threshold, duration, window, pso_threshold, pso_duration, pso_window]
+
+    def _locked_account_metrics(self, sweeps: Sequence[DcSweep], policy: ad.LockoutPolicy,
+                                topology: ad.Topology, now: float, capped: GaugeMetricFamily) -> list[Metric]:
+        domain = self.domain
+        # An account is locked if any DC that answered says so; the newest lockoutTime names the origin.
+        newest: dict[str, ad.Account] = {}
+        for sweep in sweeps:
+            for account in sweep.lockouts:
+                if not ad.is_locked(account, policy, now):
+                    continue
+                key = account.user.lower()
+                seen = newest.get(key)
+                if seen is None or (account.lockout_time or 0) > (seen.lockout_time or 0) or (
+                        seen.lockout_origin is None and account.lockout_origin is not None):
+                    newest[key] = account
+        ordered = sorted(newest.values(), key=lambda a: (-(a.lockout_time or 0), a.user.lower()))
+        locked = GaugeMetricFamily("ad_account_locked",
+                                   "1 per account locked now (cap max_locked_accounts), with the DC the lockout "
+                                   "originated on (replication metadata of lockoutTime, like LockoutStatus' "
+                                   "Orig Lock).", labels=["domain", "user", "origin_dc"])
+        locked_at = GaugeMetricFamily("ad_account_lockout_timestamp_seconds",
+                                      "lockoutTime of each account locked now (cap max_locked_accounts).",
+                                      labels=["domain", "user", "origin_dc"])
+        shown = ordered[: self.config.max_locked_accounts]
+        for account in shown:
+            origin = ad.resolve_origin(account.lockout_origin, topology)
+            locked.add_metric([domain, account.user, origin], 1.0)
+            locked_at.add_metric([domain, account.user, origin], account.lockout_time or 0)
+        total_locked = GaugeMetricFamily("ad_domain_accounts_locked",
+                                         "Accounts locked now on at least one DC (not capped).", labels=["domain"])
+        total_locked.add_metric([domain], len(ordered))
+
+        watched = GaugeMetricFamily("ad_watched_account_locked",
+                                    "1 if a watched (service) account is locked now on any DC that answered.",
+                                    labels=["domain", "user"])
+        for name in self.config.watch_accounts:
+            watched.add_metric([domain, name], 1.0 if name.lower() in newest else 0.0)
+
+        capped.add_metric([self.name, domain, "ad_account_locked"], len(ordered) - len(shown))
+        lockouts = self._count_new_lockouts(sweeps, topology, now)
+        return [locked, locked_at, total_locked, watched, lockouts]
+
+    def _count_new_lockouts(self, sweeps: Sequence[DcSweep], topology: ad.Topology, now: float) -> Metric:
+        """A counter of lockouts seen for the first time, by origin DC (for rate alerts).
+
+        The first successful refresh only records what is already there, so a restart never counts
+        old lockouts again.
+        """
+        current: dict[tuple[str, int], str] = {}
+        for sweep in sweeps:
+            for account in sweep.lockouts:
+                if account.lockout_time is None:
+                    continue
+                key = (account.user.lower(), int(account.lockout_time))
+                origin = ad.resolve_origin(account.lockout_origin, topology)
+                if current.get(key, "unknown") == "unknown":
+                    current[key] = origin
+        if not any(sweep.up for sweep in sweeps):
+            pass  # nothing was seen: neither count nor forget
+        elif self._seen_lockouts is None:
+            self._seen_lockouts = set(current)
+        else:
+            for key, origin in current.items():
+                if key not in self._seen_lockouts:
+                    self._lockouts_total[origin] = self._lockouts_total.get(origin, 0) + 1
+            # Forget lockouts older than the search floor: no DC can report them again, so the set stays
+            # as small as the recent lockouts themselves.
+            floor = ad.filetime_to_unix(self._lockout_floor(now)) or 0.0
+            self._seen_lockouts = {k for k in self._seen_lockouts | set(current) if k[1] >= floor - 1}
+        family = CounterMetricFamily("ad_account_lockouts",
+                                     "Lockouts first seen by the exporter, by the DC they originated on.",
+                                     labels=["domain", "origin_dc"])
+        for origin, count in sorted(self._lockouts_total.items()):
+            family.add_metric([self.domain, origin], count)
+        return family
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _finite(value: float) -> float:
+    return 0.0 if math.isinf(value) else value

@@ -1,0 +1,260 @@
+"""The exporter's one YAML configuration file, validated at start.
+
+Every error is reported at once with its path (``active_directory[0].bind.password_file: file not found``).
+Secrets are read from ``*_file`` paths or environment variables, never written inline, and are kept as
+:class:`pydantic.SecretStr` so that no repr, log line or page shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``errors`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s):\n" + "\n".join(f"  {e}" for e in errors))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _readable_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    if not path.exists():
+        raise ValueError("file not found")
+    if not path.is_file():
+        raise ValueError("not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ValueError("file not readable")
+    return path
+
+
+ReadableFile = Annotated[Path, Field(description="path to a readable file")]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class WebConfig(_Model):
+    listen_address: str = "127.0.0.1:9733"
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen_address.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.listen_address.rpartition(":")[2])
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class LdapBind(_Model):
+    """How the exporter authenticates to the domain controllers."""
+
+    method: Literal["simple", "ntlm", "kerberos"] = "simple"
+    # simple: a UPN (svc@corp.example) or DN; ntlm: DOMAIN\\user; kerberos: principal (optional with a keytab)
+    user: str | None = None
+    password_file: ReadableFile | None = None
+    password_env: str | None = None
+    keytab_file: ReadableFile | None = None
+    # Resolved from password_file / password_env at load time; never set in YAML.
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+    _check_password_file = field_validator("password_file")(_readable_file)
+    _check_keytab_file = field_validator("keytab_file")(_readable_file)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("inline passwords are not accepted; use password_file or password_env")
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> LdapBind:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("password_file and password_env are mutually exclusive")
+        secret: str | None = None
+        if self.password_file is not None:
+            secret = self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            if not secret:
+                raise ValueError("password_file: file is empty")
+        elif self.password_env is not None:
+            secret = os.environ.get(self.password_env)
+            if not secret:
+                raise ValueError(f"password_env: environment variable {self.password_env} is not set")
+        if self.method in ("simple", "ntlm"):
+            if not self.user:
+                raise ValueError(f"user: required for method {self.method}")
+            if secret is None:
+                raise ValueError(f"password_file or password_env: required for method {self.method}")
+            if self.method == "ntlm" and "\\" not in self.user:
+                raise ValueError("user: NTLM needs DOMAIN\\user")
+        if self.method == "kerberos" and secret is None and self.keytab_file is None and self.user:
+            pass  # an existing credential cache (KRB5CCNAME) will be used
+        if secret is not None:
+            object.__setattr__(self, "password", SecretStr(secret))
+        return self
+
+
+class LdapTls(_Model):
+    mode: Literal["ldaps", "starttls", "none"] = "ldaps"
+    verify: bool = True
+    ca_file: ReadableFile | None = None
+
+    _check_ca_file = field_validator("ca_file")(_readable_file)
+
+
+class DomainControllerConfig(_Model):
+    # The DC's DNS name: what its certificate and Kerberos service principal name carry.
+    host: str
+    # Where to connect, if not the host name (an IP address, or a name only this network resolves).
+    address: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class DiscoveryConfig(_Model):
+    # nTDSDSA objects under CN=Sites in the Configuration partition (read from a configured DC).
+    ntds_settings: bool = True
+    # DNS SRV records _ldap._tcp.dc._msdcs.<domain>.
+    dns_srv: bool = False
+    # Resolvers for SRV and A lookups of discovered DCs; empty means the system resolver.
+    dns_servers: list[str] = Field(default_factory=list)
+
+
+class ActiveDirectoryConfig(_Model):
+    domain: str = Field(pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+    base_dn: str | None = None
+    domain_controllers: list[DomainControllerConfig] = Field(default_factory=list)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    bind: LdapBind
+    tls: LdapTls = Field(default_factory=LdapTls)
+    interval_seconds: Seconds = 60.0
+    timeout_seconds: Seconds = 10.0
+    page_size: int = Field(default=500, ge=1, le=5000)
+    max_concurrent_dcs: int = Field(default=8, ge=1, le=256)
+    # Service accounts whose per-DC bad-password state and lock are always exported.
+    watch_accounts: list[str] = Field(default_factory=list, max_length=200)
+    # Cap on accounts shown per DC in the bad-password top list; the rest is summed as user="<other>".
+    top_accounts: int = Field(default=10, ge=0, le=500)
+    # Cap on accounts listed individually as locked; the number left out is exported.
+    max_locked_accounts: int = Field(default=50, ge=0, le=5000)
+    # After the DCs refuse the exporter's own credential it is not tried again for this long (at least the
+    # domain's observation window plus a minute), so the exporter never locks out its own account.
+    bind_retry_after_seconds: Seconds = 1860.0
+
+    @model_validator(mode="after")
+    def _targets(self) -> ActiveDirectoryConfig:
+        if not self.domain_controllers and not self.discovery.dns_srv:
+            raise ValueError("domain_controllers: give at least one DC, or enable discovery.dns_srv")
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError("timeout_seconds: must be shorter than interval_seconds")
+        return self
+
+    @property
+    def effective_base_dn(self) -> str:
+        return self.base_dn or ",".join(f"DC={part}" for part in self.domain.split("."))
+
+
+class Config(_Model):
+    web: WebConfig = Field(default_factory=WebConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    active_directory: list[ActiveDirectoryConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_domains(self) -> Config:
+        seen: set[str] = set()
+        for ad in self.active_directory:
+            key = ad.domain.lower()
+            if key in seen:
+                raise ValueError(f"active_directory: domain {ad.domain} appears twice")
+            seen.add(key)
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this config, so that error texts can be scrubbed of them."""
+        return [ad.bind.password.get_secret_value() for ad in self.active_directory if ad.bind.password]
+
+
+def format_location(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        message = _PYDANTIC_PREFIX.sub("", err["msg"])
+        # Model-level validators name their field at the start of the message: fold it into the path.
+        head, sep, rest = message.partition(": ")
+        if sep and re.fullmatch(r"[a-z_]+( or [a-z_]+)?", head):
+            loc = [*loc, head]
+            message = rest
+        lines.append(f"{format_location(loc)}: {message}")
+    return lines
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"{path}: {exc.strerror or exc}"]) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,309 @@
+"""A thin, synchronous LDAP client for one domain controller (ldap3), run from worker threads.
+
+It owns the connection to its DC (reused across refreshes), TLS with certificate verification, the
+three bind methods, paged searches and the mapping of failures to short reasons. It returns raw
+attribute bytes; decoding is the parsers' job.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import ldap3
+from ldap3.core import exceptions as ldap_exc
+from pydantic import SecretStr
+
+from exporter.parsers.ad import parse_bind_error
+from exporter.sources.credential_guard import CredentialGuard
+
+RawEntry = tuple[str, dict[str, list[bytes]]]
+
+_RESULT_INVALID_CREDENTIALS = 49
+
+
+class LdapError(Exception):
+    """A DC could not answer. ``reason`` is a short, bounded label value; the message is for people."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class BindRefused(LdapError):
+    """The DC refused the exporter's credential (LDAP invalidCredentials)."""
+
+
+class BindSuspended(LdapError):
+    """The credential was refused earlier and is held back so as not to lock the account out."""
+
+
+@dataclass(frozen=True)
+class LdapEndpoint:
+    host: str  # the DC's DNS name: checked against its certificate, used for the Kerberos SPN
+    address: str  # where to connect
+    port: int
+    tls_mode: Literal["ldaps", "starttls", "none"]
+    verify: bool
+    ca_file: Path | None
+    timeout: float
+
+    @property
+    def url(self) -> str:
+        scheme = "ldaps" if self.tls_mode == "ldaps" else "ldap"
+        return f"{scheme}://{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class LdapCredential:
+    method: Literal["simple", "ntlm", "kerberos"]
+    user: str | None
+    password: SecretStr | None
+    keytab: Path | None
+
+    def fingerprint(self, domain: str) -> str:
+        secret = self.password.get_secret_value() if self.password else ""
+        keytab = ""
+        if self.keytab is not None:
+            try:
+                keytab = f"{self.keytab}:{self.keytab.stat().st_mtime_ns}"
+            except OSError:
+                keytab = str(self.keytab)
+        return CredentialGuard.fingerprint(domain.lower(), self.method, self.user or "", secret, keytab)
+
+
+def nt_hash(password: str) -> str:
+    """The NT hash (MD4 of UTF-16LE) as hex, computed by pyspnego.
+
+    ldap3's own NTLM code asks hashlib for MD4, which OpenSSL 3 no longer provides; ldap3 also accepts an
+    ``LM:NT`` hash pair in place of the password, which is how we hand it pyspnego's result.
+    """
+    from spnego._ntlm_raw.crypto import ntowfv1  # pyspnego comes with pypsrp
+
+    return "0" * 32 + ":" + ntowfv1(password).hex()
+
+
+class LdapClient:
+    """One DC. Not thread-safe by itself: the lock serialises its callers."""
+
+    def __init__(self, endpoint: LdapEndpoint, credential: LdapCredential, domain: str,
+                 guard: CredentialGuard) -> None:
+        self.endpoint = endpoint
+        self.credential = credential
+        self.domain = domain
+        self.guard = guard
+        self.lock = threading.Lock()
+        self._conn: ldap3.Connection | None = None
+        self.last_bind_seconds: float | None = None
+        # After a refusal the credential is held back this long; the collector raises it to cover the
+        # domain's observation window once it has read the policy.
+        self.retry_after = 1860.0
+
+    # --- connection ------------------------------------------------------------------------------------
+
+    def _server(self) -> ldap3.Server:
+        ep = self.endpoint
+        tls = None
+        if ep.tls_mode != "none":
+            tls = ldap3.Tls(
+                validate=ssl.CERT_REQUIRED if ep.verify else ssl.CERT_NONE,
+                ca_certs_file=str(ep.ca_file) if ep.ca_file else None,
+                valid_names=[ep.host],
+                version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        return ldap3.Server(
+            ep.address,
+            port=ep.port,
+            use_ssl=ep.tls_mode == "ldaps",
+            tls=tls,
+            get_info=ldap3.NONE,  # no schema download: we decode raw values ourselves
+            connect_timeout=ep.timeout,
+        )
+
+    def _connection(self, server: ldap3.Server) -> ldap3.Connection:
+        cred = self.credential
+        common: dict[str, Any] = dict(
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            receive_timeout=math.ceil(self.endpoint.timeout),  # ldap3 packs it into a C struct: int only
+            read_only=True,
+            auto_referrals=False,
+            raise_exceptions=False,
+            return_empty_attributes=False,
+        )
+        password = cred.password.get_secret_value() if cred.password else None
+        if cred.method == "simple":
+            return ldap3.Connection(server, user=cred.user, password=password,
+                                    authentication=ldap3.SIMPLE, **common)
+        if cred.method == "ntlm":
+            return ldap3.Connection(server, user=cred.user, password=nt_hash(password or ""),
+                                    authentication=ldap3.NTLM, **common)
+        return ldap3.Connection(
+            server,
+            user=cred.user if cred.keytab else None,
+            authentication=ldap3.SASL,
+            sasl_mechanism=ldap3.KERBEROS,
+            sasl_credentials=(self.endpoint.host, None, self._kerberos_credentials()),
+            cred_store=self._kerberos_store(),
+            **common,
+        )
+
+    def _kerberos_store(self) -> dict[str, str] | None:
+        if self.credential.keytab is None:
+            return None
+        # A private in-memory cache, so the exporter never touches the host's ticket cache.
+        return {"client_keytab": str(self.credential.keytab), "ccache": f"MEMORY:ad-exchange-exporter-{id(self)}"}
+
+    def _kerberos_credentials(self) -> Any:
+        cred = self.credential
+        if cred.password is None or cred.keytab is not None:
+            return None  # keytab via cred_store, or the existing credential cache (KRB5CCNAME)
+        import gssapi
+        import gssapi.raw
+
+        name = gssapi.Name(cred.user, gssapi.NameType.kerberos_principal)
+        try:
+            acquired = gssapi.raw.acquire_cred_with_password(
+                name, cred.password.get_secret_value().encode("utf-8"), usage="initiate")
+        except gssapi.exceptions.GSSError as exc:
+            text = str(exc)
+            if "Preauthentication failed" in text or "Password incorrect" in text:
+                raise _Refused("wrong_password", "Kerberos pre-authentication failed (wrong password)") from None
+            if "revoked" in text.lower() or "locked" in text.lower():
+                raise _Refused("account_locked_out", "Kerberos: client's credentials have been revoked") from None
+            raise LdapError("kerberos", f"Kerberos: {text}") from None
+        return acquired.creds
+
+    def _open(self) -> ldap3.Connection:
+        ep = self.endpoint
+        fingerprint = self.credential.fingerprint(self.domain)
+        self._check_not_suspended(fingerprint)
+        server = self._server()
+        started = time.monotonic()
+        with self.guard.attempt(fingerprint):
+            # Checked again: another DC may have refused it while we waited for the trial lock.
+            self._check_not_suspended(fingerprint)
+            conn: ldap3.Connection | None = None
+            try:
+                # For Kerberos with a password this already asks the KDC: a logon attempt of its own.
+                conn = self._connection(server)
+                conn.open()
+                if ep.tls_mode == "starttls" and not conn.start_tls():
+                    raise LdapError("tls", f"StartTLS refused by {ep.url}: {conn.result.get('description')}")
+                bound = conn.bind()
+                result = conn.result or {}
+            except _Refused as exc:
+                bound, result = False, {"result": _RESULT_INVALID_CREDENTIALS, "reason": exc.reason}
+            except ldap_exc.LDAPException as exc:
+                _unbind_quietly(conn)
+                raise _classify(exc, ep) from None
+            except LdapError:
+                _unbind_quietly(conn)
+                raise
+            if not bound:
+                _unbind_quietly(conn)
+                if result.get("result") == _RESULT_INVALID_CREDENTIALS:
+                    reason = result.get("reason") or parse_bind_error(str(result.get("message", "")))
+                    self.guard.refused(fingerprint, reason, self.retry_after)
+                    raise BindRefused(reason, f"{ep.url} refused the bind: {reason}")
+                raise LdapError("bind_failed", f"{ep.url} bind failed: {result.get('description')} "
+                                               f"{result.get('message', '')}".strip())
+            self.guard.succeeded(fingerprint)
+        assert conn is not None
+        self.last_bind_seconds = time.monotonic() - started
+        return conn
+
+    def _check_not_suspended(self, fingerprint: str) -> None:
+        refusal = self.guard.refusal(fingerprint)
+        if refusal is not None:
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(refusal.retry_at))
+            raise BindSuspended(
+                "bind_suspended",
+                f"not binding: this credential was refused ({refusal.reason}); it is held back until {until} "
+                "or a configuration change, so as not to lock out the service account",
+            )
+
+    def close(self) -> None:
+        _unbind_quietly(self._conn)
+        self._conn = None
+
+    # --- searches ------------------------------------------------------------------------------------
+
+    def search(self, base: str, ldap_filter: str, attributes: Sequence[str], *,
+               scope: Literal["base", "subtree", "level"] = "subtree", page_size: int = 500) -> list[RawEntry]:
+        """Run a (paged) search; reconnects once if a reused connection has gone stale."""
+        reused = self._conn is not None
+        try:
+            return self._search(base, ldap_filter, attributes, scope, page_size)
+        except LdapError as exc:
+            if not reused or isinstance(exc, BindRefused | BindSuspended) or exc.reason == "search_failed":
+                raise
+            self.close()
+            return self._search(base, ldap_filter, attributes, scope, page_size)
+
+    def _search(self, base: str, ldap_filter: str, attributes: Sequence[str], scope: str,
+                page_size: int) -> list[RawEntry]:
+        if self._conn is None:
+            self._conn = self._open()
+        conn = self._conn
+        ldap_scope = {"base": ldap3.BASE, "subtree": ldap3.SUBTREE, "level": ldap3.LEVEL}[scope]
+        entries: list[RawEntry] = []
+        cookie: bytes | None = None
+        try:
+            while True:
+                ok = conn.search(base, ldap_filter, search_scope=ldap_scope, attributes=list(attributes),
+                                 paged_size=page_size if scope != "base" else None, paged_cookie=cookie,
+                                 time_limit=max(int(self.endpoint.timeout), 1))
+                result = conn.result or {}
+                if not ok and result.get("result") not in (0, 32):  # 32: noSuchObject, an empty answer
+                    if result.get("description") in ("socketClosed",) or conn.closed:
+                        raise LdapError("unreachable", f"{self.endpoint.url}: connection lost")
+                    raise LdapError("search_failed", f"{self.endpoint.url}: search of {base} failed: "
+                                                     f"{result.get('description')} {result.get('message', '')}")
+                for item in conn.response or []:
+                    if item.get("type") == "searchResEntry":
+                        entries.append((item["dn"], dict(item.get("raw_attributes") or {})))
+                controls = result.get("controls") or {}
+                cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+                if not cookie:
+                    return entries
+        except ldap_exc.LDAPException as exc:
+            self.close()
+            raise _classify(exc, self.endpoint) from None
+
+
+class _Refused(Exception):
+    """A Kerberos pre-authentication refusal, raised from inside ldap3's bind."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def _unbind_quietly(conn: ldap3.Connection | None) -> None:
+    if conn is None:
+        return
+    try:
+        conn.unbind()
+    except ldap_exc.LDAPException:
+        pass
+
+
+def _classify(exc: Exception, ep: LdapEndpoint) -> LdapError:
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, ldap_exc.LDAPCertificateError) or "certificate" in lowered or "ssl" in lowered:
+        return LdapError("tls", f"{ep.url}: TLS failure: {text}")
+    if "timed out" in lowered or "timeout" in lowered:
+        return LdapError("timeout", f"{ep.url}: no answer within {ep.timeout:g}s")
+    if isinstance(exc, ldap_exc.LDAPSocketOpenError | ldap_exc.LDAPSocketReceiveError
+                  | ldap_exc.LDAPSocketSendError | ldap_exc.LDAPSessionTerminatedByServerError):
+        return LdapError("unreachable", f"{ep.url}: {text}")
+    if isinstance(exc, ldap_exc.LDAPPackageUnavailableError):
+        return LdapError("kerberos", f"Kerberos bind needs the 'gssapi' package: {text}")
+    return LdapError("ldap_error", f"{ep.url}: {type(exc).__name__}: {text}")

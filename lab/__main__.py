@@ -1,0 +1,95 @@
+"""Lab command line.
+
+    python -m lab demo [--port 9733]   start the lab and the exporter, make failed logons until Ctrl-C
+    python -m lab up DIR               provision and start the lab in DIR, print its facts, and exit
+    python -m lab down DIR             stop the lab in DIR and remove it
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab.exporter_config import write_config
+from lab.samba import USERS, SambaLab
+
+
+def _demo(port: int) -> int:
+    # Longer than the tests' policy, so that a person watching sees lockouts last a while.
+    lab = SambaLab(lockout_threshold=5, lockout_duration=300, observation_window=300)
+    exporter: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        print("Provisioning a two-DC Samba AD domain on 127.0.0.2 and 127.0.0.6 ...", flush=True)
+        lab.provision()
+        config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10)
+        exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
+        print(f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
+              f"Landing page:     http://127.0.0.1:{port}/\n"
+              "Making real failed logons (LDAP, Kerberos, SMB) against both DCs. Ctrl-C stops and tears down.\n",
+              flush=True)
+        rng = random.Random(2)
+        next_lockout = time.monotonic() + 15
+        while not stopping:
+            if exporter.poll() is not None:
+                print("the exporter exited", file=sys.stderr)
+                return 1
+            dc = rng.choice(lab.dcs)
+            user = rng.choice(USERS[:4])
+            method = rng.choice(["ldap", "kerberos", "smb"])
+            lab.fail(method, user, dc)
+            if time.monotonic() >= next_lockout:
+                victim = rng.choice(USERS)
+                print(f"locking out {victim} on {dc.name} ...", flush=True)
+                lab.lock_out(victim, dc, method)
+                next_lockout = time.monotonic() + 90
+            for _ in range(20):
+                if stopping:
+                    break
+                time.sleep(0.25)
+        return 0
+    finally:
+        print("Stopping the exporter and tearing the lab down ...", flush=True)
+        if exporter is not None and exporter.poll() is None:
+            exporter.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                exporter.wait(10)
+        lab.teardown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo")
+    demo.add_argument("--port", type=int, default=9733)
+    up = sub.add_parser("up")
+    up.add_argument("directory", type=Path)
+    down = sub.add_parser("down")
+    down.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args.port)
+    lab = SambaLab(args.directory)
+    if args.command == "up":
+        lab.provision()
+        print(f"lab up in {lab.root}: DC1 {lab.dc1.address}, DC2 {lab.dc2.address}")
+        return 0
+    lab.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {error}", file=sys.stderr)
         return 1
     if args.listen_address:
-        config = config.model_copy(update={"web": config.web.model_copy(update={"listen_address": args.listen_address})})
+        web_cfg = config.web.model_copy(update={"listen_address": args.listen_address})
+        config = config.model_copy(update={"web": web_cfg})
     if args.config_check:
         print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s))")
         return 0

@@ -60,7 +60,7 @@ class WebConfig(_Model):
     @field_validator("listen_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected HOST:PORT")
         return value
@@ -121,8 +121,7 @@ class LdapBind(_Model):
                 raise ValueError(f"password_file or password_env: required for method {self.method}")
             if self.method == "ntlm" and "\\" not in self.user:
                 raise ValueError("user: NTLM needs DOMAIN\\user")
-        if self.method == "kerberos" and secret is None and self.keytab_file is None and self.user:
-            pass  # an existing credential cache (KRB5CCNAME) will be used
+        # kerberos with neither password nor keytab uses the existing credential cache (KRB5CCNAME).
         if secret is not None:
             object.__setattr__(self, "password", SecretStr(secret))
         return self

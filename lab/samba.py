@@ -13,6 +13,8 @@ import os
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -29,6 +31,7 @@ ADMIN_PASSWORD = "Lab-Admin-Pass1!"  # a throwaway lab domain on loopback only
 USER_PASSWORD = "Lab-User-Pass1!"
 SERVICE_ACCOUNT = "svc_exporter"
 SERVICE_PASSWORD = "Lab-Svc-Pass1!"
+UF_LOCKOUT_BIT = 0x10  # msDS-User-Account-Control-Computed: locked out
 USERS = ("alice", "bob", "carol", "dave", "svc_backup", "svc_sql")
 
 
@@ -112,7 +115,16 @@ class SambaLab:
                         f"\tlog level = 1 auth_audit:3 auth_json_audit:3@{dc.auth_log}"]
         dc.conf.write_text("\n".join(lines) + "\n")
 
+    def _check_addresses_free(self) -> None:
+        for dc in self.dcs:
+            with socket.socket() as sock:
+                sock.settimeout(1)
+                if sock.connect_ex((dc.address, 389)) == 0:
+                    raise RuntimeError(f"something already listens on {dc.address}:389 (another lab still running?); "
+                                       "stop it first, e.g. python -m lab down DIR")
+
     def provision(self) -> None:
+        self._check_addresses_free()
         self.resolv_conf.write_text(f"nameserver {self.dc1.address}\n")
         self.hosts.write_text("127.0.0.1 localhost\n" + "".join(
             f"{dc.address} {dc.host} {dc.name.lower()}\n" for dc in self.dcs))
@@ -163,13 +175,18 @@ class SambaLab:
         if self.is_running(dc):
             return
         self.run(["samba", "-s", str(dc.conf), "-D"], namespace=True)
+        # Samba answers plain LDAP before it has written its TLS certificate: wait for LDAPS too.
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            with contextlib.suppress(Exception):
-                self.admin_connection(dc).unbind()
-                return
+            with contextlib.suppress(OSError):
+                if dc.ca_file.exists():
+                    context = ssl.create_default_context(cafile=str(dc.ca_file))
+                    with socket.create_connection((dc.address, 636), timeout=3) as raw, \
+                            context.wrap_socket(raw, server_hostname=dc.host):
+                        self.admin_connection(dc).unbind()
+                        return
             time.sleep(0.3)
-        raise RuntimeError(f"{dc.name} did not answer LDAP within {wait}s; see {dc.directory / 'log'}")
+        raise RuntimeError(f"{dc.name} did not answer LDAPS within {wait}s; see {dc.directory / 'log'}")
 
     def pid(self, dc: DC) -> int | None:
         try:
@@ -240,6 +257,12 @@ class SambaLab:
         if conn.result["result"] != 0:
             raise RuntimeError(f"setting the lockout policy failed: {conn.result}")
         conn.unbind()
+
+    def create_user(self, name: str, password: str = USER_PASSWORD) -> str:
+        """Create on DC1 and replicate to DC2 at once, so both DCs know the account."""
+        self.samba_tool("user", "create", name, password)
+        self.replicate(self.dc2, self.dc1)
+        return name
 
     def unlock(self, user: str) -> None:
         self.samba_tool("user", "unlock", user)

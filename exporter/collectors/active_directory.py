@@ -326,7 +326,6 @@ class ActiveDirectoryCollector(Collector):
         policy = state.policy
         topology = state.topology or ad.Topology((), None)
         domain = self.domain
-        cfg = self.config
         by_host = {dc.host: dc for dc in topology.controllers if dc.host}
         pdc = topology.pdc
 

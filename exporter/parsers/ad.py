@@ -176,6 +176,21 @@ def rdn_value(dn: str) -> str:
     return dn_components(dn)[0][1]
 
 
+def _norm_dn(dn: str) -> str:
+    return ",".join(f"{key.lower()}={value.lower()}" for key, value in dn_components(dn))
+
+
+def _domain_of(dn: str) -> str:
+    """The naming context of a DN: its trailing DC= components (a child domain's DN ends in its parent's)."""
+    parts = dn_components(dn)
+    tail = []
+    for key, value in reversed(parts):
+        if key != "DC":
+            break
+        tail.append(f"dc={value.lower()}")
+    return ",".join(reversed(tail))
+
+
 # --- topology: DCs, sites, PDC -------------------------------------------------------------------------------
 
 
@@ -224,15 +239,15 @@ def parse_topology(
             dsas.append((dn, attrs))
         elif "server" in classes:
             servers[dn.lower()] = attrs
-    domain_suffix = domain_dn.lower()
+    domain_suffix = _norm_dn(domain_dn)
     controllers = []
     for dn, attrs in dsas:
         server_dn = dn.split(",", 1)[1]
         server = servers.get(server_dn.lower(), {})
         ref = (str_attr(server, "serverReference") or "").lower()
-        masters = [v.decode("utf-8", "replace").lower() for v in
+        masters = [_norm_dn(v.decode("utf-8", "replace")) for v in
                    (*_get(attrs, "msDS-hasMasterNCs"), *_get(attrs, "hasMasterNCs"))]
-        if ref and not ref.endswith(domain_suffix):
+        if ref and _domain_of(ref) != domain_suffix:
             continue
         if not ref and masters and domain_suffix not in masters:
             continue

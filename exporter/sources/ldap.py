@@ -7,6 +7,7 @@ attribute bytes; decoding is the parsers' job.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import ssl
 import threading
@@ -109,14 +110,7 @@ class LdapClient:
 
     def _server(self) -> ldap3.Server:
         ep = self.endpoint
-        tls = None
-        if ep.tls_mode != "none":
-            tls = ldap3.Tls(
-                validate=ssl.CERT_REQUIRED if ep.verify else ssl.CERT_NONE,
-                ca_certs_file=str(ep.ca_file) if ep.ca_file else None,
-                valid_names=[ep.host],
-                version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        tls = _ContextTls(ep.host, ep.ca_file, ep.verify) if ep.tls_mode != "none" else None
         return ldap3.Server(
             ep.address,
             port=ep.port,
@@ -277,6 +271,28 @@ class LdapClient:
             raise _classify(exc, self.endpoint) from None
 
 
+class _ContextTls(ldap3.Tls):  # type: ignore[misc]
+    """TLS whose certificate and host-name checks are done by the SSL context itself.
+
+    We connect by address but verify the DC's DNS name (server_hostname), as any TLS client does.
+    ldap3's own check calls ssl.match_hostname, deprecated since Python 3.7 and gone in 3.12.
+    """
+
+    def __init__(self, host: str, ca_file: Path | None, verify: bool) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE, version=ssl.PROTOCOL_TLS_CLIENT)
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._context = context
+        self._host = host
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        connection.socket = self._context.wrap_socket(connection.socket, server_side=False,
+                                                      do_handshake_on_connect=do_handshake,
+                                                      server_hostname=self._host)
+
+
 class _Refused(Exception):
     """A Kerberos pre-authentication refusal, raised from inside ldap3's bind."""
 
@@ -288,10 +304,8 @@ class _Refused(Exception):
 def _unbind_quietly(conn: ldap3.Connection | None) -> None:
     if conn is None:
         return
-    try:
+    with contextlib.suppress(ldap_exc.LDAPException):
         conn.unbind()
-    except ldap_exc.LDAPException:
-        pass
 
 
 def _classify(exc: Exception, ep: LdapEndpoint) -> LdapError:

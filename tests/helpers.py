@@ -1,0 +1,38 @@
+"""Shared test helpers: reading recorded LDAP fixtures and flattening metric families."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client.core import Metric
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def recorded_ldap(section: str) -> list[tuple[str, dict[str, list[bytes]]]]:
+    data = json.loads((FIXTURES / "samba_lab_ldap.json").read_text())
+    return [(e["dn"], {k: [base64.b64decode(v) for v in vs] for k, vs in e["attributes"].items()})
+            for e in data[section]]
+
+
+def samples(families: Iterable[Metric]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """{(sample name, labels): value} for easy lookups in assertions."""
+    out = {}
+    for family in families:
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(flat: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    return flat.get((name, frozenset(labels.items())))
+
+
+def series(flat: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+           **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    """All samples of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return {lbls: v for (n, lbls), v in flat.items() if n == name and want <= lbls}

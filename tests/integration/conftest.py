@@ -1,0 +1,105 @@
+"""The lab for integration tests: one real two-DC Samba domain per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.exporter_config import write_config
+from lab.samba import SambaLab
+
+REQUIRED = ("samba", "samba-tool", "kinit", "smbclient", "unshare")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaLab]:
+    missing = [tool for tool in REQUIRED if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        pytest.fail(f"the lab needs root and {', '.join(REQUIRED)} (missing: {missing}); run ./run.sh test")
+    lab = SambaLab(tmp_path_factory.mktemp("lab"), lockout_threshold=3, lockout_duration=15, observation_window=15)
+    try:
+        lab.provision()
+        yield lab
+    finally:
+        lab.teardown(remove=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int, path: str = "/metrics", timeout: float = 5) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:  # noqa: S310
+        return str(response.read().decode())
+
+
+class RunningExporter:
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path, config: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+        self.config = config
+
+    def metrics(self) -> str:
+        return scrape(self.port)
+
+    def page(self, path: str = "/") -> str:
+        return scrape(self.port, path)
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, predicate: Any, timeout: float = 30, interval: float = 0.5) -> str:
+        """Scrape until ``predicate(text)`` holds; return that scrape."""
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            try:
+                text = self.metrics()
+            except OSError:
+                text = ""
+            if text and predicate(text):
+                return text
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout}s; last scrape:\n{text}\nlog:\n{self.logs()}")
+
+
+@contextmanager
+def running_exporter(lab: SambaLab, tmp: Path, **config: Any) -> Iterator[RunningExporter]:
+    port = free_port()
+    cfg = write_config(lab, tmp / "exporter.yml", port=port, **config)
+    log = tmp / "exporter.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={cfg}"],
+                                   stdout=out, stderr=subprocess.STDOUT, text=True)
+    running = RunningExporter(process, port, log, cfg)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if "Ready" in running.page("/-/ready"):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"exporter not ready:\n{running.logs()}")
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()

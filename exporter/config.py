@@ -175,6 +175,10 @@ class ActiveDirectoryConfig(_Model):
 
     @model_validator(mode="after")
     def _targets(self) -> ActiveDirectoryConfig:
+        if self.tls.mode == "none" and self.bind.method in ("simple", "ntlm"):
+            # A simple bind would send the password in clear; NTLM needs signing that ldap3 cannot provide.
+            raise ValueError(f"tls.mode: 'none' is not allowed with bind method {self.bind.method}; "
+                             "use ldaps or starttls")
         if not self.domain_controllers and not self.discovery.dns_srv:
             raise ValueError("domain_controllers: give at least one DC, or enable discovery.dns_srv")
         if self.timeout_seconds >= self.interval_seconds:

@@ -150,11 +150,15 @@ class SambaLab:
         guid = self._ntds_guid(self.dc2)
         self._dns_add(f"_msdcs.{DOMAIN}", guid, "CNAME", self.dc2.host)
         self.start(self.dc2)
+        # The join wrote DC2's service principal names on DC2; DC1's KDC needs them for Kerberos to DC2.
+        self.replicate(self.dc1, self.dc2)
         self.ca_bundle.write_text(self.dc1.ca_file.read_text() + self.dc2.ca_file.read_text())
         for dc in self.dcs:
             self.krb5_conf(dc).write_text(
                 f"[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n dns_lookup_realm = false\n"
-                f" rdns = false\n[realms]\n {REALM} = {{\n  kdc = {dc.address}\n }}\n")
+                # No canonicalisation: the host's resolver must never be asked for lab names.
+                f" rdns = false\n dns_canonicalize_hostname = false\n"
+                f"[realms]\n {REALM} = {{\n  kdc = {dc.address}\n }}\n")
 
     def krb5_conf(self, dc: DC) -> Path:
         """A krb5.conf whose only KDC is this DC, so a kinit's failure lands on the DC we choose."""

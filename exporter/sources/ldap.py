@@ -79,15 +79,49 @@ class LdapCredential:
         return CredentialGuard.fingerprint(domain.lower(), self.method, self.user or "", secret, keytab)
 
 
-def nt_hash(password: str) -> str:
-    """The NT hash (MD4 of UTF-16LE) as hex, computed by pyspnego.
+_SASL_BIND_IN_PROGRESS = 14
 
-    ldap3's own NTLM code asks hashlib for MD4, which OpenSSL 3 no longer provides; ldap3 also accepts an
-    ``LM:NT`` hash pair in place of the password, which is how we hand it pyspnego's result.
+
+def ntlm_spnego_bind(conn: ldap3.Connection, user: str, password: str, host: str) -> dict[str, Any]:
+    """An NTLM bind as SASL GSS-SPNEGO, the mechanism both Windows AD and Samba offer, with pyspnego.
+
+    ldap3's own NTLM bind uses the Sicily protocol, which Samba refuses, and asks hashlib for MD4, which
+    OpenSSL 3 no longer has. pyspnego is given only the NT hash, so its Negotiate cannot fall back to a
+    Kerberos attempt with the password. Over TLS the channel binding (tls-server-end-point) is sent, so DCs
+    that enforce LDAP channel binding accept it.
     """
-    from spnego._ntlm_raw.crypto import ntowfv1  # pyspnego comes with pypsrp
+    import hashlib
 
-    return "0" * 32 + ":" + ntowfv1(password).hex()
+    import spnego
+    from ldap3.protocol.sasl.sasl import send_sasl_negotiation
+    from spnego._ntlm_raw.crypto import ntowfv1  # pyspnego (a pypsrp dependency) has its own MD4
+    from spnego._ntlm_raw.messages import NegotiateFlags
+    from spnego.channel_bindings import GssChannelBindings
+
+    bindings = None
+    if isinstance(conn.socket, ssl.SSLSocket):
+        certificate = conn.socket.getpeercert(binary_form=True)
+        if certificate:
+            # RFC 5929: the certificate's hash; SHA-256 for the SHA-1/SHA-256 signatures DCs use.
+            bindings = GssChannelBindings(
+                application_data=b"tls-server-end-point:" + hashlib.sha256(certificate).digest())
+    credential = spnego.NTLMHash(username=user, nt_hash=ntowfv1(password).hex())
+    # TLS already protects the session: asking for NTLM signing or sealing on top is refused by the DC.
+    context = spnego.client(credential, hostname=host, service="ldap", protocol="ntlm",
+                            channel_bindings=bindings, context_req=spnego.ContextReq.mutual_auth)
+    # Without signing or sealing pyspnego still offers KEY_EXCH and then sends a 1-byte placeholder key,
+    # which Samba rejects ("KEY_EXCH session key was of invalid length"). Not offering KEY_EXCH is valid NTLM.
+    context._context_req &= ~NegotiateFlags.key_exch
+    conn.sasl_mechanism = "GSS-SPNEGO"
+    token = context.step()
+    while True:
+        result: dict[str, Any] = send_sasl_negotiation(conn, None, token)
+        if result.get("result") == 0:
+            conn.bound = True
+            return result
+        if result.get("result") != _SASL_BIND_IN_PROGRESS:
+            return result
+        token = context.step(result.get("saslCreds"))
 
 
 class LdapClient:
@@ -135,8 +169,7 @@ class LdapClient:
             return ldap3.Connection(server, user=cred.user, password=password,
                                     authentication=ldap3.SIMPLE, **common)
         if cred.method == "ntlm":
-            return ldap3.Connection(server, user=cred.user, password=nt_hash(password or ""),
-                                    authentication=ldap3.NTLM, **common)
+            return ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **common)  # see ntlm_spnego_bind
         return ldap3.Connection(
             server,
             user=cred.user if cred.keytab else None,
@@ -159,12 +192,13 @@ class LdapClient:
             return None  # keytab via cred_store, or the existing credential cache (KRB5CCNAME)
         import gssapi
         import gssapi.raw
+        from gssapi.raw.misc import GSSError
 
         name = gssapi.Name(cred.user, gssapi.NameType.kerberos_principal)
         try:
             acquired = gssapi.raw.acquire_cred_with_password(
                 name, cred.password.get_secret_value().encode("utf-8"), usage="initiate")
-        except gssapi.exceptions.GSSError as exc:
+        except GSSError as exc:
             text = str(exc)
             if "Preauthentication failed" in text or "Password incorrect" in text:
                 raise _Refused("wrong_password", "Kerberos pre-authentication failed (wrong password)") from None
@@ -189,8 +223,13 @@ class LdapClient:
                 conn.open()
                 if ep.tls_mode == "starttls" and not conn.start_tls():
                     raise LdapError("tls", f"StartTLS refused by {ep.url}: {conn.result.get('description')}")
-                bound = conn.bind()
-                result = conn.result or {}
+                if self.credential.method == "ntlm":
+                    secret = self.credential.password.get_secret_value() if self.credential.password else ""
+                    result = ntlm_spnego_bind(conn, self.credential.user or "", secret, ep.host)
+                    bound = result.get("result") == 0
+                else:
+                    bound = conn.bind()
+                    result = conn.result or {}
             except _Refused as exc:
                 bound, result = False, {"result": _RESULT_INVALID_CREDENTIALS, "reason": exc.reason}
             except ldap_exc.LDAPException as exc:
@@ -198,6 +237,11 @@ class LdapClient:
                 raise _classify(exc, ep) from None
             except LdapError:
                 _unbind_quietly(conn)
+                raise
+            except Exception as exc:
+                _unbind_quietly(conn)
+                if type(exc).__module__.startswith("gssapi"):
+                    raise LdapError("kerberos", f"{ep.url}: Kerberos: {exc}") from None
                 raise
             if not bound:
                 _unbind_quietly(conn)

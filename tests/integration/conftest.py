@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 def scrape(port: int, path: str = "/metrics", timeout: float = 5) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
         return str(response.read().decode())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -70,7 +71,7 @@ async def test_lockout_on_second_dc_names_it_as_origin_then_expires(
     assert value(flat, "ad_account_bad_password_count", domain=D, dc=lab.dc2.host, user=user) == lab.threshold
 
     # After lockoutDuration the account is no longer locked, although lockoutTime is still set.
-    time.sleep(lab.duration + 1)
+    await asyncio.sleep(lab.duration + 1)
     assert all(lab.account(user, dc)["lockoutTime"] != 0 for dc in lab.dcs)
     flat = samples(await collector.collect())
     assert not series(flat, "ad_account_locked", user=user)

@@ -349,7 +349,7 @@ class ActiveDirectoryCollector(Collector):
         recent = gauge("ad_lockouts_in_observation_window",
                        "Accounts this DC says were locked out within the last observation window.",
                        ["domain", "dc"])
-        bad_count = gauge("ad_account_bad_password_count",
+        bad_count = gauge("ad_account_bad_passwords",
                           f"badPwdCount per DC for watched accounts and the top accounts (cap top_accounts); "
                           f"user=\"{OTHER}\" sums the rest.", ["domain", "dc", "user"])
         bad_time = gauge("ad_account_last_bad_password_timestamp_seconds",
@@ -379,7 +379,7 @@ class ActiveDirectoryCollector(Collector):
         capped = GaugeMetricFamily("ad_exchange_exporter_capped_series",
                                    "Series left out of a family in the last refresh because of a configured cap.",
                                    labels=["collector", "target", "family"])
-        capped.add_metric([self.name, domain, "ad_account_bad_password_count"], capped_bad_password)
+        capped.add_metric([self.name, domain, "ad_account_bad_passwords"], capped_bad_password)
         families: list[Metric] = [up, error, sweep_seconds, info, is_pdc]
         if policy is not None:
             families.extend(self._policy_metrics(policy))

@@ -49,7 +49,7 @@ async def test_bad_passwords_by_ldap_kerberos_and_ntlm_match_each_dc(
     assert truth == {lab.dc1.host: 2, lab.dc2.host: 1}  # badPwdCount is per DC, not replicated
     flat = samples(await collector.collect())
     for dc, count in truth.items():
-        assert value(flat, "ad_account_bad_password_count", domain=D, dc=dc, user=user) == count
+        assert value(flat, "ad_account_bad_passwords", domain=D, dc=dc, user=user) == count
         last = value(flat, "ad_account_last_bad_password_timestamp_seconds", domain=D, dc=dc, user=user)
         assert last is not None and abs(last - time.time()) < 60
         assert (value(flat, "ad_accounts_with_bad_password", domain=D, dc=dc) or 0) >= 1
@@ -68,7 +68,7 @@ async def test_lockout_on_second_dc_names_it_as_origin_then_expires(
     for dc in lab.dcs:
         assert (value(flat, "ad_accounts_locked", domain=D, dc=dc.host) or 0) >= 1
         assert (value(flat, "ad_lockouts_in_observation_window", domain=D, dc=dc.host) or 0) >= 1
-    assert value(flat, "ad_account_bad_password_count", domain=D, dc=lab.dc2.host, user=user) == lab.threshold
+    assert value(flat, "ad_account_bad_passwords", domain=D, dc=lab.dc2.host, user=user) == lab.threshold
 
     # After lockoutDuration the account is no longer locked, although lockoutTime is still set.
     await asyncio.sleep(lab.duration + 1)

@@ -44,7 +44,7 @@ python_env() {
 setup() { install_packages; python_env; }
 
 lint() {
-  "$VENV/bin/ruff" check exporter lab tests bench dashboards
+  "$VENV/bin/ruff" check .
   "$VENV/bin/mypy" exporter
 }
 

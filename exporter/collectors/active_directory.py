@@ -504,6 +504,9 @@ class ActiveDirectoryCollector(Collector):
             # as small as the recent lockouts themselves.
             floor = ad.filetime_to_unix(self._lockout_floor(now)) or 0.0
             self._seen_lockouts = {k for k in self._seen_lockouts | set(current) if k[1] >= floor - 1}
+        # Every known origin starts at 0, so that increase() sees the first lockout of a new series.
+        for dc in topology.controllers:
+            self._lockouts_total.setdefault(dc.host or dc.name.lower(), 0)
         family = CounterMetricFamily("ad_account_lockouts",
                                      "Lockouts first seen by the exporter, by the DC they originated on.",
                                      labels=["domain", "origin_dc"])

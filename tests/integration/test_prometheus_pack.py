@@ -1,0 +1,134 @@
+"""Every PromQL expression of the pack runs against a real Prometheus scraping the exporter on the lab."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.samba import SambaLab
+from tests.integration.conftest import free_port, running_exporter
+
+ROOT = Path(__file__).resolve().parents[2]
+# Grafana's variables, as a person choosing "All" would have them.
+GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$__rate_interval": "1m"}
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for var, value in GRAFANA_VARIABLES.items():
+                    expr = expr.replace(var, value)
+                out.append((f"{path.name}: {panel['title']}", expr))
+    return out
+
+
+def rules() -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((ROOT / "alerts").glob("*.rules.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            out.extend(group["rules"])
+    return out
+
+
+class Prometheus:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def query(self, expr: str) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return dict(json.load(response))
+        except urllib.error.HTTPError as exc:  # a 400 carries the parse error
+            return dict(json.load(exc))
+
+
+@pytest.fixture
+def prometheus(lab: SambaLab, tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is missing; run ./run.sh test")
+    with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in sorted((ROOT / "alerts").glob("*.rules.yml"))],
+            "scrape_configs": [{"job_name": "ad", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+        }))
+        process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+                                   stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
+        try:
+            yield Prometheus(port), exporter
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
+def wait_for_data(prom: Prometheus, expr: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if prom.query(expr).get("data", {}).get("result"):
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"no data for {expr} within {timeout}s")
+
+
+def test_every_dashboard_and_rule_expression_parses_and_returns_data(
+        lab: SambaLab, prometheus: tuple[Prometheus, Any]) -> None:
+    prom, _ = prometheus
+    wait_for_data(prom, 'ad_dc_up{dc="dc2.lab.example"} == 1')
+    time.sleep(3)  # a few samples before the lockout, so increase() sees it
+    user = lab.create_user("judy")
+    duration, window = lab.duration, lab.window
+    lab.set_policy(duration=600, window=600)  # the lockout must outlive the evaluation below
+    lab.lock_out(user, lab.dc1)  # DC2 is stopped below; DC1 must hold the lock without waiting for replication
+    lab.fail_ldap("svc_backup", lab.dc1)
+    wait_for_data(prom, f'ad_account_locked{{user="{user}"}}')
+    wait_for_data(prom, "ad:account_lockouts:increase15m > 0")
+    # A DC down, so that the "why DCs are down" panel and the down-reason selectors have something to show.
+    lab.stop(lab.dc2)
+    try:
+        wait_for_data(prom, 'ad_dc_error_reason{dc="dc2.lab.example"} == 1')
+        problems = []
+        for where, expr in dashboard_expressions():
+            answer = prom.query(expr)
+            if answer.get("status") != "success":
+                problems.append(f"{where}: does not parse: {answer.get('error')}")
+            elif not answer["data"]["result"]:
+                problems.append(f"{where}: no data: {expr}")
+        for rule in rules():
+            name = rule.get("record") or rule.get("alert")
+            answer = prom.query(rule["expr"])
+            if answer.get("status") != "success":
+                problems.append(f"rule {name}: does not parse: {answer.get('error')}")
+                continue
+            if "record" in rule and not answer["data"]["result"]:
+                problems.append(f"recording rule {name}: no data")
+            # An alert's condition is rightly empty while all is well: each series it reads must have data.
+            for metric in sorted(set(re.findall(r"\b(ad[_:][A-Za-z0-9_:]+)\b", rule["expr"]))):
+                if not prom.query(metric)["data"]["result"]:
+                    problems.append(f"rule {name}: {metric} has no data")
+        assert not problems, "\n".join(problems)
+    finally:
+        lab.start(lab.dc2)
+        lab.unlock(user)
+        lab.set_policy(duration=duration, window=window)

@@ -1,0 +1,84 @@
+"""The monitoring pack: dashboards in sync with their code, alerts complete, promtool's own tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dashboards import build
+
+ROOT = Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "alerts"
+
+
+@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
+def test_committed_dashboard_json_is_fresh(name: str) -> None:
+    committed = (ROOT / "dashboards" / name).read_text()
+    assert committed == build.render(build.DASHBOARDS[name]), f"run: python -m dashboards.build ({name} is stale)"
+
+
+@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
+def test_dashboard_shape(name: str) -> None:
+    dashboard = json.loads((ROOT / "dashboards" / name).read_text())
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "domain"} <= variables
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}"
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+
+
+def alert_rules() -> list[dict[str, object]]:
+    rules = []
+    for path in sorted(ALERTS.glob("*.rules.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules.extend(r for r in group["rules"] if "alert" in r)
+    return rules
+
+
+def test_every_alert_has_severity_summary_description_and_a_runbook() -> None:
+    rules = alert_rules()
+    assert rules
+    for rule in rules:
+        name = str(rule["alert"])
+        assert name.startswith(("ActiveDirectory", "Exchange")), name
+        labels = rule["labels"]
+        annotations = rule["annotations"]
+        assert isinstance(labels, dict) and labels["severity"] in ("critical", "warning", "info")
+        assert isinstance(annotations, dict) and annotations["summary"] and annotations["description"]
+        assert annotations["runbook_url"] == f"alerts/runbooks/{name}.md"
+        assert (ROOT / str(annotations["runbook_url"])).is_file()
+
+
+def test_every_alert_has_promtool_cases_that_fire_and_that_do_not() -> None:
+    names = {str(r["alert"]) for r in alert_rules()}
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for path in sorted((ALERTS / "tests").glob("*.yml")):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
+    assert names <= fired, names - fired
+    assert names <= quiet, names - quiet
+
+
+def test_promtool_check_and_test_rules() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing; run ./run.sh test")
+    rules = sorted(str(p) for p in ALERTS.glob("*.rules.yml"))
+    check = subprocess.run([promtool, "check", "rules", *rules], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = sorted(str(p) for p in (ALERTS / "tests").glob("*.yml"))
+    result = subprocess.run([promtool, "test", "rules", *tests], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,22 @@
+"""Benchmarks, run on demand (not part of the tests): ``python -m bench [NAME] [ARGS...]``."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import ldap_sweep
+
+BENCHMARKS = {"ldap_sweep": ldap_sweep.main}
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    name = args[0] if args and not args[0].startswith("-") else "ldap_sweep"
+    rest = args[1:] if args and args[0] == name else args
+    if name not in BENCHMARKS:
+        print(f"unknown benchmark {name}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    return BENCHMARKS[name](rest)
+
+
+raise SystemExit(main())

@@ -155,40 +155,29 @@ class CollectorRegistry(PromCollector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        success = GaugeMetricFamily(
-            "ad_exchange_exporter_collector_success",
-            "1 if the collector's last refresh succeeded. Its metrics are served from that refresh's cache.",
-            labels=["collector", "target"],
-        )
-        duration = GaugeMetricFamily(
-            "ad_exchange_exporter_collector_duration_seconds",
-            "How long the collector's last refresh took.",
-            labels=["collector", "target"],
-        )
-        last_success = GaugeMetricFamily(
-            "ad_exchange_exporter_collector_last_success_timestamp_seconds",
-            "When the collector last refreshed successfully (0 if never); cached metrics are this old.",
-            labels=["collector", "target"],
-        )
-        failures = CounterMetricFamily(
-            "ad_exchange_exporter_collector_failures",
-            "Refreshes of the collector that failed as a whole (timeout or error).",
-            labels=["collector", "target"],
-        )
-        interval = GaugeMetricFamily(
-            "ad_exchange_exporter_collector_interval_seconds",
-            "The collector's configured refresh interval.",
-            labels=["collector", "target"],
-        )
-        for state in self._states:
-            labels = [state.collector.name, state.collector.target]
-            success.add_metric(labels, 1.0 if state.success else 0.0)
-            duration.add_metric(labels, state.last_duration)
-            last_success.add_metric(labels, state.last_success)
-            failures.add_metric(labels, state.failures_total)
-            interval.add_metric(labels, state.collector.interval)
-        yield from (success, duration, last_success, failures, interval)
+        for family_type, name, doc, read in _SELF_METRICS:
+            family = family_type(name, doc, labels=["collector", "target"])
+            for state in self._states:
+                family.add_metric([state.collector.name, state.collector.target], read(state))
+            yield family
         yield from _merge_families(s.snapshot for s in self._states)
+
+
+_SELF_METRICS: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str,
+                            Callable[[CollectorState], float]], ...] = (
+    (GaugeMetricFamily, "ad_exchange_exporter_collector_success",
+     "1 if the collector's last refresh succeeded. Its metrics are served from that refresh's cache.",
+     lambda s: 1.0 if s.success else 0.0),
+    (GaugeMetricFamily, "ad_exchange_exporter_collector_duration_seconds",
+     "How long the collector's last refresh took.", lambda s: s.last_duration),
+    (GaugeMetricFamily, "ad_exchange_exporter_collector_last_success_timestamp_seconds",
+     "When the collector last refreshed successfully (0 if never); cached metrics are this old.",
+     lambda s: s.last_success),
+    (CounterMetricFamily, "ad_exchange_exporter_collector_failures",
+     "Refreshes of the collector that failed as a whole (timeout or error).", lambda s: s.failures_total),
+    (GaugeMetricFamily, "ad_exchange_exporter_collector_interval_seconds",
+     "The collector's configured refresh interval.", lambda s: s.collector.interval),
+)
 
 
 def _merge_families(snapshots: Iterator[list[Metric]]) -> Iterator[Metric]:

@@ -88,6 +88,7 @@ class ActiveDirectoryCollector(Collector):
         self._lockouts_total: dict[str, int] = {}
         self._parse_errors_total = 0
         self._last_sweeps: list[DcSweep] = []
+        self._known_endpoints: list[LdapEndpoint] = []
 
     # --- targets -----------------------------------------------------------------------------------------
 
@@ -161,10 +162,11 @@ class ActiveDirectoryCollector(Collector):
 
     async def collect(self) -> list[Metric]:
         now = self.clock()
+        # The topology is read through the DCs known from the last refresh; then the targets are worked
+        # out once, since the topology may have just named DCs we did not know.
+        await self._refresh_domain_state(self._known_endpoints or await self._targets())
         endpoints = await self._targets()
-        await self._refresh_domain_state(endpoints)
-        # Re-read: the topology may have just named DCs we did not know.
-        endpoints = await self._targets()
+        self._known_endpoints = endpoints
         policy = self._state.policy
         if policy is not None:
             for client in self._clients.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.config import Config
 from exporter.sources.credential_guard import CredentialGuard
 from lab.exporter_config import lab_config
-from lab.samba import UF_LOCKOUT_BIT, SambaLab
+from lab.samba import ADMIN_PASSWORD, UF_LOCKOUT_BIT, SambaLab
 from tests.helpers import samples, series, value
 
 D = "lab.example"
@@ -99,3 +100,46 @@ async def test_watched_service_account_lock(lab: SambaLab, collector: ActiveDire
         assert value(flat, "ad_watched_account_locked", domain=D, user="svc_sql") == 1
     finally:
         lab.unlock("svc_sql")
+
+
+async def test_dcs_discovered_by_dns_srv_alone(lab: SambaLab) -> None:
+    """No DC configured: the SRV records _ldap._tcp.dc._msdcs.<domain> in the lab's DNS name them."""
+    overrides = {"domain_controllers": [], "discovery": {"dns_srv": True, "ntds_settings": True,
+                                                         "dns_servers": [lab.dc1.address]}}
+    config = Config.model_validate(lab_config(lab, interval=30, timeout=5, **overrides)).active_directory[0]
+    collector = ActiveDirectoryCollector(config, CredentialGuard())
+    try:
+        flat = samples(await collector.collect())
+    finally:
+        await collector.close()
+    for dc in lab.dcs:
+        assert value(flat, "ad_dc_up", domain=D, dc=dc.host) == 1, collector.target_status()
+
+
+async def test_fine_grained_password_settings(lab: SambaLab, collector: ActiveDirectoryCollector,
+                                             tmp_path: Path) -> None:
+    """PSOs are exported where the bind account may read the Password Settings Container.
+
+    By default only administrators can (as on Windows): the plain service account sees none and reports
+    nothing, without error; an account with read rights (here the lab's administrator) sees them.
+    """
+    lab.samba_tool("domain", "passwordsettings", "pso", "create", "service-accounts", "10",
+                   "--account-lockout-threshold=20", "--account-lockout-duration=60",
+                   "--reset-account-lockout-after=30")
+    admin_password = tmp_path / "admin.password"
+    admin_password.write_text(ADMIN_PASSWORD)
+    reader = Config.model_validate(lab_config(lab, interval=30, timeout=5, bind={
+        "method": "simple", "user": f"Administrator@{D}", "password_file": str(admin_password)})).active_directory[0]
+    privileged = ActiveDirectoryCollector(reader, CredentialGuard())
+    pso = {"domain": D, "pso": "service-accounts"}
+    try:
+        plain = samples(await collector.collect())
+        assert value(plain, "ad_password_settings_lockout_threshold", **pso) is None
+        assert value(plain, "ad_dc_up", domain=D, dc=lab.dc1.host) == 1
+        flat = samples(await privileged.collect())
+        assert value(flat, "ad_password_settings_lockout_threshold", **pso) == 20
+        assert value(flat, "ad_password_settings_lockout_duration_seconds", **pso) == 3600
+        assert value(flat, "ad_password_settings_observation_window_seconds", **pso) == 1800
+    finally:
+        await privileged.close()
+        lab.samba_tool("domain", "passwordsettings", "pso", "delete", "service-accounts")

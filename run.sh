@@ -51,7 +51,7 @@ lint() {
 cmd=${1:-help}
 shift || true
 case "$cmd" in
-  demo)  setup; exec as_root "$VENV/bin/python" -m lab demo "$@" ;;
+  demo)  setup; as_root "$VENV/bin/python" -m lab demo "$@" ;;
   test)  setup; lint; as_root "$VENV/bin/python" -m pytest -q "$@" ;;
   lint)  python_env; lint ;;
   bench) setup; as_root "$VENV/bin/python" -m bench "$@" ;;

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   samba samba-ad-dc winbind krb5-user ldb-tools smbclient ldap-utils   # the lab's domain controllers and clients
   prometheus prometheus-alertmanager                                    # promtool, Prometheus and amtool in tests
   libkrb5-dev gcc python3-dev python3-venv                              # to build gssapi (Kerberos binds)
+  chromium                                                              # landing-page checks in a real browser
   curl util-linux procps
 )
 VENV=.venv

@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -114,3 +115,27 @@ def test_exposition_passes_promtool_check_metrics(lab: SambaLab, tmp_path: Path)
     assert "ad_account_bad_passwords{" in text and "ad_dc_info{" in text
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
+
+
+def test_landing_page_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is missing; run ./run.sh test")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}"]
+    with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
+        exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 1)
+        url = f"http://127.0.0.1:{exporter.port}/"
+        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        shot = tmp_path / "landing.png"
+        subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,640", url],
+                       capture_output=True, timeout=60, check=True)
+    assert "<h1>ad-exchange-exporter" in dom
+    for dc in lab.dcs:
+        assert f"<td>{dc.host}</td><td>up</td>" in dom
+    assert "<td>active_directory</td><td>lab.example</td><td>ok</td>" in dom
+    assert lab.service_password_file.read_text() not in dom
+    assert shot.stat().st_size > 10_000  # a rendered page, not an empty canvas
+    shutil.copyfile(shot, Path(tempfile.gettempdir()) / "ad-exchange-exporter-landing.png")

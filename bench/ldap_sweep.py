@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -47,8 +48,6 @@ def add_users(lab: SambaLab, count: int, affected: int) -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(worker, chunks))
     # Enabled users with a password need an encrypted connection for unicodePwd: LDAPS.
-    import ssl
-
     tls = ldap3.Tls(validate=ssl.CERT_NONE, version=ssl.PROTOCOL_TLS_CLIENT)
     conn = ldap3.Connection(ldap3.Server(lab.dc1.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE),
                             f"Administrator@{DOMAIN}", ADMIN_PASSWORD, auto_bind=True)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -36,3 +37,9 @@ def series(flat: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     """All samples of ``name`` whose labels include ``labels``."""
     want = set(labels.items())
     return {lbls: v for (n, lbls), v in flat.items() if n == name and want <= lbls}
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample of ``name`` in exposition text whose labels include ``labels``."""
+    found = series(samples(text_string_to_metric_families(text)), name, **labels)
+    return next(iter(found.values()), None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -14,20 +13,10 @@ from pathlib import Path
 import pytest
 
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
+from tests.helpers import metric
 from tests.integration.conftest import running_exporter
 
 WRONG_SECRET = "Wrong-Secret-Pass9!"
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in exposition text (labels in any order)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and line.split(" ")[0] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("} ")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_stopped_and_hung_dc_are_down_within_the_timeout_others_intact(lab: SambaLab, tmp_path: Path) -> None:

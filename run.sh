@@ -39,7 +39,7 @@ python_env() {
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev,kerberos]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev,kerberos,lab]"
 }
 
 setup() { install_packages; python_env; }

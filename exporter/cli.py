@@ -16,6 +16,7 @@ from prometheus_client import ProcessCollector
 
 from exporter import __version__
 from exporter.collectors.active_directory import ActiveDirectoryCollector
+from exporter.collectors.exchange import ExchangeCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
@@ -64,7 +65,9 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor) -> list[Collector]:
-    return [ActiveDirectoryCollector(ad, guard, redact) for ad in config.active_directory]
+    collectors: list[Collector] = [ActiveDirectoryCollector(ad, guard, redact) for ad in config.active_directory]
+    collectors += [ExchangeCollector(ex, guard, redact) for ex in config.exchange]
+    return collectors
 
 
 class Exporter:
@@ -159,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         web_cfg = config.web.model_copy(update={"listen_address": args.listen_address})
         config = config.model_copy(update={"web": web_cfg})
     if args.config_check:
-        print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s))")
+        print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s), "
+              f"{len(config.exchange)} Exchange organization(s))")
         return 0
     setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     exporter = Exporter(args.config_file, config)

@@ -79,20 +79,16 @@ class LogConfig(_Model):
     format: Literal["text", "json"] = "text"
 
 
-class LdapBind(_Model):
-    """How the exporter authenticates to the domain controllers."""
+class _Secret(_Model):
+    """A user and a password read from a file or an environment variable, never from the YAML itself."""
 
-    method: Literal["simple", "ntlm", "kerberos"] = "simple"
-    # simple: a UPN (svc@corp.example) or DN; ntlm: DOMAIN\\user; kerberos: principal (optional with a keytab)
     user: str | None = None
     password_file: ReadableFile | None = None
     password_env: str | None = None
-    keytab_file: ReadableFile | None = None
     # Resolved from password_file / password_env at load time; never set in YAML.
     password: SecretStr | None = Field(default=None, exclude=True)
 
     _check_password_file = field_validator("password_file")(_readable_file)
-    _check_keytab_file = field_validator("keytab_file")(_readable_file)
 
     @model_validator(mode="before")
     @classmethod
@@ -101,8 +97,7 @@ class LdapBind(_Model):
             raise ValueError("inline passwords are not accepted; use password_file or password_env")
         return data
 
-    @model_validator(mode="after")
-    def _resolve_secret(self) -> LdapBind:
+    def _read_secret(self) -> str | None:
         if self.password_file is not None and self.password_env is not None:
             raise ValueError("password_file and password_env are mutually exclusive")
         secret: str | None = None
@@ -114,6 +109,23 @@ class LdapBind(_Model):
             secret = os.environ.get(self.password_env)
             if not secret:
                 raise ValueError(f"password_env: environment variable {self.password_env} is not set")
+        if secret is not None:
+            object.__setattr__(self, "password", SecretStr(secret))
+        return secret
+
+
+class LdapBind(_Secret):
+    """How the exporter authenticates to the domain controllers."""
+
+    method: Literal["simple", "ntlm", "kerberos"] = "simple"
+    # simple: a UPN (svc@corp.example) or DN; ntlm: DOMAIN\\user; kerberos: principal (optional with a keytab)
+    keytab_file: ReadableFile | None = None
+
+    _check_keytab_file = field_validator("keytab_file")(_readable_file)
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> LdapBind:
+        secret = self._read_secret()
         if self.method in ("simple", "ntlm"):
             if not self.user:
                 raise ValueError(f"user: required for method {self.method}")
@@ -122,8 +134,6 @@ class LdapBind(_Model):
             if self.method == "ntlm" and "\\" not in self.user:
                 raise ValueError("user: NTLM needs DOMAIN\\user")
         # kerberos with neither password nor keytab uses the existing credential cache (KRB5CCNAME).
-        if secret is not None:
-            object.__setattr__(self, "password", SecretStr(secret))
         return self
 
 
@@ -190,10 +200,99 @@ class ActiveDirectoryConfig(_Model):
         return self.base_dn or ",".join(f"DC={part}" for part in self.domain.split("."))
 
 
+class RemotingAuth(_Secret):
+    """How the exporter authenticates to PowerShell remoting (WinRM)."""
+
+    # kerberos: the Exchange default (needs the gssapi extra; no password uses the credential cache);
+    # negotiate/ntlm/credssp: DOMAIN\\user or UPN with a password; basic: only over HTTPS.
+    method: Literal["kerberos", "negotiate", "ntlm", "credssp", "basic"] = "kerberos"
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> RemotingAuth:
+        secret = self._read_secret()
+        if self.method != "kerberos":
+            if not self.user:
+                raise ValueError(f"user: required for method {self.method}")
+            if secret is None:
+                raise ValueError(f"password_file or password_env: required for method {self.method}")
+        return self
+
+
+class RemotingTls(_Model):
+    verify: bool = True
+    ca_file: ReadableFile | None = None
+
+    _check_ca_file = field_validator("ca_file")(_readable_file)
+
+
+class ExchangeServerConfig(_Model):
+    # The server's Exchange name (SOLO-E16A): what cmdlets take as -Identity / -Server, and the label.
+    name: str = Field(min_length=1)
+    # Where to connect: its DNS name (checked against the certificate, used for Kerberos), or an address.
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class HybridConfig(_Model):
+    # The tenant's routing domain (contoso.mail.onmicrosoft.com): every remote mailbox's
+    # RemoteRoutingAddress must be in it.
+    tenant_routing_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+    # TlsCertificateName the hybrid connectors must carry, as "<I>issuer<S>subject" or just the subject.
+    expected_tls_certificate_name: str | None = None
+    interval_seconds: Seconds = 900.0
+    # Cap on misrouted remote mailboxes listed by name; the count is always exported.
+    max_listed_mailboxes: int = Field(default=20, ge=0, le=1000)
+
+
+class ExchangeConfig(_Model):
+    organization: str = Field(min_length=1)
+    servers: list[ExchangeServerConfig] = Field(min_length=1)
+    scheme: Literal["http", "https"] = "http"
+    path: str = "PowerShell"
+    configuration_name: str = "Microsoft.Exchange"
+    auth: RemotingAuth = Field(default_factory=RemotingAuth)
+    tls: RemotingTls = Field(default_factory=RemotingTls)
+    # auto: message encryption over HTTP with Kerberos/NTLM/Negotiate/CredSSP, TLS over HTTPS.
+    encryption: Literal["auto", "always", "never"] = "auto"
+    # Plain HTTP without message encryption shows the traffic (and a Basic password) to the network;
+    # only for a lab on loopback.
+    allow_unencrypted: bool = False
+    interval_seconds: Seconds = 60.0
+    timeout_seconds: Seconds = 15.0
+    max_concurrent_servers: int = Field(default=4, ge=1, le=64)
+    # Cap on queue groups (next hop, delivery type, status) per server; the rest is counted as left out.
+    max_queues: int = Field(default=50, ge=1, le=1000)
+    hybrid: HybridConfig | None = None
+    bind_retry_after_seconds: Seconds = 1860.0
+
+    @model_validator(mode="after")
+    def _transport(self) -> ExchangeConfig:
+        if self.auth.method == "basic" and self.encryption == "always":
+            raise ValueError("encryption: basic authentication cannot encrypt messages; use https")
+        if self.auth.method == "basic" and self.scheme == "http" and self.encryption == "auto":
+            raise ValueError("encryption: basic authentication over http cannot encrypt messages; use https "
+                             "(or encryption never with allow_unencrypted, for a lab)")
+        plain = self.scheme == "http" and (self.auth.method == "basic" or self.encryption == "never")
+        if plain and not self.allow_unencrypted:
+            raise ValueError("scheme: plain HTTP without message encryption (basic auth or encryption never) "
+                             "is refused; use https, or set allow_unencrypted for a lab")
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError("timeout_seconds: must be shorter than interval_seconds")
+        names = [s.name.lower() for s in self.servers]
+        if len(set(names)) != len(names):
+            raise ValueError("servers: a server name appears twice")
+        return self
+
+    @property
+    def default_port(self) -> int:
+        return 443 if self.scheme == "https" else 80
+
+
 class Config(_Model):
     web: WebConfig = Field(default_factory=WebConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     active_directory: list[ActiveDirectoryConfig] = Field(default_factory=list)
+    exchange: list[ExchangeConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_domains(self) -> Config:
@@ -203,11 +302,15 @@ class Config(_Model):
             if key in seen:
                 raise ValueError(f"active_directory: domain {ad.domain} appears twice")
             seen.add(key)
+        organizations = [ex.organization.lower() for ex in self.exchange]
+        if len(set(organizations)) != len(organizations):
+            raise ValueError("exchange: an organization appears twice")
         return self
 
     def secrets(self) -> list[str]:
         """Every secret value in this config, so that error texts can be scrubbed of them."""
-        return [ad.bind.password.get_secret_value() for ad in self.active_directory if ad.bind.password]
+        secrets = [ad.bind.password for ad in self.active_directory] + [ex.auth.password for ex in self.exchange]
+        return [s.get_secret_value() for s in secrets if s is not None]
 
 
 def format_location(loc: Iterable[int | str]) -> str:

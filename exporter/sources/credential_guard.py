@@ -63,6 +63,11 @@ class CredentialGuard:
         with trial:
             yield
 
+    def proven(self, fingerprint: str) -> bool:
+        """The credential has been accepted since it was last refused."""
+        with self._lock:
+            return fingerprint in self._proven
+
     def refused(self, fingerprint: str, reason: str, retry_after: float) -> Refusal:
         now = self._clock()
         refusal = Refusal(reason, now, now + retry_after)

@@ -1,0 +1,387 @@
+"""Exchange server health over PowerShell remoting: component states per requester, builds, queues, hybrid drift.
+
+Each refresh asks every server, at once and each over its own runspace, for its own component states,
+its build, its queues and its certificates, always as a cmdlet with parameters (Exchange's restricted
+runspace takes nothing else). Organisation-wide settings that drift slowly (remote mailboxes, accepted
+domains, connectors) are read on a longer interval from the first server that answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.config import ExchangeConfig
+from exporter.parsers import exchange as ex
+from exporter.parsers.clixml import ClixmlError, parse_object
+from exporter.parsers.exchange_builds import date_to_unix
+from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.sources.credential_guard import CredentialGuard
+from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+
+log = logging.getLogger(__name__)
+
+SERVER_CMDLETS = ("Get-ExchangeServer", "Get-ServerComponentState", "Get-Queue", "Get-ExchangeCertificate")
+HYBRID_CMDLETS = ("Get-RemoteMailbox", "Get-AcceptedDomain", "Get-SendConnector", "Get-ReceiveConnector",
+                  "Get-HybridConfiguration")
+OTHER = "<other>"
+
+
+@dataclass
+class ServerSweep:
+    server: str
+    up: bool = False
+    duration: float = 0.0
+    reason: str = ""
+    detail: str = ""
+    cmdlet_ok: dict[str, bool] = field(default_factory=dict)
+    info: ex.ExchangeServer | None = None
+    components: list[ex.ComponentState] = field(default_factory=list)
+    queues: list[ex.Queue] = field(default_factory=list)
+    certificates: list[ex.Certificate] = field(default_factory=list)
+    parse_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HybridState:
+    at: float = 0.0  # last success
+    attempted: float = 0.0
+    up: bool = False
+    detail: str = ""
+    server: str = ""
+    remote_mailboxes: list[ex.RemoteMailbox] = field(default_factory=list)
+    accepted_domains: list[ex.AcceptedDomain] = field(default_factory=list)
+    connectors: list[ex.Connector] = field(default_factory=list)
+
+
+def _parse_all(xml_objects: list[str], parse: Callable[[Any], Any], errors: list[str]) -> list[Any]:
+    out = []
+    for text in xml_objects:
+        try:
+            out.append(parse(parse_object(text)))
+        except (ClixmlError, ex.ExchangeDataError) as exc:
+            errors.append(str(exc))
+    return out
+
+
+class ExchangeCollector(Collector):
+    name = "exchange"
+
+    def __init__(self, config: ExchangeConfig, guard: CredentialGuard, redact: Redactor | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        # Four cmdlets per server, each bounded by the timeout; the registry's deadline is a backstop.
+        super().__init__(config.organization.lower(), config.interval_seconds,
+                         timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1))
+        self.config = config
+        self.redact = redact or Redactor()
+        self.clock = clock
+        credential = RemotingCredential(config.auth.method, config.auth.user, config.auth.password)
+        self.clients = {
+            s.name.lower(): PsrpClient(
+                RemotingTarget(
+                    name=s.name.lower(), host=s.host or s.name, port=s.port or config.default_port,
+                    scheme=config.scheme, path=config.path, configuration=config.configuration_name,
+                    verify=config.tls.verify, ca_file=config.tls.ca_file, encryption=config.encryption,
+                    timeout=config.timeout_seconds),
+                credential, guard, config.bind_retry_after_seconds)
+            for s in config.servers
+        }
+        self._names = {s.name.lower(): s.name for s in config.servers}
+        self._executor = ThreadPoolExecutor(max_workers=config.max_concurrent_servers + 1,
+                                            thread_name_prefix=f"psrp-{self.target}")
+        self._semaphore = asyncio.Semaphore(config.max_concurrent_servers)
+        self._last: list[ServerSweep] = []
+        self._hybrid = HybridState()
+        self._parse_errors_total = 0
+
+    # --- refresh ---------------------------------------------------------------------------------------------
+
+    async def collect(self) -> list[Metric]:
+        sweeps = list(await asyncio.gather(*(self._sweep(server) for server in self.clients)))
+        hybrid = self.config.hybrid
+        now = self.clock()
+        if hybrid is not None and now - self._hybrid.attempted >= hybrid.interval_seconds:
+            await self._refresh_hybrid([s.server for s in sweeps if s.up] or list(self.clients))
+        self._last = sweeps
+        for sweep in sweeps:
+            self._parse_errors_total += len(sweep.parse_errors)
+            for error in sweep.parse_errors[:5]:
+                log.warning("%s/%s: skipped an object: %s", self.target, sweep.server, error)
+        return self._metrics(sweeps)
+
+    async def _in_thread(self, server: str, work: Callable[[PsrpClient], Any]) -> Any:
+        """Run ``work`` on the server's client in a worker thread, one pipeline at a time per server."""
+        client = self.clients[server]
+        timeout = self.config.timeout_seconds
+
+        def locked() -> Any:
+            if not client.lock.acquire(timeout=timeout):
+                raise RemotingError("timeout", "an earlier request to this server is still waiting for an answer")
+            try:
+                return work(client)
+            finally:
+                client.lock.release()
+
+        loop = asyncio.get_running_loop()
+        async with self._semaphore:
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(self._executor, locked), timeout * 2)
+            except TimeoutError:
+                raise RemotingError("timeout", f"no answer within {timeout * 2:g}s") from None
+
+    async def _sweep(self, server: str) -> ServerSweep:
+        sweep = ServerSweep(server)
+        started = time.monotonic()
+        name = self._names[server]
+        calls: list[tuple[str, dict[str, Any], Callable[[Any], Any], list[Any]]] = [
+            ("Get-ExchangeServer", {"Identity": name}, ex.parse_exchange_server, []),
+            ("Get-ServerComponentState", {"Identity": name}, ex.parse_component_state, sweep.components),
+            ("Get-Queue", {"Server": name}, ex.parse_queue, sweep.queues),
+            ("Get-ExchangeCertificate", {"Server": name}, ex.parse_certificate, sweep.certificates),
+        ]
+        failures: list[RemotingError] = []
+
+        def run(client: PsrpClient) -> None:
+            for cmdlet, params, parse, into in calls:
+                try:
+                    objects = client.run(cmdlet, params)
+                except RemotingError as exc:
+                    sweep.cmdlet_ok[cmdlet] = False
+                    failures.append(exc)
+                    if exc.reason != "cmdlet_error":
+                        return  # the server itself is not answering: do not spend a timeout per cmdlet
+                    continue
+                sweep.cmdlet_ok[cmdlet] = True
+                into.extend(_parse_all(objects, parse, sweep.parse_errors))
+
+        try:
+            await self._in_thread(server, run)
+        except RemotingError as exc:
+            failures.append(exc)
+        infos = calls[0][3]
+        sweep.info = infos[0] if infos else None
+        sweep.up = not failures
+        if failures:
+            sweep.reason = failures[0].reason
+            sweep.detail = self.redact(f"{failures[0].reason}: {failures[0]}")
+            log.warning("exchange server %s: %s", server, sweep.detail)
+        sweep.duration = time.monotonic() - started
+        return sweep
+
+    async def _refresh_hybrid(self, candidates: list[str]) -> None:
+        hybrid = self._hybrid
+        hybrid.attempted = self.clock()
+        errors: list[str] = []
+        for server in candidates:
+            results: dict[str, list[str]] = {}
+
+            def run(client: PsrpClient, results: dict[str, list[str]] = results) -> None:
+                for cmdlet in HYBRID_CMDLETS:
+                    params = {"ResultSize": "Unlimited"} if cmdlet == "Get-RemoteMailbox" else {}
+                    results[cmdlet] = client.run(cmdlet, params)
+
+            try:
+                await self._in_thread(server, run)
+            except RemotingError as exc:
+                hybrid.up, hybrid.detail = False, self.redact(f"{server}: {exc.reason}: {exc}")
+                log.warning("exchange hybrid settings from %s: %s", server, hybrid.detail)
+                continue
+            hybrid.remote_mailboxes = _parse_all(results["Get-RemoteMailbox"], ex.parse_remote_mailbox, errors)
+            hybrid.accepted_domains = _parse_all(results["Get-AcceptedDomain"], ex.parse_accepted_domain, errors)
+            hybrid.connectors = (
+                _parse_all(results["Get-SendConnector"], lambda o: ex.parse_connector(o, "send"), errors)
+                + _parse_all(results["Get-ReceiveConnector"], lambda o: ex.parse_connector(o, "receive"), errors)
+                + _parse_all(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors))
+            hybrid.up, hybrid.detail, hybrid.at, hybrid.server = True, "", self.clock(), server
+            break
+        self._parse_errors_total += len(errors)
+        for error in errors[:5]:
+            log.warning("%s hybrid settings: skipped an object: %s", self.target, error)
+
+    # --- metrics -----------------------------------------------------------------------------------------------
+
+    def _metrics(self, sweeps: list[ServerSweep]) -> list[Metric]:
+        def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        up = gauge("exchange_server_up", "1 if every cmdlet the exporter runs on the server answered in the last "
+                   "refresh (cached between refreshes).", ["server"])
+        error = gauge("exchange_server_error_reason", "Why the server's last refresh failed (1 for the reason).",
+                      ["server", "reason"])
+        duration = gauge("exchange_server_sweep_duration_seconds", "How long the server took to answer.", ["server"])
+        cmdlet_ok = gauge("exchange_cmdlet_success", "1 if the cmdlet answered on the server in the last refresh.",
+                          ["server", "cmdlet"])
+        info = gauge("exchange_server_info", "The server as Get-ExchangeServer describes it.",
+                     ["server", "fqdn", "edition", "roles", "site"])
+        build = gauge("exchange_build_info", "The server's build, the product and cumulative update (CU) it "
+                      "belongs to, and the security/hotfix update when known.",
+                      ["server", "version", "product", "cu", "update"])
+        cu_release = gauge("exchange_build_cu_release_timestamp_seconds",
+                           "Release date of the CU the server runs (0 if the build is not in the exporter's table).",
+                           ["server"])
+        window = gauge("exchange_build_in_hybrid_support_window",
+                       "1 if the server runs one of its product's two newest CUs (what the Hybrid Configuration "
+                       "Wizard supports).", ["server"])
+        end_of_support = gauge("exchange_build_product_end_of_support_timestamp_seconds",
+                               "End of support of the server's product (absent when it has none announced).",
+                               ["server", "product"])
+        component = gauge("exchange_component_state", "Get-ServerComponentState per component: 0 Inactive, "
+                          "1 Active, 2 Draining (Exchange's ServiceState), -1 anything else.",
+                          ["server", "component"])
+        requester = gauge("exchange_component_requester_state",
+                          "A requester's entry for a component: 0 Inactive, 1 Active, 2 Draining. A component is "
+                          "Inactive while any requester holds it Inactive; scope local is the server's registry, "
+                          "remote is Active Directory.", ["server", "component", "requester", "scope"])
+        requester_ts = gauge("exchange_component_requester_timestamp_seconds",
+                             "When the requester last set its state for the component.",
+                             ["server", "component", "requester", "scope"])
+        queue_messages = gauge("exchange_queue_messages", "Messages in the server's queues, summed by next hop, "
+                               "delivery type and status.", ["server", "next_hop", "delivery_type", "status"])
+        queue_error = gauge("exchange_queue_last_error_info",
+                            "1 for a queue group whose last error carries these SMTP codes: code/enhanced_code as "
+                            "Exchange reported it, remote_* as the next hop answered (when quoted).",
+                            ["server", "next_hop", "delivery_type", "code", "enhanced_code", "remote_code",
+                             "remote_enhanced_code"])
+        certificate = gauge("exchange_certificate_not_after_timestamp_seconds",
+                            "When each Exchange certificate on the server expires.",
+                            ["server", "thumbprint", "subject"])
+        capped = gauge("ad_exchange_exporter_capped_series",
+                       "Series left out of a family in the last refresh because of a configured cap.",
+                       ["collector", "target", "family"])
+        capped_queues = 0
+        for sweep in sweeps:
+            server = sweep.server
+            up.add_metric([server], 1.0 if sweep.up else 0.0)
+            if not sweep.up:
+                error.add_metric([server, sweep.reason], 1.0)
+            duration.add_metric([server], sweep.duration)
+            for cmdlet, ok in sorted(sweep.cmdlet_ok.items()):
+                cmdlet_ok.add_metric([server, cmdlet], 1.0 if ok else 0.0)
+            if sweep.info is not None:
+                i, b = sweep.info, sweep.info.build
+                info.add_metric([server, i.fqdn.lower(), i.edition, i.roles, i.site], 1.0)
+                build.add_metric([server, b.text, b.product, b.cu, b.update], 1.0)
+                cu_release.add_metric([server], date_to_unix(b.cu_release))
+                window.add_metric([server], 1.0 if b.in_hybrid_window else 0.0)
+                if b.end_of_support is not None:
+                    end_of_support.add_metric([server, b.product], date_to_unix(b.end_of_support))
+            for c in sweep.components:
+                component.add_metric([server, c.component], float(c.state_value))
+                for r in c.requesters:
+                    labels = [server, c.component, r.requester, r.scope]
+                    requester.add_metric(labels, float(ex.COMPONENT_STATES.get(r.state, -1)))
+                    if r.timestamp is not None:
+                        requester_ts.add_metric(labels, r.timestamp)
+            capped_queues += self._add_queues(server, sweep.queues, queue_messages, queue_error)
+            for cert in sweep.certificates:
+                certificate.add_metric([server, cert.thumbprint, cert.subject], cert.not_after)
+        capped.add_metric([self.name, self.target, "exchange_queue_messages"], float(capped_queues))
+        families: list[Metric] = [up, error, duration, cmdlet_ok, info, build, cu_release, window, end_of_support,
+                                  component, requester, requester_ts, queue_messages, queue_error, certificate]
+        families.extend(self._hybrid_metrics(capped))
+        families.append(capped)
+        parse_errors = CounterMetricFamily("ad_exchange_exporter_parse_errors",
+                                           "Values that could not be parsed and were skipped.",
+                                           labels=["collector", "target"])
+        parse_errors.add_metric([self.name, self.target], self._parse_errors_total)
+        families.append(parse_errors)
+        return families
+
+    def _add_queues(self, server: str, queues: list[ex.Queue], messages: GaugeMetricFamily,
+                    errors: GaugeMetricFamily) -> int:
+        groups: dict[tuple[str, str, str], int] = {}
+        replies: set[tuple[str, str, str, str, str, str]] = set()
+        for q in queues:
+            key = (q.next_hop, q.delivery_type, q.status)
+            groups[key] = groups.get(key, 0) + q.message_count
+            reported, remote = q.reply.reported, q.reply.remote
+            if reported is not None:
+                replies.add((q.next_hop, q.delivery_type, reported.code, reported.enhanced,
+                             remote.code if remote else "", remote.enhanced if remote else ""))
+        # The biggest queues are the ones worth a series each; the rest is summed under next_hop="<other>".
+        ordered = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
+        cap = self.config.max_queues
+        kept, rest = ordered[:cap], ordered[cap:]
+        for (hop, delivery, status), count in kept:
+            messages.add_metric([server, hop, delivery, status], float(count))
+        if rest:
+            messages.add_metric([server, OTHER, OTHER, OTHER], float(sum(c for _, c in rest)))
+        kept_hops = {k[0] for k, _ in kept}
+        for hop, delivery, code, enhanced, rcode, renhanced in sorted(replies):
+            errors.add_metric([server, hop if hop in kept_hops else OTHER, delivery, code, enhanced, rcode, renhanced],
+                              1.0)
+        return len(rest)
+
+    def _hybrid_metrics(self, capped: GaugeMetricFamily) -> list[Metric]:
+        config, state = self.config.hybrid, self._hybrid
+        if config is None:
+            return []
+        org = self.target
+        up = GaugeMetricFamily("exchange_hybrid_settings_up", "1 if the organisation's hybrid settings were read "
+                               "in their last refresh (they refresh on their own, longer interval).",
+                               labels=["organization"])
+        up.add_metric([org], 1.0 if state.up else 0.0)
+        last = GaugeMetricFamily("exchange_hybrid_settings_last_success_timestamp_seconds",
+                                 "When the hybrid settings were last read successfully (0 if never).",
+                                 labels=["organization"])
+        last.add_metric([org], state.at)
+        families: list[Metric] = [up, last]
+        if state.at == 0:
+            return families
+        total = GaugeMetricFamily("exchange_remote_mailboxes", "Remote mailboxes (Get-RemoteMailbox).",
+                                  labels=["organization"])
+        total.add_metric([org], float(len(state.remote_mailboxes)))
+        misrouted = GaugeMetricFamily(
+            "exchange_remote_mailboxes_misrouted",
+            "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain; mail to them "
+            "does not reach Exchange Online.", labels=["organization", "tenant_routing_domain"])
+        listed = GaugeMetricFamily("exchange_remote_mailbox_misrouted_info",
+                                   "1 for each misrouted remote mailbox, up to the configured cap.",
+                                   labels=["organization", "mailbox", "routing_domain"])
+        families += [total, misrouted, listed]
+        if config.tenant_routing_domain:
+            wrong = sorted((m for m in state.remote_mailboxes if not m.routed_to(config.tenant_routing_domain)),
+                           key=lambda m: m.name)
+            misrouted.add_metric([org, config.tenant_routing_domain.lower()], float(len(wrong)))
+            for m in wrong[:config.max_listed_mailboxes]:
+                listed.add_metric([org, m.name, m.routing_domain or "(none)"], 1.0)
+            capped.add_metric([self.name, self.target, "exchange_remote_mailbox_misrouted_info"],
+                              float(max(0, len(wrong) - config.max_listed_mailboxes)))
+        domains = GaugeMetricFamily("exchange_accepted_domain_info", "The organisation's accepted domains.",
+                                    labels=["organization", "domain", "type", "default"])
+        for d in state.accepted_domains:
+            domains.add_metric([org, d.domain, d.domain_type, "true" if d.default else "false"], 1.0)
+        tls = GaugeMetricFamily("exchange_connector_tls_certificate_info",
+                                "The TlsCertificateName of each connector that sets one; hybrid=true for the "
+                                "connectors the Hybrid Configuration Wizard manages.",
+                                labels=["organization", "kind", "connector", "issuer", "subject", "hybrid"])
+        matches = GaugeMetricFamily("exchange_connector_tls_certificate_matches",
+                                    "1 if a hybrid connector's TlsCertificateName matches the configured one, 0 if "
+                                    "it differs or is not set.", labels=["organization", "kind", "connector"])
+        for c in state.connectors:
+            if c.tls_certificate_name is not None:
+                tls.add_metric([org, c.kind, c.name, c.tls_certificate_name.issuer, c.tls_certificate_name.subject,
+                                "true" if c.hybrid else "false"], 1.0)
+            if c.hybrid and c.enabled and config.expected_tls_certificate_name:
+                ok = ex.identifier_matches(c.tls_certificate_name, config.expected_tls_certificate_name)
+                matches.add_metric([org, c.kind, c.name], 1.0 if ok else 0.0)
+        families += [domains, tls, matches]
+        return families
+
+    def target_status(self) -> list[TargetStatus]:
+        statuses = [TargetStatus(s.server, s.up, s.detail) for s in self._last]
+        if self.config.hybrid is not None and self._hybrid.attempted:
+            statuses.append(TargetStatus(f"{self.target} (hybrid settings)", self._hybrid.up, self._hybrid.detail))
+        return statuses
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)

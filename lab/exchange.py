@@ -1,0 +1,429 @@
+"""The lab's Exchange organisation, answered over the PSRP endpoint.
+
+Two servers: SOLO-E16A answers with the real Exchange 2016 CLIXML samples unchanged; SOLO-E19A is
+built from the same samples with its own name and the Exchange 2019 CU11 AdminDisplayVersion sample.
+Cmdlets without a public sample (Get-Queue, Get-RemoteMailbox, Get-AcceptedDomain) are built to the
+schema Exchange uses. Set-ServerComponentState changes the state the way an admin would, so tests and
+the demo drive the "Inactive, held by Functional" story through the real client. Every change is kept
+so tests can compare the metrics with what the lab holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import itertools
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from defusedxml import ElementTree as SafeET
+
+from lab.psrp_endpoint import Invocation, Output
+
+SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
+TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
+# What the hybrid configuration sample's TlsCertificateName holds; the send connector sample differs.
+EXPECTED_TLS_CERTIFICATE_NAME = ("<I>CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US"
+                                 "<S>CN=mail.contoso.com")
+STATE_VALUES = {"Inactive": 0, "Active": 1, "Draining": 2}
+
+
+def _load(name: str) -> list[ET.Element]:
+    root = SafeET.fromstring((SAMPLES / name).read_text(encoding="utf-8-sig"))
+    for element in root.iter():
+        element.tag = element.tag.split("}", 1)[-1]
+    return _inline_type_names(list(root))
+
+
+def _inline_type_names(objects: list[ET.Element]) -> list[ET.Element]:
+    """Each PSRP message is its own document: copy in the objects (<Ref>) and type lists (<TNRef>) that an
+    Export-Clixml file only points back to."""
+    types: dict[str, ET.Element] = {}
+    shared: dict[str, ET.Element] = {}
+    out = []
+    for original in objects:
+        for element in original.iter():
+            if element.tag == "Obj" and element.get("RefId") is not None:
+                shared.setdefault(element.get("RefId", ""), element)
+        obj = copy.deepcopy(original)
+        own = {e.get("RefId") for e in obj.iter("Obj")}
+        for parent in list(obj.iter()):
+            for i, child in enumerate(list(parent)):
+                ref = child.get("RefId", "")
+                if child.tag == "Ref" and ref not in own and ref in shared:
+                    replacement = copy.deepcopy(shared[ref])
+                    replacement.set("N", child.get("N", ""))
+                    parent[i] = replacement
+        defined: set[str] = set()
+        for parent in list(obj.iter()):
+            for i, child in enumerate(list(parent)):
+                ref = child.get("RefId", "")
+                if child.tag == "TN":
+                    types.setdefault(ref, copy.deepcopy(child))
+                    defined.add(ref)
+                elif child.tag == "TNRef" and ref not in defined and ref in types:
+                    parent[i] = copy.deepcopy(types[ref])
+                    defined.add(ref)
+        out.append(obj)
+    return out
+
+
+def _xml(element: ET.Element) -> str:
+    return ET.tostring(element, encoding="unicode")
+
+
+# --- building objects to Exchange's schema ------------------------------------------------------------------
+
+
+class _Builder:
+    """CLIXML for one document; RefIds count from 0 within it."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count()
+
+    def obj(self, types: list[str], to_string: str, props: str, name: str | None = None) -> str:
+        ref = next(self._ids)
+        n = f' N="{escape(name)}"' if name else ""
+        tn = "".join(f"<T>{escape(t)}</T>" for t in types)
+        return (f'<Obj{n} RefId="{ref}"><TN RefId="{ref}">{tn}</TN><ToString>{escape(to_string)}</ToString>'
+                f"<Props>{props}</Props></Obj>")
+
+    def enum(self, name: str, enum_type: str, text: str, number: int) -> str:
+        ref = next(self._ids)
+        return (f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{enum_type}</T><T>System.Enum</T>'
+                f"<T>System.ValueType</T><T>System.Object</T></TN><ToString>{escape(text)}</ToString>"
+                f"<I32>{number}</I32></Obj>")
+
+    def wrapped(self, name: str, type_name: str, text: str) -> str:
+        ref = next(self._ids)
+        return (f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{type_name}</T><T>System.Object</T></TN>'
+                f"<ToString>{escape(text)}</ToString></Obj>")
+
+
+def _s(name: str, value: str | None) -> str:
+    return f'<Nil N="{name}" />' if value is None else f'<S N="{name}">{escape(value)}</S>'
+
+
+def _dt(name: str, when: dt.datetime | None) -> str:
+    if when is None:
+        return f'<Nil N="{name}" />'
+    return f'<DT N="{name}">{when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")}0Z</DT>'
+
+
+@dataclass
+class LabQueue:
+    identity: str  # "3", "Submission", "Shadow\\4"
+    delivery_type: str
+    next_hop: str
+    status: str = "Ready"
+    message_count: int = 0
+    last_error: str | None = None
+
+    def clixml(self, server: str) -> str:
+        b = _Builder()
+        number = {"Active": 1, "Ready": 2, "Retry": 3, "Suspended": 4, "Connecting": 5}.get(self.status, 0)
+        now = dt.datetime.now(dt.UTC)
+        props = "".join([
+            b.enum("DeliveryType", "Microsoft.Exchange.Data.DeliveryType", self.delivery_type, 0),
+            _s("NextHopDomain", self.next_hop), '<Nil N="TlsDomain" />',
+            '<G N="NextHopConnector">00000000-0000-0000-0000-000000000000</G>',
+            b.enum("Status", "Microsoft.Exchange.Data.QueueViewer.QueueStatus", self.status, number),
+            f'<I32 N="MessageCount">{self.message_count}</I32>', _s("LastError", self.last_error),
+            f'<I32 N="RetryCount">{3 if self.last_error else 0}</I32>',
+            _dt("LastRetryTime", now if self.last_error else None),
+            _dt("NextRetryTime", now + dt.timedelta(minutes=1) if self.last_error else None),
+            _dt("FirstRetryTime", now - dt.timedelta(minutes=10) if self.last_error else None),
+            '<I32 N="DeferredMessageCount">0</I32>', '<I32 N="LockedMessageCount">0</I32>',
+            f'<Db N="IncomingRate">{self.message_count / 10:.1f}</Db>', '<Db N="OutgoingRate">0</Db>',
+            '<Db N="Velocity">0</Db>',
+            b.enum("NextHopCategory", "Microsoft.Exchange.Data.QueueViewer.NextHopCategory",
+                   "External" if "." in self.next_hop else "Internal", 1),
+            b.wrapped("Identity", "Microsoft.Exchange.Data.QueueViewer.QueueIdentity", f"{server}\\{self.identity}"),
+            '<B N="IsValid">true</B>',
+            b.enum("ObjectState", "Microsoft.Exchange.Data.ObjectState", "New", 0),
+        ])
+        return b.obj(["Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
+                      "Microsoft.Exchange.Data.QueueViewer.ExtensibleQueueInfo",
+                      "Microsoft.Exchange.Data.QueueViewer.PagedDataObject", "System.Object"],
+                     f"{server}\\{self.identity}", props)
+
+
+def _remote_mailbox(alias: str, routing_address: str) -> str:
+    b = _Builder()
+    props = "".join([
+        _s("Name", alias), _s("Alias", alias),
+        b.wrapped("PrimarySmtpAddress", "Microsoft.Exchange.Data.SmtpAddress", f"{alias}@contoso.com"),
+        b.wrapped("RemoteRoutingAddress", "Microsoft.Exchange.Data.SmtpProxyAddress", f"SMTP:{routing_address}"),
+        b.enum("RecipientTypeDetails", "Microsoft.Exchange.Data.Directory.Recipient.RecipientTypeDetails",
+               "RemoteUserMailbox", -2147483648),
+        _s("Identity", f"contoso.com/Users/{alias}"),
+    ])
+    return b.obj(["Microsoft.Exchange.Data.Directory.Management.RemoteMailbox",
+                  "Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson", "System.Object"], alias, props)
+
+
+def _accepted_domain(domain: str, domain_type: str, default: bool) -> str:
+    b = _Builder()
+    number = {"Authoritative": 0, "ExternalRelay": 1, "InternalRelay": 2}[domain_type]
+    props = "".join([
+        _s("Name", domain),
+        b.wrapped("DomainName", "Microsoft.Exchange.Data.SmtpDomainWithSubdomains", domain),
+        b.enum("DomainType", "Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomainType",
+               domain_type, number),
+        f'<B N="Default">{"true" if default else "false"}</B>',
+    ])
+    return b.obj(["Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomain", "System.Object"],
+                 domain, props)
+
+
+def make_certificate(subject: str, organisation: str | None, days: float) -> bytes:
+    """A self-signed certificate's DER, valid for ``days`` from now (negative: already expired)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    if organisation:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
+    name = x509.Name(attributes)
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=365))
+            .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(Encoding.DER)
+
+
+def _certificate(der: bytes) -> str:
+    b = _Builder()
+    return b.obj(["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
+                  "System.Security.Cryptography.X509Certificates.X509Certificate2", "System.Object"],
+                 "[Subject]", f'<BA N="RawData">{base64.b64encode(der).decode()}</BA>')
+
+
+# --- the organisation ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabServer:
+    name: str  # SOLO-E16A
+    fqdn: str
+    exchange_server: str  # CLIXML
+    component_templates: dict[str, ET.Element]
+    base_states: dict[str, str]
+    # component -> (requester, scope) -> (state, timestamp)
+    requesters: dict[str, dict[tuple[str, str], tuple[str, dt.datetime]]]
+    queues: list[LabQueue] = field(default_factory=list)
+    certificates: list[bytes] = field(default_factory=list)
+    # cmdlet -> error message: answer that cmdlet with an error record instead of objects
+    cmdlet_errors: dict[str, str] = field(default_factory=dict)
+
+    def component_state(self, component: str) -> str:
+        held = self.requesters.get(component, {})
+        if not held:
+            return self.base_states[component]
+        states = {state for state, _ in held.values()}
+        for candidate in ("Inactive", "Draining"):
+            if candidate in states:
+                return candidate
+        return "Active"
+
+    def component_clixml(self, component: str) -> str:
+        element = copy.deepcopy(self.component_templates[component])
+        props = element.find("Props")
+        assert props is not None
+        state = self.component_state(component)
+        state_el = props.find("Obj[@N='State']")
+        if state_el is not None:
+            state_el.find("ToString").text = state  # type: ignore[union-attr]
+            state_el.find("I32").text = str(STATE_VALUES[state])  # type: ignore[union-attr]
+        swo = props.find("B[@N='ServerWideOfflineIsOffline']")
+        if swo is not None:
+            swo.text = "true" if self.component_state("ServerWideOffline") == "Inactive" else "false"
+        ids = itertools.count(5000)
+        for scope, prop in (("local", "LocalStates"), ("remote", "RemoteStates")):
+            lst = props.find(f"Obj[@N='{prop}']/LST")
+            if lst is None:
+                continue
+            for child in list(lst):
+                lst.remove(child)
+            for (requester, req_scope), (rstate, when) in sorted(self.requesters.get(component, {}).items()):
+                if req_scope != scope:
+                    continue
+                ref = next(ids)
+                stamp = when.astimezone(dt.UTC)
+                shown = f"{stamp.month}/{stamp.day}/{stamp.year} {stamp.strftime('%I:%M:%S %p').lstrip('0')}"
+                lst.append(SafeET.fromstring(
+                    f'<Obj RefId="{ref}"><TN RefId="{ref}"><T>Microsoft.Exchange.Data.Directory.Management.'
+                    "ServerComponentStatePresentationObject+RequesterDetails</T><T>System.Object</T></TN>"
+                    f"<ToString>Requestor:{requester}; State:{rstate}; Timestamp:{shown}</ToString><Props>"
+                    f'<S N="Requester">{requester}</S><S N="State">{rstate}</S>{_dt("Timestamp", stamp)}'
+                    f'<S N="Component">{component}</S></Props></Obj>'))
+        return _xml(element)
+
+
+def _component_templates(elements: list[ET.Element], rename: tuple[str, str] | None) -> tuple[
+        dict[str, ET.Element], dict[str, str], dict[str, dict[tuple[str, str], tuple[str, dt.datetime]]]]:
+    templates, base, held = {}, {}, {}
+    for element in elements:
+        if rename:
+            text = _xml(element).replace(rename[0], rename[1]).replace(rename[0].upper(), rename[1].upper())
+            element = SafeET.fromstring(text)
+        props = element.find("Props")
+        assert props is not None
+        component = props.findtext("S[@N='Component']") or ""
+        templates[component] = element
+        base[component] = props.findtext("Obj[@N='State']/ToString") or "Active"
+        entries: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
+        for scope, prop in (("local", "LocalStates"), ("remote", "RemoteStates")):
+            for details in props.findall(f"Obj[@N='{prop}']/LST/Obj/Props"):
+                when = dt.datetime.fromisoformat((details.findtext("DT[@N='Timestamp']") or "")[:26] + "+00:00")
+                entries[(details.findtext("S[@N='Requester']") or "", scope)] = (
+                    details.findtext("S[@N='State']") or "", when)
+        held[component] = entries
+    return templates, base, held
+
+
+class LabExchange:
+    """The Exchange organisation behind the lab's PSRP endpoints; thread-safe."""
+
+    def __init__(self, remote_mailboxes: int = 120, misrouted: tuple[str, ...] = ("amy", "bob", "carl")) -> None:
+        self._lock = threading.Lock()
+        components = _load("E16_Exchange_GetServerComponentState.xml")
+        e16_server = _load("E16_Exchange_GetExchangeServer.xml")[0]
+        e19_version = _load("Shared_Tests_E19CU11AdminDisplayVersion.xml")[0]
+        templates, base, held = _component_templates(components, None)
+        self.servers: dict[str, LabServer] = {
+            "solo-e16a": LabServer("SOLO-E16A", "Solo-E16A.Solo.local", _xml(e16_server), templates, base, held),
+        }
+        # SOLO-E19A: the same organisation's second server, on Exchange 2019 CU11.
+        e19 = SafeET.fromstring(_xml(e16_server).replace("Solo-E16A", "Solo-E19A").replace("SOLO-E16A", "SOLO-E19A")
+                            .replace("solo-e16a", "solo-e19a"))
+        props = e19.find("Props")
+        assert props is not None
+        old = props.find("Obj[@N='AdminDisplayVersion']")
+        if old is not None:
+            new = copy.deepcopy(e19_version)
+            new.set("N", "AdminDisplayVersion")
+            props[list(props).index(old)] = new
+        templates19, base19, held19 = _component_templates(components, ("Solo-E16A", "Solo-E19A"))
+        self.servers["solo-e19a"] = LabServer("SOLO-E19A", "Solo-E19A.Solo.local", _xml(e19), templates19, base19,
+                                              held19)
+        for server in self.servers.values():
+            server.queues = [
+                LabQueue("Submission", "Undefined", "Submission", "Ready", 0),
+                LabQueue("1", "SmtpRelayToMailboxDeliveryGroup", "mailbox database 0134", "Active", 2),
+                LabQueue("2", "SmartHostConnectorDelivery", TENANT_ROUTING_DOMAIN, "Ready", 0),
+            ]
+        self.certificates = [_xml(c) for c in _load("E19_Exchange_GetExchangeCertificate.xml")]
+        self.servers["solo-e16a"].certificates = [make_certificate("mail.contoso.com", "Contoso Ltd", 20)]
+        self.send_connectors = [_xml(e) for e in _load("E19_Exchange_GetSendConnector.xml")]
+        self.receive_connectors = [_xml(e) for e in _load("E19_Exchange_GetReceiveConnector.xml")]
+        self.hybrid_configuration = [_xml(e) for e in _load("E19_Exchange_GetHybridConfiguration.xml")]
+        aliases = [f"user{i:03d}" for i in range(remote_mailboxes - len(misrouted))] + list(misrouted)
+        self.remote_mailboxes = {a: (f"{a}@contoso.com" if a in misrouted else f"{a}@{TENANT_ROUTING_DOMAIN}")
+                                 for a in aliases}
+        self.accepted_domains = [("contoso.com", "Authoritative", True),
+                                 (TENANT_ROUTING_DOMAIN, "InternalRelay", False)]
+
+    def server(self, identity: str) -> LabServer | None:
+        return self.servers.get(identity.split(".")[0].lower())
+
+    # --- what tests and the demo change -----------------------------------------------------------------
+
+    def set_component_state(self, server: str, component: str, state: str, requester: str,
+                            scope: str = "both") -> None:
+        """As Set-ServerComponentState does: the requester's entry in the registry (local) and AD (remote)."""
+        target = self.server(server)
+        if target is None:
+            raise KeyError(server)
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            held = target.requesters.setdefault(component, {})
+            for s in (("local", "remote") if scope == "both" else (scope,)):
+                held[(requester, s)] = (state, now)
+
+    def set_queue(self, server: str, identity: str, **changes: Any) -> None:
+        target = self.server(server)
+        assert target is not None
+        with self._lock:
+            for queue in target.queues:
+                if queue.identity == identity:
+                    for key, value in changes.items():
+                        setattr(queue, key, value)
+
+    def fail_cmdlet(self, server: str, cmdlet: str, message: str | None) -> None:
+        target = self.server(server)
+        assert target is not None
+        with self._lock:
+            if message is None:
+                target.cmdlet_errors.pop(cmdlet, None)
+            else:
+                target.cmdlet_errors[cmdlet] = message
+
+    # --- the endpoint's command handler -------------------------------------------------------------------
+
+    def __call__(self, invocation: Invocation) -> Output:
+        if len(invocation.commands) != 1:
+            return Output(failure=("The lab answers one cmdlet per pipeline.", "LabPipeline", "InvalidOperation"))
+        name, _, parameters = invocation.commands[0]
+        params = {str(k).lower(): v for k, v in parameters if k is not None}
+        local = self.server(invocation.server)
+        with self._lock:
+            if local is not None and name in local.cmdlet_errors:
+                return Output(error=(local.cmdlet_errors[name], f"{name},Microsoft.Exchange",
+                                     "ManagementObjectNotFound"))
+            return self._answer(name, params, local)
+
+    def _target(self, params: dict[str, Any], key: str, local: LabServer | None) -> LabServer | None:
+        identity = params.get(key)
+        return self.server(str(identity)) if identity is not None else local
+
+    def _answer(self, name: str, params: dict[str, Any], local: LabServer | None) -> Output:
+        cmdlet = name.lower()
+        if cmdlet == "get-exchangeserver":
+            identity = params.get("identity")
+            servers = [self.server(str(identity))] if identity else list(self.servers.values())
+            return Output([s.exchange_server for s in servers if s is not None])
+        if cmdlet == "get-servercomponentstate":
+            server = self._target(params, "identity", local)
+            if server is None:
+                return Output(error=(f"The operation couldn't be performed because object '{params.get('identity')}' "
+                                     "couldn't be found.", "ServerNotFound", "ManagementObjectNotFound"))
+            components = [str(params["component"])] if "component" in params else list(server.component_templates)
+            return Output([server.component_clixml(c) for c in components if c in server.component_templates])
+        if cmdlet == "set-servercomponentstate":
+            server = self._target(params, "identity", local)
+            if server is None or "component" not in params or "state" not in params or "requester" not in params:
+                return Output(error=("Set-ServerComponentState needs -Identity, -Component, -State and -Requester.",
+                                     "ParameterBindingException", "InvalidArgument"))
+            now = dt.datetime.now(dt.UTC)
+            held = server.requesters.setdefault(str(params["component"]), {})
+            for scope in ("local", "remote"):
+                held[(str(params["requester"]), scope)] = (str(params["state"]), now)
+            return Output()
+        if cmdlet == "get-queue":
+            server = self._target(params, "server", local)
+            return Output([q.clixml(server.name) for q in server.queues] if server else [])
+        if cmdlet == "get-exchangecertificate":
+            server = self._target(params, "server", local)
+            extra = [_certificate(der) for der in server.certificates] if server else []
+            return Output(self.certificates + extra)
+        if cmdlet == "get-remotemailbox":
+            return Output([_remote_mailbox(a, r) for a, r in self.remote_mailboxes.items()])
+        if cmdlet == "get-accepteddomain":
+            return Output([_accepted_domain(*d) for d in self.accepted_domains])
+        if cmdlet == "get-sendconnector":
+            return Output(list(self.send_connectors))
+        if cmdlet == "get-receiveconnector":
+            return Output(list(self.receive_connectors))
+        if cmdlet == "get-hybridconfiguration":
+            return Output(list(self.hybrid_configuration))
+        return Output(failure=(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
+                               "or operable program.", "CommandNotFoundException", "ObjectNotFound"))

@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import ipaddress
 import itertools
+import secrets
+import ssl
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -24,11 +27,11 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree as SafeET
 
-from lab.psrp_endpoint import Invocation, Output
+from lab.psrp_endpoint import Invocation, Output, PsrpEndpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
@@ -427,3 +430,94 @@ class LabExchange:
             return Output(list(self.hybrid_configuration))
         return Output(failure=(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
                                "or operable program.", "CommandNotFoundException", "ObjectNotFound"))
+
+
+# --- the endpoints ---------------------------------------------------------------------------------------------
+
+SERVICE_USER = "svc_exchange"
+ADDRESSES = {"solo-e16a": "127.0.0.10", "solo-e19a": "127.0.0.11"}
+
+
+def make_tls(directory: Path, names: list[str], addresses: list[str]) -> tuple[ssl.SSLContext, Path]:
+    """A lab CA and a server certificate for the endpoints; returns the server context and the CA file."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab WinRM CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+          .not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = directory / "winrm-ca.pem", directory / "winrm.pem", directory / "winrm.key"
+    ca_file.write_bytes(ca.public_bytes(Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    key_file.chmod(0o600)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, ca_file
+
+
+class ExchangeLab:
+    """The lab's Exchange servers: one WinRM endpoint per server on its own loopback address."""
+
+    def __init__(self, root: Path, port: int = 5985, https: bool = False) -> None:
+        self.root = root
+        self.port = port
+        self.org = LabExchange()
+        self.password = secrets.token_urlsafe(18)
+        root.mkdir(parents=True, exist_ok=True)
+        self.password_file = root / "exchange.password"
+        self.password_file.write_text(self.password)
+        self.password_file.chmod(0o600)
+        tls, self.ca_file = (None, None)
+        if https:
+            tls, self.ca_file = make_tls(root / "tls", list(ADDRESSES), list(ADDRESSES.values()))
+        self.scheme = "https" if https else "http"
+        self.endpoints = {name: PsrpEndpoint(name, address, port, self.org, {SERVICE_USER: self.password}, tls)
+                          for name, address in ADDRESSES.items()}
+
+    def start(self) -> ExchangeLab:
+        for endpoint in self.endpoints.values():
+            endpoint.start()
+        return self
+
+    def stop(self) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.stop()
+
+    def __enter__(self) -> ExchangeLab:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def config(self, interval: float = 5, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
+        """The exporter's ``exchange`` entry for this lab."""
+        entry: dict[str, Any] = {
+            "organization": "solo",
+            "servers": [{"name": self.org.servers[name].name, "host": address, "port": self.port}
+                        for name, address in ADDRESSES.items()],
+            "scheme": self.scheme,
+            "auth": {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
+            "interval_seconds": interval,
+            "timeout_seconds": timeout,
+            "hybrid": {"tenant_routing_domain": TENANT_ROUTING_DOMAIN,
+                       "expected_tls_certificate_name": EXPECTED_TLS_CERTIFICATE_NAME,
+                       "interval_seconds": max(interval * 3, 10)},
+        }
+        if self.scheme == "http":
+            # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
+            entry.update(encryption="never", allow_unencrypted=True)
+        else:
+            entry["tls"] = {"ca_file": str(self.ca_file)}
+        entry.update(overrides)
+        return entry

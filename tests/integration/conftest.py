@@ -78,7 +78,8 @@ class RunningExporter:
 
 
 @contextmanager
-def running_exporter(lab: SambaLab, tmp: Path, **config: Any) -> Iterator[RunningExporter]:
+def running_exporter(lab: SambaLab | None, tmp: Path, **config: Any) -> Iterator[RunningExporter]:
+    """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab."""
     port = free_port()
     cfg = write_config(lab, tmp / "exporter.yml", port=port, **config)
     log = tmp / "exporter.log"

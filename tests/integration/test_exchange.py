@@ -1,0 +1,171 @@
+"""Exchange health through the real pypsrp client and the lab's WSMan/PSRP endpoint."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
+
+from exporter.sources.credential_guard import CredentialGuard
+from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from lab.exchange import ADDRESSES, SAMPLES, SERVICE_USER, ExchangeLab
+from tests.helpers import metric, samples, series
+from tests.integration.conftest import free_port, running_exporter
+
+STATE = {"Inactive": 0, "Active": 1, "Draining": 2}
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
+    with ExchangeLab(tmp_path / "exchange", port=free_port()) as lab:
+        yield lab
+
+
+def sample_truth() -> tuple[dict[str, str], set[tuple[str, str, str, int]]]:
+    """Component states and requester entries read straight from the sample with ElementTree (not our parser)."""
+    root = ET.fromstring((SAMPLES / "E16_Exchange_GetServerComponentState.xml").read_text(encoding="utf-8-sig"))  # noqa: S314
+    ns = {"p": "http://schemas.microsoft.com/powershell/2004/04"}
+    states, requesters = {}, set()
+    for obj in root.findall("p:Obj", ns):
+        component = obj.findtext("p:Props/p:S[@N='Component']", namespaces=ns) or ""
+        states[component] = obj.findtext("p:Props/p:Obj[@N='State']/p:ToString", namespaces=ns) or ""
+        for scope, prop in (("local", "LocalStates"), ("remote", "RemoteStates")):
+            for details in obj.findall(f"p:Props/p:Obj[@N='{prop}']/p:LST/p:Obj/p:Props", ns):
+                requester = details.findtext("p:S[@N='Requester']", namespaces=ns) or ""
+                state = details.findtext("p:S[@N='State']", namespaces=ns) or ""
+                requesters.add((component, requester, scope, STATE[state]))
+    return states, requesters
+
+
+def client(lab: ExchangeLab) -> WSMan:
+    return WSMan(ADDRESSES["solo-e19a"], port=lab.port, ssl=False, path="PowerShell", auth="basic",
+                 encryption="never", username=SERVICE_USER, password=lab.password, operation_timeout=5,
+                 read_timeout=10)
+
+
+def set_component(lab: ExchangeLab, component: str, state: str, requester: str) -> None:
+    """As an admin would, through the unmodified pypsrp client."""
+    with RunspacePool(client(lab), configuration_name="Microsoft.Exchange") as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Set-ServerComponentState").add_parameter("Identity", "SOLO-E19A")
+        ps.add_parameter("Component", component).add_parameter("State", state).add_parameter("Requester", requester)
+        ps.invoke()
+        assert not ps.had_errors
+
+
+def test_e16_sample_every_component_with_state_and_requesters(exchange: ExchangeLab, tmp_path: Path) -> None:
+    states, requesters = sample_truth()
+    assert len(states) == 35
+    with running_exporter(None, tmp_path, exchange=exchange, interval=2, timeout=1.5) as exporter:
+        text = exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e16a") == 1)
+    for component, state in states.items():
+        assert metric(text, "exchange_component_state", server="solo-e16a", component=component) == STATE[state]
+    flat = samples_from(text)
+    exported = {(dict(labels)["component"], dict(labels)["requester"], dict(labels)["scope"], int(value))
+                for labels, value in series(flat, "exchange_component_requester_state", server="solo-e16a").items()}
+    assert exported == requesters
+    assert metric(text, "exchange_build_info", server="solo-e16a", version="15.1.2375.7", cu="CU22",
+                  product="Exchange Server 2016") == 1
+    assert metric(text, "exchange_build_info", server="solo-e19a", version="15.2.986.5", cu="CU11") == 1
+    assert metric(text, "exchange_build_in_hybrid_support_window", server="solo-e19a") == 0
+    # Every cmdlet went out as a cmdlet with parameters to Microsoft.Exchange, never as a script.
+    invocations = [i for e in exchange.endpoints.values() for i in e.invocations]
+    assert invocations and all(i.configuration == "Microsoft.Exchange" for i in invocations)
+    assert all(not is_script and name.startswith("Get-") for i in invocations for name, is_script, _ in i.commands)
+    assert {name for i in invocations for name, _, _ in i.commands} >= {
+        "Get-ExchangeServer", "Get-ServerComponentState", "Get-Queue", "Get-ExchangeCertificate",
+        "Get-RemoteMailbox", "Get-AcceptedDomain", "Get-SendConnector", "Get-ReceiveConnector",
+        "Get-HybridConfiguration"}
+    assert all(params for i in invocations for name, _, params in i.commands
+               if name in ("Get-ServerComponentState", "Get-Queue", "Get-ExchangeServer"))
+
+
+def samples_from(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return samples(text_string_to_metric_families(text))
+
+
+def test_server_wide_offline_held_by_functional(exchange: ExchangeLab, tmp_path: Path) -> None:
+    swo = {"server": "solo-e19a", "component": "ServerWideOffline"}
+    with running_exporter(None, tmp_path, exchange=exchange, interval=2, timeout=1.5) as exporter:
+        exporter.wait_for(lambda t: metric(t, "exchange_component_state", **swo) == 1)
+        set_component(exchange, "ServerWideOffline", "Inactive", "Functional")
+        text = exporter.wait_for(lambda t: metric(t, "exchange_component_state", **swo) == 0)
+        assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 0
+        assert metric(text, "exchange_component_requester_state", requester="Functional", scope="remote", **swo) == 0
+        # The other server is untouched.
+        assert metric(text, "exchange_component_state", server="solo-e16a", component="ServerWideOffline") == 1
+        # Setting it Active as Maintenance does not help: Functional still holds it, and the metrics say so.
+        set_component(exchange, "ServerWideOffline", "Active", "Maintenance")
+        text = exporter.wait_for(lambda t: metric(t, "exchange_component_requester_state", requester="Maintenance",
+                                                  scope="local", **swo) == 1)
+        assert metric(text, "exchange_component_state", **swo) == 0
+        assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 0
+        set_component(exchange, "ServerWideOffline", "Active", "Functional")
+        text = exporter.wait_for(lambda t: metric(t, "exchange_component_state", **swo) == 1)
+        assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 1
+
+
+def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: ExchangeLab, tmp_path: Path) -> None:
+    e19 = exchange.endpoints["solo-e19a"]
+    failures = [
+        ("server_error", lambda: e19.misbehave(status=500)),
+        ("timeout", lambda: e19.misbehave(stall=True)),
+        ("cmdlet_error", lambda: exchange.org.fail_cmdlet("solo-e19a", "Get-Queue", "The Microsoft Exchange "
+                                                           "Transport service is not running.")),
+        # Last: a refused credential is held back for bind_retry_after_seconds before it is offered again.
+        ("auth_failed", lambda: e19.misbehave(status=401)),
+    ]
+    with running_exporter(None, tmp_path, exchange=exchange, interval=2, timeout=1.5,
+                          exchange_overrides={"bind_retry_after_seconds": 3}) as exporter:
+        exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
+        for reason, fail in failures:
+            fail()
+            try:
+                text = exporter.wait_for(lambda t, r=reason: metric(
+                    t, "exchange_server_error_reason", server="solo-e19a", reason=r) == 1, timeout=20)
+                assert metric(text, "exchange_server_up", server="solo-e19a") == 0
+                assert metric(text, "exchange_server_up", server="solo-e16a") == 1
+                assert metric(text, "exchange_component_state", server="solo-e16a", component="HubTransport") == 1
+                page = exporter.page("/")
+                assert "solo-e19a" in page and reason in page
+            finally:
+                e19.misbehave()
+                exchange.org.fail_cmdlet("solo-e19a", "Get-Queue", None)
+            exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1, timeout=30)
+        logs, metrics, page = exporter.logs(), exporter.metrics(), exporter.page("/")
+    assert "Transport service is not running" in logs  # the cmdlet's own message reaches the log
+    for where, text in (("log", logs), ("metrics", metrics), ("page", page)):
+        assert exchange.password not in text, f"the password appears in the {where}"
+
+
+def test_exchange_runspace_refuses_scripts(exchange: ExchangeLab) -> None:
+    with RunspacePool(client(exchange), configuration_name="Microsoft.Exchange") as pool:
+        ps = PowerShell(pool)
+        ps.add_script("Get-ServerComponentState -Identity SOLO-E19A | Where-Object State -eq Inactive")
+        output = ps.invoke()
+    assert output == [] and ps.had_errors
+    assert "no-language mode" in str(ps.streams.error[0])
+
+
+def test_https_verifies_the_certificate(tmp_path: Path) -> None:
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), https=True) as lab:
+        def run(ca_file: Path | None) -> list[str]:
+            target = RemotingTarget("solo-e16a", ADDRESSES["solo-e16a"], lab.port, "https", "PowerShell",
+                                    "Microsoft.Exchange", True, ca_file, "auto", 3)
+            credential = RemotingCredential("basic", SERVICE_USER, SecretStr(lab.password))
+            psrp = PsrpClient(target, credential, CredentialGuard(), retry_after=60)
+            try:
+                return psrp.run("Get-ExchangeServer", {"Identity": "SOLO-E16A"})
+            finally:
+                psrp.close()
+
+        assert len(run(lab.ca_file)) == 1
+        with pytest.raises(RemotingError) as refused:
+            run(None)  # the system's CAs do not know the lab CA
+        assert refused.value.reason == "tls_error"

@@ -62,6 +62,8 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # ldap3 and aiohttp access logs are noisy at info and never needed for an exporter's operation.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pypsrp logs every runspace and pipeline at info: one line per cmdlet per server per refresh.
+    logging.getLogger("pypsrp").setLevel(logging.WARNING)
 
 
 def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor) -> list[Collector]:

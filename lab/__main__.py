@@ -16,14 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+from lab.exchange import ExchangeLab
 from lab.exporter_config import write_config
 from lab.samba import USERS, SambaLab
+
+# The Exchange side of the demo: when the failed update happens and when an admin fixes it (seconds).
+SWO_BREAKS_AT, SWO_FIXED_AT = 60, 300
 
 
 def _demo(port: int) -> int:
     # Longer than the tests' policy, so that a person watching sees lockouts last a while.
     lab = SambaLab(lockout_threshold=5, lockout_duration=300, observation_window=300)
     exporter: subprocess.Popen[bytes] | None = None
+    exchange: ExchangeLab | None = None
     stopping = False
 
     def stop(*_: object) -> None:
@@ -35,15 +40,32 @@ def _demo(port: int) -> int:
     try:
         print("Provisioning a two-DC Samba AD domain on 127.0.0.2 and 127.0.0.6 ...", flush=True)
         lab.provision()
-        config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10)
+        print("Starting the lab's Exchange endpoints (WS-Management/PSRP on 127.0.0.10 and 127.0.0.11:5985) ...",
+              flush=True)
+        exchange = ExchangeLab(lab.root / "exchange", port=5985).start()
+        config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10, exchange=exchange)
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
         print(f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
               f"Landing page:     http://127.0.0.1:{port}/\n"
-              "Making real failed logons (LDAP, Kerberos, SMB) against both DCs. Ctrl-C stops and tears down.\n",
-              flush=True)
+              "Making real failed logons (LDAP, Kerberos, SMB) against both DCs. The Exchange servers SOLO-E16A and\n"
+              "SOLO-E19A are the lab's PSRP endpoint answering with recorded Exchange objects, not real Exchange.\n"
+              f"After {SWO_BREAKS_AT} s a 'failed update' leaves SOLO-E19A's ServerWideOffline Inactive (requester "
+              f"Functional); it is fixed after {SWO_FIXED_AT} s. Ctrl-C stops and tears down.\n", flush=True)
         rng = random.Random(2)
-        next_lockout = time.monotonic() + 15
+        started = time.monotonic()
+        next_lockout = started + 15
+        swo_broken = swo_fixed = False
         while not stopping:
+            elapsed = time.monotonic() - started
+            if not swo_broken and elapsed >= SWO_BREAKS_AT:
+                print("SOLO-E19A: ServerWideOffline set Inactive by requester Functional (a failed update) ...",
+                      flush=True)
+                exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Inactive", "Functional")
+                swo_broken = True
+            if swo_broken and not swo_fixed and elapsed >= SWO_FIXED_AT:
+                print("SOLO-E19A: ServerWideOffline set Active by requester Functional (fixed) ...", flush=True)
+                exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Active", "Functional")
+                swo_fixed = True
             if exporter.poll() is not None:
                 print("the exporter exited", file=sys.stderr)
                 return 1
@@ -67,6 +89,8 @@ def _demo(port: int) -> int:
             exporter.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 exporter.wait(10)
+        if exchange is not None:
+            exchange.stop()
         lab.teardown()
 
 

@@ -324,6 +324,11 @@ class LabExchange:
                 LabQueue("1", "SmtpRelayToMailboxDeliveryGroup", "mailbox database 0134", "Active", 2),
                 LabQueue("2", "SmartHostConnectorDelivery", TENANT_ROUTING_DOMAIN, "Ready", 0),
             ]
+        # SOLO-E19A's mail to Exchange Online is throttled: the hybrid story the dashboard should show.
+        self.set_queue("solo-e19a", "2", status="Retry", message_count=37, last_error=(
+            "[{LRT=11/27/2026 7:41:12 AM};{LED=451 4.7.500 Server busy. Please try again later from "
+            "[203.0.113.10]. (S77719) [AM4PEPF00027A6B.eurprd04.prod.outlook.com]};"
+            "{FQDN=contoso-com.mail.protection.outlook.com};{IP=192.0.2.25}]"))
         self.certificates = [_xml(c) for c in _load("E19_Exchange_GetExchangeCertificate.xml")]
         self.servers["solo-e16a"].certificates = [make_certificate("mail.contoso.com", "Contoso Ltd", 20)]
         self.send_connectors = [_xml(e) for e in _load("E19_Exchange_GetSendConnector.xml")]

@@ -109,6 +109,9 @@ def test_server_wide_offline_held_by_functional(exchange: ExchangeLab, tmp_path:
         set_component(exchange, "ServerWideOffline", "Active", "Functional")
         text = exporter.wait_for(lambda t: metric(t, "exchange_component_state", **swo) == 1)
         assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 1
+    # One runspace per server, reused by every refresh (each refresh runs four or more pipelines).
+    counts = exchange.endpoints["solo-e16a"].behaviour.count
+    assert counts["Create"] == 1 and counts["Command"] >= 12
 
 
 def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: ExchangeLab, tmp_path: Path) -> None:

@@ -16,23 +16,27 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.exchange import ExchangeLab
 from lab.samba import SambaLab
 from tests.integration.conftest import free_port, running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
 # Grafana's variables, as a person choosing "All" would have them.
-GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$__rate_interval": "1m"}
+GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$server": ".+", "$__rate_interval": "1m"}
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
+    """Every panel query and annotation query, with Grafana's variables filled in."""
     out = []
     for path in sorted((ROOT / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"]
-                for var, value in GRAFANA_VARIABLES.items():
-                    expr = expr.replace(var, value)
-                out.append((f"{path.name}: {panel['title']}", expr))
+        dashboard = json.loads(path.read_text())
+        queries = [(panel["title"], target["expr"]) for panel in dashboard["panels"]
+                   for target in panel.get("targets", [])]
+        queries += [(f"annotation {a['name']}", a["expr"]) for a in dashboard["annotations"]["list"]]
+        for title, expr in queries:
+            for var, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(var, value)
+            out.append((f"{path.name}: {title}", expr))
     return out
 
 
@@ -58,11 +62,17 @@ class Prometheus:
 
 
 @pytest.fixture
-def prometheus(lab: SambaLab, tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
+def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
+    with ExchangeLab(tmp_path / "exchange", port=free_port()) as exchange_lab:
+        yield exchange_lab
+
+
+@pytest.fixture
+def prometheus(lab: SambaLab, exchange: ExchangeLab, tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is missing; run ./run.sh test")
-    with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
+    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange) as exporter:
         port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(yaml.safe_dump({
@@ -93,9 +103,14 @@ def wait_for_data(prom: Prometheus, expr: str, timeout: float = 60) -> None:
 
 
 def test_every_dashboard_and_rule_expression_parses_and_returns_data(
-        lab: SambaLab, prometheus: tuple[Prometheus, Any]) -> None:
+        lab: SambaLab, exchange: ExchangeLab, prometheus: tuple[Prometheus, Any]) -> None:
     prom, _ = prometheus
     wait_for_data(prom, 'ad_dc_up{dc="dc2.lab.example"} == 1')
+    wait_for_data(prom, 'exchange_server_up{server="solo-e19a"} == 1')
+    wait_for_data(prom, "exchange_remote_mailboxes_misrouted > 0")
+    # A component held Inactive by Functional and a cmdlet that fails, as after a broken update.
+    exchange.org.set_component_state("solo-e19a", "HubTransport", "Inactive", "Functional")
+    exchange.org.fail_cmdlet("solo-e19a", "Get-ExchangeCertificate", "The certificate store could not be opened.")
     time.sleep(3)  # a few samples before the lockout, so increase() sees it
     user = lab.create_user("judy")
     duration, window = lab.duration, lab.window
@@ -108,6 +123,8 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     lab.stop(lab.dc2)
     try:
         wait_for_data(prom, 'ad_dc_error_reason{dc="dc2.lab.example"} == 1')
+        wait_for_data(prom, 'exchange_server_error_reason{server="solo-e19a",reason="cmdlet_error"} == 1')
+        wait_for_data(prom, 'exchange_component_requester_state{component="HubTransport",requester="Functional"} == 0')
         problems = []
         for where, expr in dashboard_expressions():
             answer = prom.query(expr)
@@ -124,7 +141,7 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
             if "record" in rule and not answer["data"]["result"]:
                 problems.append(f"recording rule {name}: no data")
             # An alert's condition is rightly empty while all is well: each series it reads must have data.
-            for metric in sorted(set(re.findall(r"\b(ad[_:][A-Za-z0-9_:]+)\b", rule["expr"]))):
+            for metric in sorted(set(re.findall(r"\b((?:ad|exchange)[_:][A-Za-z0-9_:]+)\b", rule["expr"]))):
                 if not prom.query(metric)["data"]["result"]:
                     problems.append(f"rule {name}: {metric} has no data")
         assert not problems, "\n".join(problems)

@@ -68,8 +68,8 @@ def exchange_health() -> dict[str, Any]:
 
     lay.row("Builds")
     lay.add(table("Builds", f"exchange_build_info{{{SEL}}}",
-                  "What each server runs. AdminDisplayVersion names the CU; a security update shows only when "
-                  "the exporter is given ExSetup's file version.",
+                  "What each server runs. AdminDisplayVersion names the CU; the security update shows when the "
+                  "exporter reads ExSetup's file version (security_update.enabled).",
                   {"server": "Server", "product": "Product", "cu": "CU", "update": "Update", "version": "Build",
                    "Value": "Reported"}), 12, 7)
     lay.add(timeseries("Days since the server's CU was released",

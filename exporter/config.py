@@ -244,6 +244,18 @@ class HybridConfig(_Model):
     max_listed_mailboxes: int = Field(default=20, ge=0, le=1000)
 
 
+class SecurityUpdateConfig(_Model):
+    """Reading the security update level: ExSetup.exe's file version, through the server's plain PowerShell
+    endpoint (WinRM), since Exchange's restricted runspace cannot run Get-Command and AdminDisplayVersion
+    names only the CU. Same account and transport settings as the Exchange endpoint."""
+
+    enabled: bool = False
+    path: str = "wsman"
+    configuration_name: str = "Microsoft.PowerShell"
+    # WinRM's own port: 5985 for http, 5986 for https when not given.
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
 class ExchangeConfig(_Model):
     organization: str = Field(min_length=1)
     servers: list[ExchangeServerConfig] = Field(min_length=1)
@@ -263,6 +275,7 @@ class ExchangeConfig(_Model):
     # Cap on queue groups (next hop, delivery type, status) per server; the rest is counted as left out.
     max_queues: int = Field(default=50, ge=1, le=1000)
     hybrid: HybridConfig | None = None
+    security_update: SecurityUpdateConfig = Field(default_factory=SecurityUpdateConfig)
     bind_retry_after_seconds: Seconds = 1860.0
 
     @model_validator(mode="after")

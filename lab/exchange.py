@@ -226,6 +226,25 @@ class LabServer:
     certificates: list[bytes] = field(default_factory=list)
     # cmdlet -> error message: answer that cmdlet with an error record instead of objects
     cmdlet_errors: dict[str, str] = field(default_factory=dict)
+    # ExSetup.exe's file version: the CU build plus the installed security update.
+    exsetup_version: str = ""
+
+    def exsetup_clixml(self) -> str:
+        """``Get-Command -Name ExSetup.exe`` as Windows PowerShell serialises its ApplicationInfo."""
+        b = _Builder()
+        long_form = ".".join(f"{int(p):0{w}d}" for p, w in zip(self.exsetup_version.split("."), (2, 2, 4, 3),
+                                                                strict=True))
+        path = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\bin\\ExSetup.exe"
+        info = (f"File:             {path}\nInternalName:     ExSetup\nOriginalFilename: ExSetup.exe\n"
+                f"FileVersion:      {long_form}\nProductVersion:   {long_form}\nLanguage:         Language Neutral")
+        props = "".join([
+            _s("Path", path), _s("Extension", ".exe"), _s("Definition", path), _s("Source", path),
+            f'<Version N="Version">{self.exsetup_version}</Version>', _s("FileVersionInfo", info),
+            _s("Name", "ExSetup.exe"),
+            b.enum("CommandType", "System.Management.Automation.CommandTypes", "Application", 32),
+        ])
+        return b.obj(["System.Management.Automation.ApplicationInfo", "System.Management.Automation.CommandInfo",
+                      "System.Object"], "ExSetup.exe", props)
 
     def component_state(self, component: str) -> str:
         held = self.requesters.get(component, {})
@@ -318,6 +337,9 @@ class LabExchange:
         templates19, base19, held19 = _component_templates(components, ("Solo-E16A", "Solo-E19A"))
         self.servers["solo-e19a"] = LabServer("SOLO-E19A", "Solo-E19A.Solo.local", _xml(e19), templates19, base19,
                                               held19)
+        # SOLO-E19A has the CU11 March 2023 security update installed; SOLO-E16A none since its CU.
+        self.servers["solo-e16a"].exsetup_version = "15.1.2375.7"
+        self.servers["solo-e19a"].exsetup_version = "15.2.986.42"
         for server in self.servers.values():
             server.queues = [
                 LabQueue("Submission", "Undefined", "Submission", "Ready", 0),
@@ -387,7 +409,16 @@ class LabExchange:
             if local is not None and name in local.cmdlet_errors:
                 return Output(error=(local.cmdlet_errors[name], f"{name},Microsoft.Exchange",
                                      "ManagementObjectNotFound"))
+            if invocation.configuration != "Microsoft.Exchange":
+                return self._plain_powershell(name, params, local)
             return self._answer(name, params, local)
+
+    def _plain_powershell(self, name: str, params: dict[str, Any], local: LabServer | None) -> Output:
+        """The server's Microsoft.PowerShell endpoint: no Exchange cmdlets, but Get-Command finds ExSetup.exe."""
+        if name.lower() == "get-command" and str(params.get("name", "")).lower() == "exsetup.exe" and local:
+            return Output([local.exsetup_clixml()])
+        return Output(failure=(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
+                               "or operable program.", "CommandNotFoundException", "ObjectNotFound"))
 
     def _target(self, params: dict[str, Any], key: str, local: LabServer | None) -> LabServer | None:
         identity = params.get(key)
@@ -519,6 +550,8 @@ class ExchangeLab:
                        "expected_tls_certificate_name": EXPECTED_TLS_CERTIFICATE_NAME,
                        "interval_seconds": max(interval * 3, 10)},
         }
+        # ExSetup's version comes from the same lab endpoint's /wsman (Microsoft.PowerShell).
+        entry["security_update"] = {"enabled": True, "port": self.port}
         if self.scheme == "http":
             # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
             entry.update(encryption="never", allow_unencrypted=True)

@@ -32,6 +32,7 @@ SERVER_CMDLETS = ("Get-ExchangeServer", "Get-ServerComponentState", "Get-Queue",
 HYBRID_CMDLETS = ("Get-RemoteMailbox", "Get-AcceptedDomain", "Get-SendConnector", "Get-ReceiveConnector",
                   "Get-HybridConfiguration")
 OTHER = "<other>"
+FILE_VERSION_CMDLET = "Get-Command ExSetup.exe"
 
 
 @dataclass
@@ -83,16 +84,22 @@ class ExchangeCollector(Collector):
         self.redact = redact or Redactor()
         self.clock = clock
         credential = RemotingCredential(config.auth.method, config.auth.user, config.auth.password)
-        self.clients = {
-            s.name.lower(): PsrpClient(
-                RemotingTarget(
-                    name=s.name.lower(), host=s.host or s.name, port=s.port or config.default_port,
-                    scheme=config.scheme, path=config.path, configuration=config.configuration_name,
-                    verify=config.tls.verify, ca_file=config.tls.ca_file, encryption=config.encryption,
-                    timeout=config.timeout_seconds),
-                credential, guard, config.bind_retry_after_seconds)
-            for s in config.servers
-        }
+
+        def client(server: str, host: str, port: int, path: str, configuration: str) -> PsrpClient:
+            target = RemotingTarget(
+                name=server, host=host, port=port, scheme=config.scheme, path=path, configuration=configuration,
+                verify=config.tls.verify, ca_file=config.tls.ca_file, encryption=config.encryption,
+                timeout=config.timeout_seconds)
+            return PsrpClient(target, credential, guard, config.bind_retry_after_seconds)
+
+        self.clients = {s.name.lower(): client(s.name.lower(), s.host or s.name, s.port or config.default_port,
+                                                config.path, config.configuration_name) for s in config.servers}
+        su = config.security_update
+        winrm_port = su.port or (5986 if config.scheme == "https" else 5985)
+        # Only when enabled: ExSetup's version through the server's plain PowerShell endpoint.
+        self.file_version_clients = {
+            s.name.lower(): client(s.name.lower(), s.host or s.name, winrm_port, su.path, su.configuration_name)
+            for s in config.servers if su.enabled}
         self._names = {s.name.lower(): s.name for s in config.servers}
         self._executor = ThreadPoolExecutor(max_workers=config.max_concurrent_servers + 1,
                                             thread_name_prefix=f"psrp-{self.target}")
@@ -140,13 +147,16 @@ class ExchangeCollector(Collector):
         sweep = ServerSweep(server)
         started = time.monotonic()
         name = self._names[server]
-        calls: list[tuple[str, dict[str, Any], Callable[[Any], Any], list[Any]]] = [
-            ("Get-ExchangeServer", {"Identity": name}, ex.parse_exchange_server, []),
+        server_objects: list[str] = []  # Get-ExchangeServer, parsed once ExSetup's version is known
+        calls: list[tuple[str, dict[str, Any], Callable[[Any], Any] | None, list[Any]]] = [
+            ("Get-ExchangeServer", {"Identity": name}, None, server_objects),
             ("Get-ServerComponentState", {"Identity": name}, ex.parse_component_state, sweep.components),
             ("Get-Queue", {"Server": name}, ex.parse_queue, sweep.queues),
             ("Get-ExchangeCertificate", {"Server": name}, ex.parse_certificate, sweep.certificates),
         ]
         failures: list[RemotingError] = []
+        file_versions: list[str] = []
+        file_version_client = self.file_version_clients.get(server)
 
         def run(client: PsrpClient) -> None:
             for cmdlet, params, parse, into in calls:
@@ -159,13 +169,23 @@ class ExchangeCollector(Collector):
                         return  # the server itself is not answering: do not spend a timeout per cmdlet
                     continue
                 sweep.cmdlet_ok[cmdlet] = True
-                into.extend(_parse_all(objects, parse, sweep.parse_errors))
+                into.extend(objects if parse is None else _parse_all(objects, parse, sweep.parse_errors))
+            # Optional and on another endpoint: its failure is reported per cmdlet, not as the server down.
+            if file_version_client is not None:
+                try:
+                    answer = file_version_client.run("Get-Command", {"Name": "ExSetup.exe"})
+                    file_versions.extend(_parse_all(answer, ex.parse_exsetup_version, sweep.parse_errors))
+                    sweep.cmdlet_ok[FILE_VERSION_CMDLET] = bool(file_versions)
+                except RemotingError as exc:
+                    sweep.cmdlet_ok[FILE_VERSION_CMDLET] = False
+                    log.warning("exchange server %s: ExSetup version: %s", server, self.redact(str(exc)))
 
         try:
             await self._in_thread(server, run)
         except RemotingError as exc:
             failures.append(exc)
-        infos = calls[0][3]
+        file_version = file_versions[0] if file_versions else None
+        infos = _parse_all(server_objects, lambda o: ex.parse_exchange_server(o, file_version), sweep.parse_errors)
         sweep.info = infos[0] if infos else None
         sweep.up = not failures
         if failures:
@@ -382,6 +402,6 @@ class ExchangeCollector(Collector):
         return statuses
 
     async def close(self) -> None:
-        for client in self.clients.values():
+        for client in [*self.clients.values(), *self.file_version_clients.values()]:
             client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)

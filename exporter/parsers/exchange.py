@@ -151,6 +151,28 @@ def parse_exchange_server(value: Any, file_version: str | None = None) -> Exchan
     )
 
 
+_FILE_VERSION = re.compile(r"FileVersion:\s*(\d+)\.(\d+)\.(\d+)\.(\d+)")
+
+
+def parse_exsetup_version(value: Any) -> str:
+    """``Get-Command -Name ExSetup.exe``: the file version (15.2.1748.39), which moves with each SU/HU.
+
+    Its Version property where serialised, else the FileVersion line of FileVersionInfo (15.02.1748.039).
+    """
+    cmdlet = "Get-Command ExSetup.exe"
+    obj = _props(value, cmdlet)
+    text = text_of(obj.get("Version")).strip()
+    if not text:
+        match = _FILE_VERSION.search(text_of(obj.get("FileVersionInfo")))
+        if match is None:
+            raise ExchangeDataError(cmdlet, "", "neither Version nor FileVersionInfo carries a version")
+        text = ".".join(str(int(part)) for part in match.groups())
+    try:
+        return ".".join(str(p) for p in exchange_builds.parse_version(text))
+    except ValueError as exc:
+        raise ExchangeDataError(cmdlet, "", str(exc)) from None
+
+
 # --- Get-Queue --------------------------------------------------------------------------------------------
 
 

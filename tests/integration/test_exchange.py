@@ -72,11 +72,17 @@ def test_e16_sample_every_component_with_state_and_requesters(exchange: Exchange
     assert exported == requesters
     assert metric(text, "exchange_build_info", server="solo-e16a", version="15.1.2375.7", cu="CU22",
                   product="Exchange Server 2016") == 1
-    assert metric(text, "exchange_build_info", server="solo-e19a", version="15.2.986.5", cu="CU11") == 1
+    # The security update level comes from ExSetup's file version, read over the plain PowerShell endpoint.
+    assert metric(text, "exchange_build_info", server="solo-e19a", version="15.2.986.42", cu="CU11",
+                  update="Mar23SU") == 1
     assert metric(text, "exchange_build_in_hybrid_support_window", server="solo-e19a") == 0
+    assert metric(text, "exchange_cmdlet_success", server="solo-e19a", cmdlet="Get-Command ExSetup.exe") == 1
+    every = [i for e in exchange.endpoints.values() for i in e.invocations]
+    plain = [i for i in every if i.configuration == "Microsoft.PowerShell"]
+    assert plain and all(i.commands == [("Get-Command", False, [("Name", "ExSetup.exe")])] for i in plain)
     # Every cmdlet went out as a cmdlet with parameters to Microsoft.Exchange, never as a script.
-    invocations = [i for e in exchange.endpoints.values() for i in e.invocations]
-    assert invocations and all(i.configuration == "Microsoft.Exchange" for i in invocations)
+    invocations = [i for i in every if i.configuration == "Microsoft.Exchange"]
+    assert len(invocations) + len(plain) == len(every)
     assert all(not is_script and name.startswith("Get-") for i in invocations for name, is_script, _ in i.commands)
     assert {name for i in invocations for name, _, _ in i.commands} >= {
         "Get-ExchangeServer", "Get-ServerComponentState", "Get-Queue", "Get-ExchangeCertificate",
@@ -109,9 +115,10 @@ def test_server_wide_offline_held_by_functional(exchange: ExchangeLab, tmp_path:
         set_component(exchange, "ServerWideOffline", "Active", "Functional")
         text = exporter.wait_for(lambda t: metric(t, "exchange_component_state", **swo) == 1)
         assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 1
-    # One runspace per server, reused by every refresh (each refresh runs four or more pipelines).
+    # One runspace per server and endpoint (Microsoft.Exchange, and Microsoft.PowerShell for ExSetup's version),
+    # reused by every refresh (each refresh runs five or more pipelines).
     counts = exchange.endpoints["solo-e16a"].behaviour.count
-    assert counts["Create"] == 1 and counts["Command"] >= 12
+    assert counts["Create"] == 2 and counts["Command"] >= 15
 
 
 def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: ExchangeLab, tmp_path: Path) -> None:
@@ -145,6 +152,17 @@ def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: Exchang
     assert "Transport service is not running" in logs  # the cmdlet's own message reaches the log
     for where, text in (("log", logs), ("metrics", metrics), ("page", page)):
         assert exchange.password not in text, f"the password appears in the {where}"
+
+
+def test_a_slow_server_is_slow_but_up(exchange: ExchangeLab, tmp_path: Path) -> None:
+    e19 = exchange.endpoints["solo-e19a"]
+    with running_exporter(None, tmp_path, exchange=exchange, interval=4, timeout=3) as exporter:
+        exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
+        e19.misbehave(delay=0.2)  # every request, well within the 3 s timeout
+        text = exporter.wait_for(lambda t: (metric(t, "exchange_server_sweep_duration_seconds",
+                                                   server="solo-e19a") or 0) > 1.0, timeout=30)
+        assert metric(text, "exchange_server_up", server="solo-e19a") == 1
+        assert (metric(text, "exchange_server_sweep_duration_seconds", server="solo-e16a") or 9) < 1.0
 
 
 def test_exchange_runspace_refuses_scripts(exchange: ExchangeLab) -> None:

@@ -13,7 +13,7 @@ from exporter.parsers import exchange as ex
 from exporter.parsers import exchange_builds as builds
 from exporter.parsers.clixml import parse_document, parse_object
 from exporter.parsers.smtp import parse_reply, parse_reply_chain
-from lab.exchange import LabQueue
+from lab.exchange import LabExchange, LabQueue
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "exchange_cmdlets"
 
@@ -86,6 +86,17 @@ def test_admin_display_version_forms() -> None:
     assert ex.parse_admin_display_version("15.2.1748.10") == (15, 2, 1748, 10)
     with pytest.raises(ValueError, match="four-part"):
         ex.parse_admin_display_version("Version fifteen")
+
+
+def test_exsetup_version_from_either_property() -> None:
+    obj = parse_object(LabExchange().servers["solo-e19a"].exsetup_clixml())
+    assert ex.parse_exsetup_version(obj) == "15.2.986.42"
+    del obj["Version"]  # FileVersionInfo only, in its zero-padded long form
+    assert ex.parse_exsetup_version(obj) == "15.2.986.42"
+    with pytest.raises(ex.ExchangeDataError, match=r"ExSetup\.exe"):
+        ex.parse_exsetup_version(parse_object('<Obj RefId="0"><Props><S N="Name">ExSetup.exe</S></Props></Obj>'))
+    server = ex.parse_exchange_server(sample("E16_Exchange_GetExchangeServer.xml")[0], "15.1.2375.7")
+    assert server.build.update == ""
 
 
 @pytest.mark.parametrize(

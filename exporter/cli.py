@@ -17,9 +17,11 @@ from prometheus_client import ProcessCollector
 from exporter import __version__
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.exchange import ExchangeCollector
+from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
+from exporter.state import StateStore
 from exporter.web import build_app
 
 log = logging.getLogger("exporter")
@@ -66,9 +68,11 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("pypsrp").setLevel(logging.WARNING)
 
 
-def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor) -> list[Collector]:
+def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
+                     state: StateStore) -> list[Collector]:
     collectors: list[Collector] = [ActiveDirectoryCollector(ad, guard, redact) for ad in config.active_directory]
     collectors += [ExchangeCollector(ex, guard, redact) for ex in config.exchange]
+    collectors += [SecurityEventsCollector(se, guard, state, redact) for se in config.security_events]
     return collectors
 
 
@@ -79,6 +83,8 @@ class Exporter:
         self.config_path = config_path
         self.config = config
         self.guard = CredentialGuard()  # survives reloads: a refused credential stays held back
+        # Opened once: bookmarks and checkpoints carry over a reload (a new state.path needs a restart).
+        self.state = StateStore(config.state.path)
         self.registry = self._new_registry(config)
         self.prom = PromRegistry(auto_describe=False)
         self.prom.register(ProcessCollector(registry=None))
@@ -87,7 +93,7 @@ class Exporter:
     def _new_registry(self, config: Config) -> CollectorRegistry:
         redact = Redactor(config.secrets())
         _REDACTING_FILTER.redact = redact
-        return CollectorRegistry(build_collectors(config, self.guard, redact), redact)
+        return CollectorRegistry(build_collectors(config, self.guard, redact, self.state), redact)
 
     async def reload(self) -> None:
         try:
@@ -95,10 +101,10 @@ class Exporter:
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration:\n%s", "\n".join(exc.errors))
             return
-        old = self.registry
+        # The old collectors finish and store their last bookmarks before the new ones read them.
+        await self.registry.stop()
         self.config = config
         self.registry = self._new_registry(config)
-        await old.stop()
         self.registry.start()
         log.info("configuration reloaded: %d collector(s)", len(self.registry.states))
 
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config.model_copy(update={"web": web_cfg})
     if args.config_check:
         print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s), "
-              f"{len(config.exchange)} Exchange organization(s))")
+              f"{len(config.exchange)} Exchange organization(s), {len(config.security_events)} security event "
+              "source set(s))")
         return 0
     setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     exporter = Exporter(args.config_file, config)

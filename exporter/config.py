@@ -256,12 +256,12 @@ class SecurityUpdateConfig(_Model):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
-class ExchangeConfig(_Model):
-    organization: str = Field(min_length=1)
-    servers: list[ExchangeServerConfig] = Field(min_length=1)
+class _Remoting(_Model):
+    """PowerShell remoting (WS-Management) settings shared by the Exchange and the Windows event collectors."""
+
     scheme: Literal["http", "https"] = "http"
-    path: str = "PowerShell"
-    configuration_name: str = "Microsoft.Exchange"
+    path: str = "wsman"
+    configuration_name: str = "Microsoft.PowerShell"
     auth: RemotingAuth = Field(default_factory=RemotingAuth)
     tls: RemotingTls = Field(default_factory=RemotingTls)
     # auto: message encryption over HTTP with Kerberos/NTLM/Negotiate/CredSSP, TLS over HTTPS.
@@ -269,17 +269,12 @@ class ExchangeConfig(_Model):
     # Plain HTTP without message encryption shows the traffic (and a Basic password) to the network;
     # only for a lab on loopback.
     allow_unencrypted: bool = False
-    interval_seconds: Seconds = 60.0
     timeout_seconds: Seconds = 15.0
     max_concurrent_servers: int = Field(default=4, ge=1, le=64)
-    # Cap on queue groups (next hop, delivery type, status) per server; the rest is counted as left out.
-    max_queues: int = Field(default=50, ge=1, le=1000)
-    hybrid: HybridConfig | None = None
-    security_update: SecurityUpdateConfig = Field(default_factory=SecurityUpdateConfig)
     bind_retry_after_seconds: Seconds = 1860.0
 
     @model_validator(mode="after")
-    def _transport(self) -> ExchangeConfig:
+    def _transport(self) -> _Remoting:
         if self.auth.method == "basic" and self.encryption == "always":
             raise ValueError("encryption: basic authentication cannot encrypt messages; use https")
         if self.auth.method == "basic" and self.scheme == "http" and self.encryption == "auto":
@@ -289,6 +284,22 @@ class ExchangeConfig(_Model):
         if plain and not self.allow_unencrypted:
             raise ValueError("scheme: plain HTTP without message encryption (basic auth or encryption never) "
                              "is refused; use https, or set allow_unencrypted for a lab")
+        return self
+
+
+class ExchangeConfig(_Remoting):
+    organization: str = Field(min_length=1)
+    servers: list[ExchangeServerConfig] = Field(min_length=1)
+    path: str = "PowerShell"
+    configuration_name: str = "Microsoft.Exchange"
+    interval_seconds: Seconds = 60.0
+    # Cap on queue groups (next hop, delivery type, status) per server; the rest is counted as left out.
+    max_queues: int = Field(default=50, ge=1, le=1000)
+    hybrid: HybridConfig | None = None
+    security_update: SecurityUpdateConfig = Field(default_factory=SecurityUpdateConfig)
+
+    @model_validator(mode="after")
+    def _servers(self) -> ExchangeConfig:
         if self.timeout_seconds >= self.interval_seconds:
             raise ValueError("timeout_seconds: must be shorter than interval_seconds")
         names = [s.name.lower() for s in self.servers]
@@ -301,11 +312,78 @@ class ExchangeConfig(_Model):
         return 443 if self.scheme == "https" else 80
 
 
+class EventDomainController(_Model):
+    # The DC's name: the metrics' label, and where to connect unless host is given.
+    name: str = Field(min_length=1)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class EventRemoting(_Remoting):
+    """Get-WinEvent on each DC's Security log over PowerShell remoting (an account in Event Log Readers)."""
+
+    domain_controllers: list[EventDomainController] = Field(min_length=1)
+    # Events per Get-WinEvent call, and calls per refresh: a backlog is worked off in bounded steps.
+    batch_size: int = Field(default=500, ge=1, le=10000)
+    max_batches_per_refresh: int = Field(default=4, ge=1, le=100)
+    # Where to start on a DC without a bookmark: "end" counts only new events, "beginning" the whole log.
+    start_at: Literal["end", "beginning"] = "end"
+
+    @property
+    def default_port(self) -> int:
+        return 5986 if self.scheme == "https" else 5985
+
+
+class EventFile(_Model):
+    # A glob of local (or mounted) files.
+    path: str = Field(min_length=1)
+    format: Literal["samba_auth_json", "winlogbeat", "event_xml"]
+    # The DC the file belongs to (Samba's log does not name it; the others do).
+    dc: str | None = None
+    start_at: Literal["end", "beginning"] = "end"
+    max_line_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _dc(self) -> EventFile:
+        if self.format == "samba_auth_json" and not self.dc:
+            raise ValueError("dc: required for samba_auth_json (the log does not name its DC)")
+        return self
+
+
+class SecurityEventsConfig(_Model):
+    name: str = Field(min_length=1)  # a name for this set of sources, e.g. the domain
+    winrm: EventRemoting | None = None
+    files: list[EventFile] = Field(default_factory=list)
+    event_ids: list[int] = Field(default_factory=lambda: [4740, 4625, 4771, 4776])
+    interval_seconds: Seconds = 30.0
+    # Top sources (caller computer, IP, workstation) over this window, capped; the rest is summed as <other>.
+    source_window_seconds: Seconds = 3600.0
+    top_sources: int = Field(default=10, ge=0, le=500)
+
+    @model_validator(mode="after")
+    def _sources(self) -> SecurityEventsConfig:
+        if self.winrm is None and not self.files:
+            raise ValueError("winrm or files: give at least one source")
+        if self.winrm is not None and self.winrm.timeout_seconds >= self.interval_seconds:
+            raise ValueError("winrm: timeout_seconds must be shorter than interval_seconds")
+        unknown = set(self.event_ids) - {4740, 4625, 4771, 4776}
+        if unknown:
+            raise ValueError(f"event_ids: {sorted(unknown)} not read by this exporter (4740, 4625, 4771, 4776)")
+        return self
+
+
+class StateConfig(_Model):
+    # Bookmarks, log checkpoints and their counters; without a path they do not survive a restart.
+    path: Path | None = None
+
+
 class Config(_Model):
     web: WebConfig = Field(default_factory=WebConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     active_directory: list[ActiveDirectoryConfig] = Field(default_factory=list)
     exchange: list[ExchangeConfig] = Field(default_factory=list)
+    security_events: list[SecurityEventsConfig] = Field(default_factory=list)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="after")
     def _unique_domains(self) -> Config:
@@ -318,11 +396,15 @@ class Config(_Model):
         organizations = [ex.organization.lower() for ex in self.exchange]
         if len(set(organizations)) != len(organizations):
             raise ValueError("exchange: an organization appears twice")
+        names = [ev.name.lower() for ev in self.security_events]
+        if len(set(names)) != len(names):
+            raise ValueError("security_events: a name appears twice")
         return self
 
     def secrets(self) -> list[str]:
         """Every secret value in this config, so that error texts can be scrubbed of them."""
         secrets = [ad.bind.password for ad in self.active_directory] + [ex.auth.password for ex in self.exchange]
+        secrets += [ev.winrm.auth.password for ev in self.security_events if ev.winrm is not None]
         return [s.get_secret_value() for s in secrets if s is not None]
 
 

@@ -9,13 +9,21 @@ import yaml
 
 from lab.exchange import ExchangeLab
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
+from lab.winevent import EventLab
 
 
 def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, timeout: float = 3,
                password_file: Path | None = None, exchange: ExchangeLab | None = None,
-               exchange_overrides: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS."""
+               exchange_overrides: dict[str, Any] | None = None, events: EventLab | None = None,
+               events_overrides: dict[str, Any] | None = None, state: Path | None = None,
+               **overrides: Any) -> dict[str, Any]:
+    """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS.
+
+    Security events come from the Samba DCs' own audit logs (when the Samba lab is given) and from the lab's
+    DC event endpoints (``events``)."""
     config: dict[str, Any] = {"web": {"listen_address": f"127.0.0.1:{port}"}}
+    if state is not None:
+        config["state"] = {"path": str(state)}
     if lab is not None:
         domain: dict[str, Any] = {
             "domain": DOMAIN,
@@ -33,6 +41,15 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
         config["active_directory"] = [domain]
     if exchange is not None:
         config["exchange"] = [exchange.config(interval=interval, timeout=timeout, **(exchange_overrides or {}))]
+    if lab is not None or events is not None:
+        source: dict[str, Any] = {"name": DOMAIN, "interval_seconds": interval, "top_sources": 5}
+        if lab is not None:
+            source["files"] = [{"path": str(dc.auth_log), "format": "samba_auth_json", "dc": dc.host,
+                                "start_at": "beginning"} for dc in lab.dcs]
+        if events is not None:
+            source["winrm"] = events.winrm_config(timeout=timeout)
+        source.update(events_overrides or {})
+        config["security_events"] = [source]
     return config
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +128,13 @@ class PsrpClient:
 
     def run(self, cmdlet: str, parameters: Mapping[str, Any] | None = None) -> list[str]:
         """Run one cmdlet with parameters; return each output object's CLIXML. Hold ``lock`` around this."""
+        return self.run_pipeline([(cmdlet, parameters or {})])
+
+    def run_pipeline(self, commands: Sequence[tuple[str, Mapping[str, Any]]],
+                     tolerate: Sequence[str] = ()) -> list[str]:
+        """Run cmdlets piped into each other (no script); error records whose FullyQualifiedErrorId starts
+        with one of ``tolerate`` are not failures (Get-WinEvent reports "no events" as an error)."""
+        cmdlet = commands[0][0]
         fingerprint = self.credential.fingerprint()
         # A refusal by one server of a credential that others accept is that server's problem (an SPN, an
         # authentication setting) and holds back only this server; a credential no server has accepted
@@ -145,9 +152,10 @@ class PsrpClient:
                     self._pool = self._connect()
                 self.guard.succeeded(fingerprint)
             ps = PowerShell(self._pool)
-            ps.add_cmdlet(cmdlet)
-            for name, value in (parameters or {}).items():
-                ps.add_parameter(name, value)
+            for name, parameters in commands:
+                ps.add_cmdlet(name)
+                for key, value in parameters.items():
+                    ps.add_parameter(key, value)
             output = ps.invoke()
         except AuthenticationError:
             self.close()
@@ -161,7 +169,8 @@ class PsrpClient:
         except Exception as exc:
             self.close()
             raise _classify(exc) from None
-        errors = [_error_text(e) for e in ps.streams.error]
+        errors = [_error_text(e) for e in ps.streams.error
+                  if not (tolerate and str(getattr(e, "fq_error", "") or "").startswith(tuple(tolerate)))]
         if ps.had_errors or errors:
             raise RemotingError("cmdlet_error", f"{cmdlet}: {'; '.join(errors) or 'the pipeline failed'}")
         return [o.xml if isinstance(o, RawClixml) else str(o) for o in output]

@@ -81,6 +81,7 @@ class RunningExporter:
 def running_exporter(lab: SambaLab | None, tmp: Path, **config: Any) -> Iterator[RunningExporter]:
     """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(lab, tmp / "exporter.yml", port=port, **config)
     log = tmp / "exporter.log"
     with log.open("w") as out:

@@ -1,0 +1,343 @@
+"""Windows Security events 4740, 4625, 4771, 4776 (and Samba's 4624/4625) to records.
+
+Four input forms, all pure: event XML as Windows' ``.ToXml()`` writes it and as python-evtx renders it
+(``<EventID Qualifiers="">``, ``SystemTime="2021-12-02 14:54:21.232643+00:00"``), Winlogbeat/ECS JSON lines,
+and Samba's ``auth_json_audit`` lines. Status codes become named reasons (a bounded label); unknown codes are
+kept as their hex. Addresses are normalised (``::ffff:a.b.c.d``, ``-``, Samba's ``ipv4:a.b.c.d:port``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from defusedxml import ElementTree as SafeET
+
+EVENT_NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
+LOCKOUT, FAILED_LOGON, KERBEROS_PREAUTH, NTLM_VALIDATION, LOGON = 4740, 4625, 4771, 4776, 4624
+FAILURE_EVENTS = (LOCKOUT, FAILED_LOGON, KERBEROS_PREAUTH, NTLM_VALIDATION)
+
+# NTSTATUS codes of failed logons (4625 Status/SubStatus, 4776 Status).
+NTSTATUS_REASONS = {
+    0x00000000: "success",
+    0xC000006A: "wrong_password",
+    0xC0000064: "no_such_user",
+    0xC0000234: "account_locked_out",
+    0xC0000072: "account_disabled",
+    0xC0000071: "password_expired",
+    0xC0000193: "account_expired",
+    0xC000006F: "logon_hours",
+    0xC0000070: "workstation_restriction",
+    0xC0000224: "must_change_password",
+    0xC000006D: "bad_user_or_password",  # generic: the SubStatus says which
+    0xC000006E: "account_restriction",  # generic: the SubStatus says which, if any
+    0xC000015B: "logon_type_not_granted",
+    0xC0000133: "clock_skew",
+    0xC0000413: "authentication_firewall",
+    0xC000018C: "trust_failure",
+    0xC0000192: "netlogon_not_started",
+    0xC000005E: "no_logon_servers",
+}
+_GENERIC_STATUS = {0xC000006D, 0xC000006E}
+# Kerberos result codes (4771 Status, RFC 4120).
+KERBEROS_REASONS = {
+    0x06: "unknown_principal",
+    0x12: "revoked",  # disabled, expired, locked out or outside logon hours
+    0x17: "password_expired",
+    0x18: "preauth_failed",  # the wrong password
+    0x25: "clock_skew",
+    0x0E: "unsupported_etype",
+    0x1F: "integrity_check_failed",
+}
+# Samba names the NTSTATUS instead of giving its number.
+SAMBA_REASONS = {
+    "NT_STATUS_OK": "success",
+    "NT_STATUS_WRONG_PASSWORD": "wrong_password",
+    "NT_STATUS_NO_SUCH_USER": "no_such_user",
+    "NT_STATUS_ACCOUNT_LOCKED_OUT": "account_locked_out",
+    "NT_STATUS_ACCOUNT_DISABLED": "account_disabled",
+    "NT_STATUS_PASSWORD_EXPIRED": "password_expired",
+    "NT_STATUS_ACCOUNT_EXPIRED": "account_expired",
+    "NT_STATUS_INVALID_LOGON_HOURS": "logon_hours",
+    "NT_STATUS_INVALID_WORKSTATION": "workstation_restriction",
+    "NT_STATUS_PASSWORD_MUST_CHANGE": "must_change_password",
+    "NT_STATUS_LOGON_FAILURE": "bad_user_or_password",
+    "NT_STATUS_ACCOUNT_RESTRICTION": "account_restriction",
+    "NT_STATUS_LOGON_TYPE_NOT_GRANTED": "logon_type_not_granted",
+}
+
+
+class EventParseError(ValueError):
+    """An event that cannot be read; the message says what and, where known, which record."""
+
+
+@dataclass(frozen=True)
+class SecurityEvent:
+    event_id: int
+    record_id: int | None  # EventRecordID (per log, increasing); None for Samba lines
+    time: float | None
+    computer: str  # the machine that logged it (a DC), lower case
+    user: str  # TargetUserName (lower case; "" when "-")
+    reason: str  # named reason, or the status as hex ("0xc00000aa") when unknown
+    protocol: str  # kerberos, ntlm, ldap_simple, negotiate, other
+    ip: str  # source address, normalised; "" when not logged
+    workstation: str  # the client's name as it gave it (4625 WorkstationName, 4776 Workstation)
+    caller_computer: str = ""  # 4740: the machine the lockout came from; "" = not a domain computer
+
+    @property
+    def caller_kind(self) -> str:
+        """For 4740: a blank caller computer means the source is not a domain machine (a phone, a proxy)."""
+        return "domain_computer" if self.caller_computer else "non_domain_source"
+
+    @property
+    def failed(self) -> bool:
+        return self.event_id != LOGON and self.reason != "success"
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def normalise_ip(value: str | None) -> str:
+    """'::ffff:10.0.0.1' -> '10.0.0.1'; '-', '' -> ''; Samba's 'ipv4:10.0.0.1:5123' -> '10.0.0.1'."""
+    text = (value or "").strip()
+    if text in ("", "-", "::", "0.0.0.0"):  # noqa: S104 - not a bind address: Windows' "no address"
+        return ""
+    if text.startswith(("ipv4:", "ipv6:")):
+        text = text[5:].rpartition(":")[0].strip("[]")  # drop the family and the port
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text.lower()
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _code(text: str | None) -> int | None:
+    value = (text or "").strip()
+    if not value or value == "-":
+        return None
+    try:
+        return int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        return None
+
+
+def status_reason(status: str | None, sub_status: str | None = None) -> str:
+    """4625/4776: the SubStatus when the Status is the generic 'bad user or password'/'restriction'."""
+    code, sub = _code(status), _code(sub_status)
+    if code in _GENERIC_STATUS and sub not in (None, 0):
+        code = sub
+    if code is None:
+        return "unknown"
+    return NTSTATUS_REASONS.get(code, f"0x{code:08x}")
+
+
+def kerberos_reason(status: str | None) -> str:
+    code = _code(status)
+    if code is None:
+        return "unknown"
+    if code == 0:
+        return "success"
+    return KERBEROS_REASONS.get(code, f"0x{code:x}")
+
+
+def _user(value: str | None) -> str:
+    text = (value or "").strip()
+    return "" if text == "-" else text.lower()
+
+
+def _name(value: str | None) -> str:
+    text = (value or "").strip()
+    return "" if text == "-" else text
+
+
+def parse_system_time(text: str) -> float | None:
+    """'2015-08-21T22:06:08.576887500Z' (Windows) or '2021-12-02 14:54:21.232643+00:00' (python-evtx)."""
+    value = text.strip()
+    if not value:
+        return None
+    match = re.match(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$", value)
+    if not match:
+        raise EventParseError(f"TimeCreated: not a time: {text!r}")
+    day, clock, fraction, zone = match.groups()
+    stamp = datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=UTC).timestamp()
+    if fraction:
+        stamp += int(fraction[:9].ljust(9, "0")) / 1e9
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        hours, minutes = int(zone[1:3]), int(zone[-2:])
+        stamp -= sign * (hours * 3600 + minutes * 60)
+    return stamp
+
+
+def _protocol_4625(package: str, process: str) -> str:
+    text = f"{package} {process}".lower()
+    if "kerberos" in text:
+        return "kerberos"
+    if "ntlm" in text:
+        return "ntlm"
+    if "negotiate" in text:
+        return "negotiate"
+    return "other"
+
+
+def build_event(event_id: int, record_id: int | None, time: float | None, computer: str,
+                data: Mapping[str, str]) -> SecurityEvent:
+    """One event from its System fields and EventData, whatever the form it came in."""
+    get = data.get
+    if event_id == LOCKOUT:
+        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")), "locked_out",
+                             "other", "", "", caller_computer=_name(get("TargetDomainName")))
+    if event_id == KERBEROS_PREAUTH:
+        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")),
+                             kerberos_reason(get("Status")), "kerberos", normalise_ip(get("IpAddress")), "")
+    if event_id == NTLM_VALIDATION:
+        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")),
+                             status_reason(get("Status")), "ntlm", "", _name(get("Workstation")))
+    if event_id in (FAILED_LOGON, LOGON):
+        reason = status_reason(get("Status"), get("SubStatus")) if event_id == FAILED_LOGON else "success"
+        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")), reason,
+                             _protocol_4625(get("AuthenticationPackageName") or "", get("LogonProcessName") or ""),
+                             normalise_ip(get("IpAddress")), _name(get("WorkstationName")))
+    raise EventParseError(f"event {event_id}: not an event this exporter reads")
+
+
+# --- event XML -------------------------------------------------------------------------------------------------
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def event_from_element(element: ET.Element) -> SecurityEvent:
+    system = next((c for c in element if _local(c.tag) == "System"), None)
+    if system is None:
+        raise EventParseError("event XML without <System>")
+    fields = {_local(c.tag): c for c in system}
+    event_id = _code(fields["EventID"].text if "EventID" in fields else None)
+    if event_id is None:
+        raise EventParseError("event XML without an EventID")
+    record_id = _code(fields["EventRecordID"].text) if "EventRecordID" in fields else None
+    created = fields.get("TimeCreated")
+    time = parse_system_time(created.get("SystemTime", "")) if created is not None else None
+    computer = (fields["Computer"].text or "").strip().lower() if "Computer" in fields else ""
+    data: dict[str, str] = {}
+    for section in element:
+        if _local(section.tag) == "EventData":
+            for item in section:
+                name = item.get("Name")
+                if name:
+                    data[name] = item.text or ""
+    try:
+        return build_event(event_id, record_id, time, computer, data)
+    except EventParseError as exc:
+        raise EventParseError(f"record {record_id}: {exc}") from None
+
+
+def parse_event_xml(text: str | bytes) -> SecurityEvent:
+    """One ``<Event>`` as ``.ToXml()`` returns it."""
+    try:
+        root = SafeET.fromstring(text)
+    except (ET.ParseError, ValueError) as exc:
+        raise EventParseError(f"not well-formed XML: {exc}") from None
+    if _local(root.tag) != "Event":
+        raise EventParseError(f"expected <Event>, found <{_local(root.tag)}>")
+    return event_from_element(root)
+
+
+def iter_event_document(text: str | bytes) -> Iterator[SecurityEvent | EventParseError]:
+    """An exported ``<Events>`` document (wevtutil qe /f:xml, python-evtx): each event, or its error."""
+    try:
+        root = SafeET.fromstring(text)
+    except (ET.ParseError, ValueError) as exc:
+        yield EventParseError(f"not well-formed XML: {exc}")
+        return
+    events = [root] if _local(root.tag) == "Event" else [e for e in root if _local(e.tag) == "Event"]
+    for element in events:
+        try:
+            yield event_from_element(element)
+        except EventParseError as exc:
+            yield exc
+
+
+# --- JSON lines ------------------------------------------------------------------------------------------------
+
+
+def _json(line: str | bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventParseError(f"not JSON: {exc.msg if isinstance(exc, json.JSONDecodeError) else exc}") from None
+    if not isinstance(value, dict):
+        raise EventParseError("not a JSON object")
+    return value
+
+
+def _iso_time(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventParseError(f"not a time: {text!r}") from None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def parse_winlogbeat(line: str | bytes) -> SecurityEvent | None:
+    """A Winlogbeat (ECS) JSON line; None for events of other IDs."""
+    doc = _json(line)
+    winlog = doc.get("winlog")
+    if not isinstance(winlog, dict):
+        raise EventParseError("no winlog object")
+    event_id = _code(str(winlog.get("event_id", "")))
+    if event_id is None:
+        raise EventParseError("winlog.event_id missing")
+    if event_id not in (*FAILURE_EVENTS, LOGON):
+        return None
+    record = winlog.get("record_id")
+    data = winlog.get("event_data") or {}
+    if not isinstance(data, dict):
+        raise EventParseError("winlog.event_data is not an object")
+    computer = str(winlog.get("computer_name") or (doc.get("host") or {}).get("name") or "").lower()
+    return build_event(event_id, _code(str(record)) if record is not None else None,
+                       _iso_time(doc.get("@timestamp")), computer, {k: str(v) for k, v in data.items()})
+
+
+def _samba_protocol(service: str, auth: str) -> str:
+    if "kerberos" in service.lower() or "kerberos" in auth.lower() or "ENC-TS" in auth:
+        return "kerberos"
+    if auth.lower() == "simple bind":
+        return "ldap_simple"
+    if "ntlm" in auth.lower():
+        return "ntlm"
+    return "other"
+
+
+def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
+    """A Samba auth_json_audit line; None for records that are not authentications (authorizations, ...)."""
+    doc = _json(line)
+    if doc.get("type") != "Authentication":
+        return None
+    auth = doc.get("Authentication")
+    if not isinstance(auth, dict):
+        raise EventParseError("Authentication is not an object")
+    event_id = _code(str(auth.get("eventId", "")))
+    status = str(auth.get("status") or "")
+    if event_id is None or not status:
+        raise EventParseError("Authentication without eventId or status")
+    account = str(auth.get("clientAccount") or auth.get("mappedAccount") or "")
+    user = account.split("@")[0].split("\\")[-1].lower()
+    service, description = str(auth.get("serviceDescription") or ""), str(auth.get("authDescription") or "")
+    return SecurityEvent(
+        event_id=event_id, record_id=None, time=_iso_time(str(doc.get("timestamp") or "").replace("+0000", "+00:00")),
+        computer=dc, user=user, reason=SAMBA_REASONS.get(status, status.lower().removeprefix("nt_status_")),
+        protocol=_samba_protocol(service, description), ip=normalise_ip(str(auth.get("remoteAddress") or "")),
+        workstation=str(auth.get("workstation") or ""),
+    )

@@ -1,0 +1,212 @@
+"""Follows log files matched by globs, across rotations, restarts and truncations.
+
+A file is known by its identity (device, inode) and a digest of its first bytes, so that:
+- rename-and-create: the renamed file (found again by inode in its directory) is read to its end before the
+  new one; nothing between the last read and the rename is lost;
+- copytruncate: a file shorter than the offset, or whose first bytes changed, is read again from the start;
+- inode reuse after a delete is not mistaken for the old file.
+Only complete lines are returned: a partial last line waits for its newline. A UTF-8 BOM is skipped; a line
+longer than the limit is skipped and counted. The caller stores :meth:`Tailer.checkpoint` in the same
+transaction as what it made of the lines, so a restart resumes exactly there.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class _File:
+    path: str
+    dev: int
+    ino: int
+    offset: int = 0
+    head: str = ""  # sha256 of the first head_len bytes
+    head_len: int = 0
+    skipping: bool = False  # inside an overlong line
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.dev, self.ino
+
+
+@dataclass(frozen=True)
+class Lines:
+    path: str
+    lines: list[bytes]  # complete lines, without the line ending
+
+
+@dataclass
+class TailStats:
+    overlong_lines: int = 0
+    truncations: int = 0
+    rotations: int = 0
+    vanished: int = 0  # files deleted before they were read to the end
+
+
+def _digest(path: str, length: int) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read(length)).hexdigest()
+
+
+class Tailer:
+    def __init__(self, patterns: Sequence[str], start_at: Literal["end", "beginning"] = "end",
+                 max_line_bytes: int = 64 * 1024, head_bytes: int = 1024, chunk_bytes: int = 1024 * 1024,
+                 saved: dict[str, Any] | None = None) -> None:
+        self.patterns = list(patterns)
+        self.start_at = start_at
+        self.max_line_bytes = max_line_bytes
+        self.head_bytes = head_bytes
+        self.chunk_bytes = chunk_bytes
+        self.stats = TailStats()
+        self._files: dict[tuple[int, int], _File] = {}
+        self._initialised = False
+        if saved:
+            self._initialised = bool(saved.get("initialised"))
+            for entry in saved.get("files", []):
+                state = _File(**entry)
+                self._files[state.identity] = state
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"initialised": self._initialised, "files": [asdict(f) for f in self._files.values()]}
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(f.path for f in self._files.values())
+
+    def _matches(self) -> dict[tuple[int, int], str]:
+        found: dict[tuple[int, int], str] = {}
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if os.path.isfile(path):
+                    found.setdefault((st.st_dev, st.st_ino), path)
+        return found
+
+    def _relocate(self, state: _File) -> str | None:
+        """A file no glob matches any more: it was renamed (look in its directory by inode) or deleted."""
+        directory = os.path.dirname(state.path) or "."
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if (st.st_dev, st.st_ino) == state.identity and entry.is_file(follow_symlinks=False):
+                        return entry.path
+        except OSError:
+            return None
+        return None
+
+    def poll(self, max_bytes: int | None = None) -> list[Lines]:
+        """Every complete line written since the last poll, oldest file first."""
+        matches = self._matches()
+        first = not self._initialised
+        self._initialised = True
+        out: list[Lines] = []
+        budget = [max_bytes if max_bytes is not None else 1 << 62]
+        # Files we follow that no glob matches any more (rotated away): finish them first.
+        for identity, state in list(self._files.items()):
+            if identity in matches:
+                continue
+            path = self._relocate(state)
+            if path is None:
+                self.stats.vanished += 1
+                del self._files[identity]
+                continue
+            if path != state.path:
+                self.stats.rotations += 1
+                state.path = path
+            out.extend(self._read(state, budget))
+            if self._at_end(state):
+                del self._files[identity]
+        # Then the matched files, oldest first, so a rotated file's successor comes after it.
+        def age(item: tuple[tuple[int, int], str]) -> float:
+            try:
+                return os.stat(item[1]).st_mtime
+            except OSError:
+                return 0.0
+
+        for identity, path in sorted(matches.items(), key=age):
+            known = self._files.get(identity)
+            if known is None:
+                known = _File(path, *identity)
+                if first and self.start_at == "end":
+                    known.offset = os.path.getsize(path)
+                    self._remember_head(known)
+                self._files[identity] = known
+            known.path = path
+            out.extend(self._read(known, budget))
+        return [chunk for chunk in out if chunk.lines]
+
+    def _at_end(self, state: _File) -> bool:
+        try:
+            return os.path.getsize(state.path) <= state.offset
+        except OSError:
+            return True
+
+    def _remember_head(self, state: _File) -> None:
+        size = os.path.getsize(state.path)
+        state.head_len = min(self.head_bytes, size)
+        state.head = _digest(state.path, state.head_len)
+
+    def _check_same_content(self, state: _File, size: int) -> None:
+        """Truncated (copytruncate) or replaced under the same inode: start again from the beginning."""
+        replaced = size < state.offset
+        if not replaced and state.head_len and size >= state.head_len:
+            replaced = _digest(state.path, state.head_len) != state.head
+        if replaced:
+            self.stats.truncations += 1
+            state.offset, state.skipping, state.head_len, state.head = 0, False, 0, ""
+
+    def _read(self, state: _File, budget: list[int]) -> list[Lines]:
+        try:
+            size = os.path.getsize(state.path)
+        except OSError:
+            return []
+        self._check_same_content(state, size)
+        lines: list[bytes] = []
+        with open(state.path, "rb") as handle:
+            while state.offset < size and budget[0] > 0:
+                handle.seek(state.offset)
+                data = handle.read(min(self.chunk_bytes, size - state.offset, budget[0]))
+                if not data:
+                    break
+                start = 0
+                if state.offset == 0 and data.startswith(BOM):
+                    start = len(BOM)
+                end = data.rfind(b"\n")
+                if end < start:
+                    # No complete line in this chunk: wait for the newline, unless the line is already too long.
+                    if len(data) - start >= self.max_line_bytes or state.skipping:
+                        if not state.skipping:
+                            self.stats.overlong_lines += 1
+                        state.skipping = True
+                        state.offset += len(data)
+                        budget[0] -= len(data)
+                        continue
+                    break
+                for line in data[start:end].split(b"\n"):
+                    if state.skipping:
+                        state.skipping = False  # the end of the overlong line
+                        continue
+                    if len(line) > self.max_line_bytes:
+                        self.stats.overlong_lines += 1
+                        continue
+                    lines.append(line[:-1] if line.endswith(b"\r") else line)
+                state.offset += end + 1
+                budget[0] -= end + 1
+        if state.head_len < min(self.head_bytes, state.offset):
+            self._remember_head(state)
+        return [Lines(state.path, lines)]

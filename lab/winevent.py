@@ -1,0 +1,156 @@
+"""The lab DCs' Security logs, answered over the PSRP endpoint as Get-WinEvent does.
+
+The logs hold the real event XML samples (tests/fixtures/winevent), each DC's in EventRecordID order; tests
+and the demo append more events cloned from them (a new EventRecordID, time, account or caller). The endpoint
+answers ``Get-WinEvent -LogName Security [-FilterXPath ...] [-MaxEvents N] [-Oldest] | ForEach-Object
+-MemberName ToXml`` with each event's XML as a string, and "no events" with Get-WinEvent's own error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from lab.psrp_endpoint import Invocation, Output, PsrpEndpoint
+
+SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "winevent"
+SERVICE_USER = "svc_events"
+# Which sample files each lab DC's Security log holds: the PDC has the lockout and the Kerberos failures.
+DC_SAMPLES = {
+    "dc1.lab.example": ("4740_msdocs_event-4740_xml_block.txt", "4771_mdecrevoisier_kerberos_bruteforce_valid_user.xml",
+                        "4771_mdecrevoisier_kerbrute_user_enum.xml", "4776_mdecrevoisier_sam_the_admin.xml"),
+    "dc2.lab.example": ("4625_4776_mdecrevoisier_local_bruteforce.xml",
+                        "4625_4776_mdecrevoisier_openssh_nonexisting_users.xml",
+                        "4625_mdecrevoisier_account_restriction.xml", "4625_mdecrevoisier_openssh_valid_users.xml"),
+}
+ADDRESSES = {"dc1.lab.example": "127.0.0.2", "dc2.lab.example": "127.0.0.6"}
+_EVENT = re.compile(r"<Event[ >].*?</Event>", re.S)
+_RECORD = re.compile(r"<EventRecordID>(\d+)</EventRecordID>")
+_EVENT_ID = re.compile(r"<EventID[^>]*>(\d+)</EventID>")
+
+
+def sample_events(name: str) -> list[str]:
+    """The <Event> elements of a sample file, verbatim (the 4740 one without its browser-view markers)."""
+    text = (SAMPLES / name).read_text(encoding="utf-8-sig")
+    if name.endswith(".txt"):
+        text = "\n".join(re.sub(r"^\s*-?\s", "", line) for line in text.splitlines())
+    return _EVENT.findall(text)
+
+
+def _clixml_string(text: str) -> str:
+    """A string as PowerShell serialises it: XML-escaped, CR and LF as _x000D_ and _x000A_."""
+    return "<S>" + escape(text).replace("\r", "_x000D_").replace("\n", "_x000A_") + "</S>"
+
+
+@dataclass(frozen=True)
+class Record:
+    record_id: int
+    event_id: int
+    xml: str
+
+
+class LabEventLog:
+    """One DC's Security log; thread-safe."""
+
+    def __init__(self, events: list[str]) -> None:
+        self._lock = threading.Lock()
+        records = [Record(int(_RECORD.findall(x)[0]), int(_EVENT_ID.findall(x)[0]), x) for x in events]
+        self.records = sorted(records, key=lambda r: r.record_id)
+
+    def append_clone(self, event_id: int, **data: str) -> Record:
+        """A new event cloned from the first sample of ``event_id``: next EventRecordID, now, given Data fields."""
+        with self._lock:
+            template = next(r for r in self.records if r.event_id == event_id).xml
+            record_id = (self.records[-1].record_id if self.records else 0) + 1
+            xml = _RECORD.sub(f"<EventRecordID>{record_id}</EventRecordID>", template)
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+            xml = re.sub(r'SystemTime="[^"]*"', f'SystemTime="{now}"', xml)
+            for name, value in data.items():
+                xml = re.sub(rf'(<Data Name="{name}">)[^<]*(</Data>)', rf"\g<1>{escape(value)}\g<2>", xml)
+            record = Record(record_id, event_id, xml)
+            self.records.append(record)
+            return record
+
+    def select(self, event_ids: set[int] | None, after: int, oldest: bool, limit: int | None) -> list[Record]:
+        with self._lock:
+            chosen = [r for r in self.records if r.record_id > after and (not event_ids or r.event_id in event_ids)]
+        if not oldest:
+            chosen.reverse()
+        return chosen[:limit] if limit else chosen
+
+    def __call__(self, invocation: Invocation) -> Output:
+        commands = invocation.commands
+        names = [name.lower() for name, _, _ in commands]
+        if not names or names[0] != "get-winevent":
+            return Output(failure=(f"The lab's DC answers only Get-WinEvent, not {names}.", "LabPipeline",
+                                   "InvalidOperation"))
+        params = {str(k).lower(): v for k, v in commands[0][2] if k is not None}
+        to_xml = len(commands) == 2 and names[1] == "foreach-object" and any(
+            str(k).lower() == "membername" and str(v) == "ToXml" for k, v in commands[1][2])
+        if not to_xml:
+            return Output(failure=("The lab's DC sends events only as ToXml() strings: pipe into "
+                                   "ForEach-Object -MemberName ToXml.", "LabPipeline", "InvalidOperation"))
+        if str(params.get("logname", "")).lower() != "security":
+            return Output(failure=("The lab's DC has only the Security log.", "LabPipeline", "InvalidOperation"))
+        xpath = str(params.get("filterxpath", ""))
+        ids = {int(i) for i in re.findall(r"EventID=(\d+)", xpath)}
+        after = int(m.group(1)) if (m := re.search(r"EventRecordID>(\d+)", xpath)) else 0
+        limit = int(params["maxevents"]) if "maxevents" in params else None
+        records = self.select(ids or None, after, bool(params.get("oldest")), limit)
+        if not records:
+            return Output(error=("No events were found that match the specified selection criteria.",
+                                 "NoMatchingEventsFound,Microsoft.PowerShell.Commands.GetWinEventCommand",
+                                 "ObjectNotFound"))
+        return Output([_clixml_string(r.xml) for r in records])
+
+
+class EventLab:
+    """WinRM endpoints for the lab DCs' Security logs (one per DC address)."""
+
+    def __init__(self, root: Path, port: int = 5985) -> None:
+        self.root = root
+        self.port = port
+        root.mkdir(parents=True, exist_ok=True)
+        self.password = secrets.token_urlsafe(18)
+        self.password_file = root / "events.password"
+        self.password_file.write_text(self.password)
+        self.password_file.chmod(0o600)
+        self.logs = {dc: LabEventLog([x for name in files for x in sample_events(name)])
+                     for dc, files in DC_SAMPLES.items()}
+        self.endpoints = {dc: PsrpEndpoint(dc, ADDRESSES[dc], port, self.logs[dc], {SERVICE_USER: self.password},
+                                           paths={"/wsman": "Microsoft.PowerShell"})
+                          for dc in DC_SAMPLES}
+
+    def start(self) -> EventLab:
+        for endpoint in self.endpoints.values():
+            endpoint.start()
+        return self
+
+    def stop(self) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.stop()
+
+    def __enter__(self) -> EventLab:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def winrm_config(self, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
+        """The ``winrm`` part of the exporter's ``security_events`` entry for this lab."""
+        entry: dict[str, Any] = {
+            "domain_controllers": [{"name": dc, "host": ADDRESSES[dc], "port": self.port} for dc in DC_SAMPLES],
+            "auth": {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
+            # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
+            "encryption": "never", "allow_unencrypted": True,
+            "timeout_seconds": timeout,
+            "start_at": "beginning",
+        }
+        entry.update(overrides)
+        return entry

@@ -1,0 +1,81 @@
+"""The security events collector on real files: bad lines counted and skipped, restarts neither repeat nor lose."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from exporter.collectors.security_events import SecurityEventsCollector
+from exporter.config import parse_config
+from exporter.sources.credential_guard import CredentialGuard
+from exporter.state import StateStore
+from tests.helpers import samples, series, value
+from tests.unit.test_events_parsers import sample_text, to_winlogbeat
+
+SAMBA = Path(__file__).resolve().parent.parent / "fixtures" / "samba_auth_json.log"
+
+
+def collector(tmp_path: Path, state: StateStore) -> SecurityEventsCollector:
+    config = parse_config(f"""
+security_events:
+  - name: corp.example
+    interval_seconds: 30
+    files:
+      - {{path: "{tmp_path}/beats/*.ndjson", format: winlogbeat, start_at: beginning}}
+      - {{path: "{tmp_path}/xml/*.xml", format: event_xml, start_at: beginning}}
+      - {{path: "{tmp_path}/samba/auth_json.log", format: samba_auth_json, dc: dc1.corp.example,
+          start_at: beginning}}
+""").security_events[0]
+    return SecurityEventsCollector(config, CredentialGuard(), state)
+
+
+async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: Path) -> None:
+    def events_of(name: str) -> list[str]:
+        return re.findall(r"<Event[ >].*?</Event>", sample_text(name), re.S)
+
+    kerberos = events_of("4771_mdecrevoisier_kerberos_bruteforce_valid_user.xml")
+    ntlm = events_of("4625_4776_mdecrevoisier_openssh_nonexisting_users.xml")
+    (tmp_path / "beats").mkdir()
+    (tmp_path / "xml").mkdir()
+    (tmp_path / "samba").mkdir()
+    beats = tmp_path / "beats" / "winlogbeat.ndjson"
+    beats.write_text("\n".join([to_winlogbeat(kerberos[0]), '{"winlog": {"event_id": "4771"',  # cut short
+                                to_winlogbeat(kerberos[1]), "[1, 2, 3]", to_winlogbeat(kerberos[2])]) + "\n")
+    broken = ntlm[1].replace("</EventData>", "</EventDat>")
+    (tmp_path / "xml" / "forwarded.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<Events>\n' + "\n".join([ntlm[0], broken, ntlm[2]]) + "\n")
+    (tmp_path / "samba" / "auth_json.log").write_text(SAMBA.read_text())
+    state = StateStore(tmp_path / "state.db")
+
+    first = collector(tmp_path, state)
+    flat = samples(await first.collect())
+    rootdc = {"dc": "rootdc1.offsec.lan"}
+    assert value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos",
+                 **rootdc) == 3
+    # 4625/4776 from fs01: one of the three XML events is broken.
+    fs01 = series(flat, "ad_security_events_total", dc="fs01.offsec.lan")
+    assert sum(fs01.values()) == 2
+    assert value(flat, "ad_exchange_exporter_parse_errors_total", collector="security_events",
+                 target="corp.example") == 3
+    # Samba's 12 failures; its successes (4624) are not among the configured events.
+    dc1 = series(flat, "ad_security_events_total", dc="dc1.corp.example")
+    assert sum(dc1.values()) == 12
+    assert value(flat, "ad_security_event_source_failures", kind="ip", source="127.0.0.1") == 12
+    assert value(flat, "ad_security_event_source_accounts", kind="ip", source="127.0.0.1") == 3
+    await first.close()
+
+    # More lines, a partial one among them; a new collector on the same state resumes exactly.
+    with beats.open("a") as out:
+        out.write(to_winlogbeat(kerberos[3]) + "\n" + to_winlogbeat(kerberos[4])[:40])
+    second = collector(tmp_path, state)
+    flat = samples(await second.collect())
+    assert value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos",
+                 **rootdc) == 4
+    assert sum(series(flat, "ad_security_events_total", dc="dc1.corp.example").values()) == 12
+    with beats.open("a") as out:
+        out.write(to_winlogbeat(kerberos[4])[40:] + "\n")
+    flat = samples(await second.collect())
+    assert value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos",
+                 **rootdc) == 5
+    await second.close()
+    state.close()

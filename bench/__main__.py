@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import ldap_sweep
+from bench import ldap_sweep, security_events
 
-BENCHMARKS = {"ldap_sweep": ldap_sweep.main}
+BENCHMARKS = {"ldap_sweep": ldap_sweep.main, "security_events": security_events.main}
 
 
 def main() -> int:

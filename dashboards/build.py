@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from dashboards.ad_lockouts import ad_lockouts
+from dashboards.ad_security_events import ad_security_events
 from dashboards.exchange_health import exchange_health
 
 HERE = Path(__file__).resolve().parent
 
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "ad-lockouts.json": ad_lockouts,
+    "ad-security-events.json": ad_security_events,
     "exchange-health.json": exchange_health,
 }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from lab.exchange import ExchangeLab
 from lab.exporter_config import write_config
 from lab.samba import USERS, SambaLab
+from lab.winevent import EventLab
 
 # The Exchange side of the demo: when the failed update happens and when an admin fixes it (seconds).
 SWO_BREAKS_AT, SWO_FIXED_AT = 60, 300
@@ -29,6 +30,7 @@ def _demo(port: int) -> int:
     lab = SambaLab(lockout_threshold=5, lockout_duration=300, observation_window=300)
     exporter: subprocess.Popen[bytes] | None = None
     exchange: ExchangeLab | None = None
+    events: EventLab | None = None
     stopping = False
 
     def stop(*_: object) -> None:
@@ -43,7 +45,10 @@ def _demo(port: int) -> int:
         print("Starting the lab's Exchange endpoints (WS-Management/PSRP on 127.0.0.10 and 127.0.0.11:5985) ...",
               flush=True)
         exchange = ExchangeLab(lab.root / "exchange", port=5985).start()
-        config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10, exchange=exchange)
+        # The DCs' Security logs (recorded 4740/4625/4771/4776 events) over WinRM on the DC addresses.
+        events = EventLab(lab.root / "events", port=5985).start()
+        config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10, exchange=exchange,
+                              events=events, state=lab.root / "state.db")
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
         print(f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
               f"Landing page:     http://127.0.0.1:{port}/\n"
@@ -77,6 +82,8 @@ def _demo(port: int) -> int:
                 victim = rng.choice(USERS)
                 print(f"locking out {victim} on {dc.name} ...", flush=True)
                 lab.lock_out(victim, dc, method)
+                # The PDC's 4740 for it, as from a phone on ActiveSync: no caller computer.
+                events.logs["dc1.lab.example"].append_clone(4740, TargetUserName=victim, TargetDomainName="")
                 next_lockout = time.monotonic() + 90
             for _ in range(20):
                 if stopping:
@@ -89,8 +96,9 @@ def _demo(port: int) -> int:
             exporter.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 exporter.wait(10)
-        if exchange is not None:
-            exchange.stop()
+        for endpoints in (exchange, events):
+            if endpoints is not None:
+                endpoints.stop()
         lab.teardown()
 
 

@@ -41,7 +41,7 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
         config["active_directory"] = [domain]
     if exchange is not None:
         config["exchange"] = [exchange.config(interval=interval, timeout=timeout, **(exchange_overrides or {}))]
-    if lab is not None or events is not None:
+    if lab is not None or events is not None or events_overrides:
         source: dict[str, Any] = {"name": DOMAIN, "interval_seconds": interval, "top_sources": 5}
         if lab is not None:
             source["files"] = [{"path": str(dc.auth_log), "format": "samba_auth_json", "dc": dc.host,

@@ -9,6 +9,7 @@ answers ``Get-WinEvent -LogName Security [-FilterXPath ...] [-MaxEvents N] [-Old
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import secrets
 import threading
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
+
+from defusedxml import ElementTree as SafeET
 
 from lab.psrp_endpoint import Invocation, Output, PsrpEndpoint
 
@@ -41,6 +44,25 @@ def sample_events(name: str) -> list[str]:
     if name.endswith(".txt"):
         text = "\n".join(re.sub(r"^\s*-?\s", "", line) for line in text.splitlines())
     return _EVENT.findall(text)
+
+
+def winlogbeat_line(xml: str) -> str:
+    """An event as Winlogbeat ships it (ECS: winlog.event_id as a string, event_data, computer_name, record_id)."""
+    root = SafeET.fromstring(xml)
+    ns = {"e": "http://schemas.microsoft.com/win/2004/08/events/event"}
+    data = {d.get("Name"): d.text or "" for d in root.findall("e:EventData/e:Data", ns)}
+    system = root.find("e:System", ns)
+    created = system.find("e:TimeCreated", ns) if system is not None else None
+    if system is None or created is None:
+        raise ValueError("an event without System/TimeCreated")
+    computer = system.findtext("e:Computer", namespaces=ns)
+    event_id = system.findtext("e:EventID", namespaces=ns)
+    return json.dumps({
+        "@timestamp": (created.get("SystemTime") or "").replace(" ", "T"), "host": {"name": computer},
+        "event": {"code": event_id, "provider": "Microsoft-Windows-Security-Auditing"},
+        "winlog": {"channel": "Security", "computer_name": computer, "event_id": event_id, "event_data": data,
+                   "record_id": int(system.findtext("e:EventRecordID", namespaces=ns) or 0)},
+    })
 
 
 def _clixml_string(text: str) -> str:

@@ -29,7 +29,7 @@ from exporter.parsers import events as ev
 from exporter.parsers.clixml import ClixmlError, parse_object
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.sources.tail import Tailer
+from exporter.sources.tail import Lines, Tailer
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 from exporter.state import StateStore
 
@@ -39,6 +39,7 @@ OTHER = "<other>"
 NO_EVENTS = "NoMatchingEventsFound"  # Get-WinEvent's error when nothing matches: not a failure
 _RECORD_ID = re.compile(r"<EventRecordID>\s*(\d+)\s*</EventRecordID>")
 SOURCE_KINDS = ("caller_computer", "ip", "workstation")
+_FILE_BATCH_BYTES = 4 * 1024 * 1024  # lines read, parsed and committed at a time
 
 
 class SourceWindow:
@@ -267,10 +268,19 @@ class SecurityEventsCollector(Collector):
     # --- files ------------------------------------------------------------------------------------------------
 
     def _read_file(self, source: _FileSource) -> None:
-        """Runs in a worker thread: new lines of one file source, counted and checkpointed together."""
+        """Runs in a worker thread: new lines of one file source, counted and checkpointed together, a few MiB
+        at a time so that a large backlog never sits in memory whole."""
+        deadline = time.monotonic() + self.config.interval_seconds / 2
+        while True:
+            chunks = source.tailer.poll(max_bytes=_FILE_BATCH_BYTES)
+            self._count_lines(source, chunks)
+            if not chunks or time.monotonic() > deadline:
+                break
+
+    def _count_lines(self, source: _FileSource, chunks: list[Lines]) -> None:
         fmt, errors = source.config.format, []
         events: list[ev.SecurityEvent] = []
-        for chunk in source.tailer.poll():
+        for chunk in chunks:
             for raw in chunk.lines:
                 try:
                     line = raw.decode("utf-8")

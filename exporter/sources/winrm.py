@@ -157,6 +157,9 @@ class PsrpClient:
                 for key, value in parameters.items():
                     ps.add_parameter(key, value)
             output = ps.invoke()
+            # Terminates the command on the server and drops it from pypsrp's registry, which otherwise keeps
+            # every pipeline and its output for the runspace's lifetime (months, here).
+            ps.close()
         except AuthenticationError:
             self.close()
             if self.guard.proven(fingerprint):

@@ -18,11 +18,12 @@ import yaml
 
 from lab.exchange import ExchangeLab
 from lab.samba import SambaLab
+from lab.winevent import EventLab
 from tests.integration.conftest import free_port, running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
 # Grafana's variables, as a person choosing "All" would have them.
-GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$server": ".+", "$__rate_interval": "1m"}
+GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$server": ".+", "$dc": ".+", "$__rate_interval": "1m"}
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
@@ -68,11 +69,20 @@ def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
 
 
 @pytest.fixture
-def prometheus(lab: SambaLab, exchange: ExchangeLab, tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
+def events(tmp_path: Path) -> Iterator[EventLab]:
+    with EventLab(tmp_path / "events", port=free_port()) as events_lab:
+        # A lockout from a phone before the first scrape: its series exists before increase() is asked about it.
+        events_lab.logs["dc1.lab.example"].append_clone(4740, TargetUserName="early_phone", TargetDomainName="")
+        yield events_lab
+
+
+@pytest.fixture
+def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab,
+               tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is missing; run ./run.sh test")
-    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange) as exporter:
+    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange, events=events) as exporter:
         port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(yaml.safe_dump({
@@ -103,9 +113,10 @@ def wait_for_data(prom: Prometheus, expr: str, timeout: float = 60) -> None:
 
 
 def test_every_dashboard_and_rule_expression_parses_and_returns_data(
-        lab: SambaLab, exchange: ExchangeLab, prometheus: tuple[Prometheus, Any]) -> None:
+        lab: SambaLab, exchange: ExchangeLab, events: EventLab, prometheus: tuple[Prometheus, Any]) -> None:
     prom, _ = prometheus
     wait_for_data(prom, 'ad_dc_up{dc="dc2.lab.example"} == 1')
+    wait_for_data(prom, 'ad_security_events_source_up{source="winrm"} == 1')
     wait_for_data(prom, 'exchange_server_up{server="solo-e19a"} == 1')
     wait_for_data(prom, "exchange_remote_mailboxes_misrouted > 0")
     # A component held Inactive by Functional and a cmdlet that fails, as after a broken update.
@@ -119,6 +130,12 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     lab.fail_ldap("svc_backup", lab.dc1)
     wait_for_data(prom, f'ad_account_locked{{user="{user}"}}')
     wait_for_data(prom, "ad:account_lockouts:increase15m > 0")
+    # New events on the PDC after the first scrapes, so that increase() over them has something to show.
+    for i in range(3):
+        events.logs["dc1.lab.example"].append_clone(4740, TargetUserName=f"phone_user{i}", TargetDomainName="")
+        events.logs["dc1.lab.example"].append_clone(4771, TargetUserName=f"phone_user{i}")
+    wait_for_data(prom, 'increase(ad_security_lockouts_total{caller_kind="non_domain_source"}[5m]) > 0')
+    wait_for_data(prom, "ad:security_failures:increase15m > 0")
     # A DC down, so that the "why DCs are down" panel and the down-reason selectors have something to show.
     lab.stop(lab.dc2)
     try:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from exporter.parsers import events as ev
+from lab.winevent import winlogbeat_line
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 WINEVENT = FIXTURES / "winevent"
@@ -129,28 +128,10 @@ def test_samba_audit_lines_recorded_from_the_lab() -> None:
     assert all(e.computer == "dc1.lab.example" and e.time for e in events)
 
 
-def to_winlogbeat(xml: str) -> str:
-    """An event as Winlogbeat ships it (ECS: winlog.event_id as a string, event_data, computer_name, record_id)."""
-    root = ET.fromstring(xml)  # noqa: S314 - our own fixture
-    ns = {"e": "http://schemas.microsoft.com/win/2004/08/events/event"}
-    data = {d.get("Name"): d.text or "" for d in root.findall("e:EventData/e:Data", ns)}
-    system = root.find("e:System", ns)
-    assert system is not None
-    stamp = (system.find("e:TimeCreated", ns).get("SystemTime") or "").replace(" ", "T")  # type: ignore[union-attr]
-    return json.dumps({
-        "@timestamp": stamp, "host": {"name": system.findtext("e:Computer", namespaces=ns)},
-        "event": {"code": system.findtext("e:EventID", namespaces=ns),
-                  "provider": "Microsoft-Windows-Security-Auditing"},
-        "winlog": {"channel": "Security", "computer_name": system.findtext("e:Computer", namespaces=ns),
-                   "event_id": system.findtext("e:EventID", namespaces=ns), "event_data": data,
-                   "record_id": int(system.findtext("e:EventRecordID", namespaces=ns) or 0)},
-    })
-
-
 def test_winlogbeat_lines_give_what_the_xml_gives() -> None:
     for name in ("4771_mdecrevoisier_kerbrute_user_enum.xml", "4625_4776_mdecrevoisier_openssh_nonexisting_users.xml"):
         xml_events = re.findall(r"<Event[ >].*?</Event>", sample_text(name), re.S)
-        from_json = [ev.parse_winlogbeat(to_winlogbeat(x)) for x in xml_events]
+        from_json = [ev.parse_winlogbeat(winlogbeat_line(x)) for x in xml_events]
         from_xml = [ev.parse_event_xml(x) for x in xml_events]
         assert from_json == from_xml
     assert ev.parse_winlogbeat('{"winlog": {"event_id": "4624", "event_data": {}}}') is not None

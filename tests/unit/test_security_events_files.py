@@ -9,8 +9,9 @@ from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.config import parse_config
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.state import StateStore
+from lab.winevent import winlogbeat_line as to_winlogbeat
 from tests.helpers import samples, series, value
-from tests.unit.test_events_parsers import sample_text, to_winlogbeat
+from tests.unit.test_events_parsers import sample_text
 
 SAMBA = Path(__file__).resolve().parent.parent / "fixtures" / "samba_auth_json.log"
 

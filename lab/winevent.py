@@ -99,6 +99,13 @@ class LabEventLog:
             self.records.append(record)
             return record
 
+    def append_raw(self, event_id: int, xml: str) -> Record:
+        """An event whose XML is given as is (a test's malformed record), with the next EventRecordID."""
+        with self._lock:
+            record = Record((self.records[-1].record_id if self.records else 0) + 1, event_id, xml)
+            self.records.append(record)
+            return record
+
     def select(self, event_ids: set[int] | None, after: int, oldest: bool, limit: int | None) -> list[Record]:
         with self._lock:
             chosen = [r for r in self.records if r.record_id > after and (not event_ids or r.event_id in event_ids)]

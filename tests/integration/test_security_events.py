@@ -113,3 +113,21 @@ def _bookmark(state: Path, dc: str) -> int:
         return int(store.get(f"security_events/lab.example/bookmark/{dc}", 0))
     finally:
         store.close()
+
+
+def test_a_malformed_event_over_psrp_is_counted_skipped_and_passed(tmp_path: Path) -> None:
+    with EventLab(tmp_path / "events", port=free_port()) as events_lab:
+        pdc = events_lab.logs[DC1]
+        with running_exporter(None, tmp_path, events=events_lab, interval=1.5, timeout=1) as exporter:
+            truth = ground_truth(events_lab)
+            exporter.wait_for(lambda t: event_counts(t, DC1) == truth[DC1])
+            errors = metric(exporter.metrics(), "ad_exchange_exporter_parse_errors_total", collector="security_events")
+            broken = pdc.append_raw(4740, f"<Event><System><EventRecordID>{pdc.records[-1].record_id + 1}"
+                                          "</EventRecordID><EventID>4740</EventID></Syst")
+            after = pdc.append_clone(4740, TargetUserName="after_the_broken_one", TargetDomainName="")
+            expected = truth[DC1] + Counter({("4740", "locked_out", "other"): 1})
+            text = exporter.wait_for(lambda t: event_counts(t, DC1) == expected)
+            assert metric(text, "ad_exchange_exporter_parse_errors_total", collector="security_events") == errors + 1
+            assert metric(text, "ad_security_events_source_up", dc=DC1, source="winrm") == 1
+            assert after.record_id == broken.record_id + 1
+            assert "skipped an event" in exporter.logs()

@@ -17,6 +17,7 @@ from prometheus_client import ProcessCollector
 from exporter import __version__
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.exchange import ExchangeCollector
+from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.registry import Collector, CollectorRegistry, Redactor
@@ -73,6 +74,7 @@ def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
     collectors: list[Collector] = [ActiveDirectoryCollector(ad, guard, redact) for ad in config.active_directory]
     collectors += [ExchangeCollector(ex, guard, redact) for ex in config.exchange]
     collectors += [SecurityEventsCollector(se, guard, state, redact) for se in config.security_events]
+    collectors += [ExchangeLogsCollector(logs, state, redact) for logs in config.exchange_logs]
     return collectors
 
 

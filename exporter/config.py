@@ -372,6 +372,30 @@ class SecurityEventsConfig(_Model):
         return self
 
 
+class ExchangeLogsConfig(_Model):
+    """Exchange's own log files for one server (local, or a mounted share), followed across rotations."""
+
+    server: str = Field(min_length=1)  # the label: the Exchange server that wrote these logs
+    iis: list[str] = Field(default_factory=list)  # globs of the front end's W3C logs (W3SVC1/u_ex*.log)
+    smtp_receive: list[str] = Field(default_factory=list)  # ProtocolLog/SmtpReceive/RECV*.LOG
+    smtp_send: list[str] = Field(default_factory=list)  # ProtocolLog/SmtpSend/SEND*.LOG
+    message_tracking: list[str] = Field(default_factory=list)  # MessageTracking/MSGTRK*.LOG
+    # Without a checkpoint: "end" reads only what is written from now on, "beginning" the files' backlog.
+    start_at: Literal["end", "beginning"] = "end"
+    interval_seconds: Seconds = 15.0
+    max_line_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    # 401s per user and per ActiveSync device over this window, top N each, the rest as <other>.
+    window_seconds: Seconds = 3600.0
+    top_users: int = Field(default=10, ge=0, le=500)
+    top_devices: int = Field(default=20, ge=0, le=500)
+
+    @model_validator(mode="after")
+    def _some_logs(self) -> ExchangeLogsConfig:
+        if not (self.iis or self.smtp_receive or self.smtp_send or self.message_tracking):
+            raise ValueError("iis, smtp_receive, smtp_send or message_tracking: give at least one glob")
+        return self
+
+
 class StateConfig(_Model):
     # Bookmarks, log checkpoints and their counters; without a path they do not survive a restart.
     path: Path | None = None
@@ -383,6 +407,7 @@ class Config(_Model):
     active_directory: list[ActiveDirectoryConfig] = Field(default_factory=list)
     exchange: list[ExchangeConfig] = Field(default_factory=list)
     security_events: list[SecurityEventsConfig] = Field(default_factory=list)
+    exchange_logs: list[ExchangeLogsConfig] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="after")
@@ -399,6 +424,9 @@ class Config(_Model):
         names = [ev.name.lower() for ev in self.security_events]
         if len(set(names)) != len(names):
             raise ValueError("security_events: a name appears twice")
+        servers = [logs.server.lower() for logs in self.exchange_logs]
+        if len(set(servers)) != len(servers):
+            raise ValueError("exchange_logs: a server appears twice")
         return self
 
     def secrets(self) -> list[str]:

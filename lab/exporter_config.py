@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from lab.exchange import ExchangeLab
+from lab.exchange_logs import SERVER, LogWriter
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
 from lab.winevent import EventLab
 
@@ -16,7 +17,7 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
                password_file: Path | None = None, exchange: ExchangeLab | None = None,
                exchange_overrides: dict[str, Any] | None = None, events: EventLab | None = None,
                events_overrides: dict[str, Any] | None = None, state: Path | None = None,
-               **overrides: Any) -> dict[str, Any]:
+               logs: LogWriter | None = None, **overrides: Any) -> dict[str, Any]:
     """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS.
 
     Security events come from the Samba DCs' own audit logs (when the Samba lab is given) and from the lab's
@@ -50,6 +51,9 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
             source["winrm"] = events.winrm_config(timeout=timeout)
         source.update(events_overrides or {})
         config["security_events"] = [source]
+    if logs is not None:
+        config["exchange_logs"] = [{"server": SERVER, **logs.globs(), "start_at": "beginning",
+                                    "interval_seconds": interval}]
     return config
 
 

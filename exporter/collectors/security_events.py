@@ -32,6 +32,7 @@ from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.tail import Lines, Tailer
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 from exporter.state import StateStore
+from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
 
@@ -40,38 +41,6 @@ NO_EVENTS = "NoMatchingEventsFound"  # Get-WinEvent's error when nothing matches
 _RECORD_ID = re.compile(r"<EventRecordID>\s*(\d+)\s*</EventRecordID>")
 SOURCE_KINDS = ("caller_computer", "ip", "workstation")
 _FILE_BATCH_BYTES = 4 * 1024 * 1024  # lines read, parsed and committed at a time
-
-
-class SourceWindow:
-    """Failed events per source over a sliding window, in one-minute buckets: counts and distinct accounts.
-
-    Memory is bounded by the distinct (source, account) pairs seen per minute within the window.
-    """
-
-    def __init__(self, window: float) -> None:
-        self.window = window
-        self._buckets: dict[int, dict[tuple[str, str], tuple[int, set[str]]]] = {}
-
-    def add(self, when: float, kind: str, source: str, user: str) -> None:
-        bucket = self._buckets.setdefault(int(when // 60), {})
-        count, users = bucket.get((kind, source), (0, set()))
-        if user:
-            users.add(user)
-        bucket[(kind, source)] = (count + 1, users)
-
-    def prune(self, now: float) -> None:
-        oldest = int((now - self.window) // 60)
-        for minute in [m for m in self._buckets if m < oldest]:
-            del self._buckets[minute]
-
-    def totals(self, kind: str) -> dict[str, tuple[int, set[str]]]:
-        out: dict[str, tuple[int, set[str]]] = {}
-        for bucket in self._buckets.values():
-            for (k, source), (count, users) in bucket.items():
-                if k == kind:
-                    total, seen = out.get(source, (0, set()))
-                    out[source] = (total + count, seen | users)
-        return out
 
 
 @dataclass

@@ -41,6 +41,10 @@ class _File:
 class Lines:
     path: str
     lines: list[bytes]  # complete lines, without the line ending
+    # Some line starts with "#" (a W3C/Exchange directive such as #Fields:), found without looking at each line.
+    directives: bool = False
+    identity: str = ""  # "device:inode": the file whatever it is renamed to
+    start: int = 0  # offset of the first line: directives before it are in force
 
 
 @dataclass
@@ -67,19 +71,27 @@ class Tailer:
         self.chunk_bytes = chunk_bytes
         self.stats = TailStats()
         self._files: dict[tuple[int, int], _File] = {}
+        # Heads and offsets of files found truncated (copytruncate): their copy continues from there.
+        self._remnants: list[dict[str, Any]] = []
         self._initialised = False
         if saved:
             self._initialised = bool(saved.get("initialised"))
             for entry in saved.get("files", []):
                 state = _File(**entry)
                 self._files[state.identity] = state
+            self._remnants = list(saved.get("remnants", []))
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"initialised": self._initialised, "files": [asdict(f) for f in self._files.values()]}
+        return {"initialised": self._initialised, "files": [asdict(f) for f in self._files.values()],
+                "remnants": self._remnants}
 
     @property
     def files(self) -> list[str]:
         return sorted(f.path for f in self._files.values())
+
+    @property
+    def identities(self) -> set[str]:
+        return {f"{f.dev}:{f.ino}" for f in self._files.values()}
 
     def _matches(self) -> dict[tuple[int, int], str]:
         found: dict[tuple[int, int], str] = {}
@@ -131,24 +143,47 @@ class Tailer:
             out.extend(self._read(state, budget))
             if self._at_end(state):
                 del self._files[identity]
-        # Then the matched files, oldest first, so a rotated file's successor comes after it.
+        # Then the matched files we already follow, then new ones, oldest first: a rotated file comes before
+        # its successor, and a copy (copytruncate) is only looked at once its original has been read.
         def age(item: tuple[tuple[int, int], str]) -> float:
             try:
                 return os.stat(item[1]).st_mtime
             except OSError:
                 return 0.0
 
-        for identity, path in sorted(matches.items(), key=age):
+        ordered = sorted(matches.items(), key=age)
+        for identity, path in ordered:
             known = self._files.get(identity)
-            if known is None:
-                known = _File(path, *identity)
-                if first and self.start_at == "end":
-                    known.offset = os.path.getsize(path)
-                    self._remember_head(known)
-                self._files[identity] = known
-            known.path = path
-            out.extend(self._read(known, budget))
+            if known is not None:
+                known.path = path
+                out.extend(self._read(known, budget))
+        for identity, path in ordered:
+            if identity in self._files:
+                continue
+            fresh = _File(path, *identity)
+            if first and self.start_at == "end":
+                fresh.offset = os.path.getsize(path)
+                self._remember_head(fresh)
+            else:
+                self._adopt(fresh)
+            self._files[identity] = fresh
+            out.extend(self._read(fresh, budget))
         return [chunk for chunk in out if chunk.lines]
+
+    def _adopt(self, fresh: _File) -> None:
+        """A new file that starts with the same bytes as one read before is its copy: go on where that left off."""
+        candidates = [(f.head, f.head_len, f.offset, f.skipping) for f in self._files.values() if f.head_len]
+        candidates += [(r["head"], r["head_len"], r["offset"], r["skipping"]) for r in self._remnants]
+        try:
+            size = os.path.getsize(fresh.path)
+        except OSError:
+            return
+        for head, head_len, offset, skipping in candidates:
+            if size >= offset and size >= head_len and _digest(fresh.path, head_len) == head:
+                fresh.offset, fresh.head, fresh.head_len, fresh.skipping = offset, head, head_len, skipping
+                self._remnants = [r for r in self._remnants if r["head"] != head]
+                self.stats.rotations += 1
+                return
 
     def _at_end(self, state: _File) -> bool:
         try:
@@ -168,6 +203,10 @@ class Tailer:
             replaced = _digest(state.path, state.head_len) != state.head
         if replaced:
             self.stats.truncations += 1
+            if state.head_len:
+                # Its copy, if one appears, holds what was not read yet.
+                self._remnants = [*self._remnants[-15:], {"head": state.head, "head_len": state.head_len,
+                                                           "offset": state.offset, "skipping": state.skipping}]
             state.offset, state.skipping, state.head_len, state.head = 0, False, 0, ""
 
     def _read(self, state: _File, budget: list[int]) -> list[Lines]:
@@ -176,7 +215,9 @@ class Tailer:
         except OSError:
             return []
         self._check_same_content(state, size)
+        begin = state.offset
         lines: list[bytes] = []
+        directives = False
         with open(state.path, "rb") as handle:
             while state.offset < size and budget[0] > 0:
                 handle.seek(state.offset)
@@ -197,16 +238,23 @@ class Tailer:
                         budget[0] -= len(data)
                         continue
                     break
-                for line in data[start:end].split(b"\n"):
-                    if state.skipping:
-                        state.skipping = False  # the end of the overlong line
-                        continue
-                    if len(line) > self.max_line_bytes:
-                        self.stats.overlong_lines += 1
-                        continue
-                    lines.append(line[:-1] if line.endswith(b"\r") else line)
+                block = data[start:end]
+                directives = directives or block.startswith(b"#") or b"\n#" in block
+                if b"\r" in block:  # CRLF, as Windows writes: one pass in C, not one per line
+                    block = block.replace(b"\r\n", b"\n")
+                    if block.endswith(b"\r"):
+                        block = block[:-1]
+                parts = block.split(b"\n")
+                if state.skipping:
+                    state.skipping = False  # the first part ends the overlong line
+                    parts = parts[1:]
+                if parts and max(map(len, parts)) > self.max_line_bytes:
+                    kept = [p for p in parts if len(p) <= self.max_line_bytes]
+                    self.stats.overlong_lines += len(parts) - len(kept)
+                    parts = kept
+                lines.extend(parts)
                 state.offset += end + 1
                 budget[0] -= end + 1
         if state.head_len < min(self.head_bytes, state.offset):
             self._remember_head(state)
-        return [Lines(state.path, lines)]
+        return [Lines(state.path, lines, directives, f"{state.dev}:{state.ino}", begin)]

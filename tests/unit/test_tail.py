@@ -99,3 +99,29 @@ def test_a_replaced_file_with_a_reused_inode_is_read_from_the_start(tmp_path: Pa
     log.write_bytes(b"replacement content, another file\n")
     restarted = Tailer([str(log)], saved=saved)
     assert read(restarted) == [b"replacement content, another file"]
+
+
+def test_copytruncate_with_the_copy_in_the_glob_neither_repeats_nor_loses(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"#Date: 2026-11-27 07:00:00.123\nline 1\n")
+    tailer = Tailer([str(tmp_path / "app.log*")], start_at="beginning")
+    assert read(tailer) == [b"#Date: 2026-11-27 07:00:00.123", b"line 1"]
+    with log.open("ab") as out:
+        out.write(b"line 2\n")  # written, not yet read, when logrotate copies and truncates
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+    log.write_bytes(b"")
+    with log.open("ab") as out:
+        out.write(b"#Date: 2026-11-27 08:00:00.456\nline 3\n")
+    assert sorted(read(tailer)) == sorted([b"line 2", b"#Date: 2026-11-27 08:00:00.456", b"line 3"])
+    assert read(tailer) == []
+
+
+def test_a_copy_seen_before_its_original_is_truncated_is_not_read_twice(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"#Date: 2026-11-27 07:00:00.123\nline 1\nline 2\n")
+    tailer = Tailer([str(tmp_path / "app.log*")], start_at="beginning")
+    assert len(read(tailer)) == 3
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())  # copied; not yet truncated at the next poll
+    assert read(tailer) == []
+    log.write_bytes(b"#Date: 2026-11-27 08:00:00.456\nnew\n")
+    assert read(tailer) == [b"#Date: 2026-11-27 08:00:00.456", b"new"]

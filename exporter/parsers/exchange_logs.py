@@ -1,0 +1,135 @@
+"""Exchange transport logs: SMTP protocol logs (receive and send) and message tracking logs.
+
+Both are CSV with a ``#Fields:`` header (which can change within a file) and quoted fields. Counts are keyed
+by bounded values only: connector names, directions, event ids, sources and SMTP codes; addresses, subjects
+and message ids are never labels.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from exporter.parsers.smtp import parse_reply, parse_reply_chain
+
+
+class FieldsError(ValueError):
+    """A ``#Fields:`` directive without the columns a counter needs."""
+
+
+def fields_index(directive: str, required: Sequence[str]) -> dict[str, int]:
+    names = [n.strip().lower() for n in directive.split(":", 1)[1].split(",")] if ":" in directive else []
+    index = {name: i for i, name in enumerate(names)}
+    missing = [n for n in required if n not in index]
+    if missing:
+        raise FieldsError(f"#Fields: without {', '.join(missing)}")
+    return index
+
+
+def rows(lines: Iterable[bytes]) -> Iterable[list[str]]:
+    """CSV rows of data lines (quoted fields, commas inside quotes), decoded as UTF-8 with replacement."""
+    return csv.reader(line.decode("utf-8", "replace") for line in lines)
+
+
+def _bump(table: dict[Any, int], key: Any, n: int = 1) -> None:
+    table[key] = table.get(key, 0) + n
+
+
+class SmtpCounts:
+    """An SMTP receive or send protocol log: sessions, replies, TLS and AUTH outcomes per connector."""
+
+    REQUIRED = ("connector-id", "event", "data")
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction  # "receive" or "send"
+        self.sessions: dict[str, int] = {}
+        self.responses: dict[tuple[str, str, str], int] = {}
+        self.tls: dict[tuple[str, str], int] = {}
+        self.auth: dict[tuple[str, str], int] = {}
+        self.malformed = 0
+
+    def count(self, data_rows: Iterable[list[str]], index: dict[str, int]) -> None:
+        connector_at, event_at, data_at = (index[n] for n in self.REQUIRED)
+        context_at = index.get("context")
+        width = max(index.values()) + 1
+        # Replies are what the server says in a receive log (">") and what the remote host says in a send log ("<").
+        reply_event = ">" if self.direction == "receive" else "<"
+        for row in data_rows:
+            if len(row) < width:
+                self.malformed += 1
+                continue
+            connector, event, data = row[connector_at], row[event_at], row[data_at]
+            if event == "+":
+                _bump(self.sessions, connector)
+            elif event == reply_event:
+                reply = parse_reply(data)
+                if reply is None:
+                    continue
+                _bump(self.responses, (connector, reply.code, reply.enhanced))
+                if reply.code in ("235", "535") and self.direction == "receive":
+                    _bump(self.auth, (connector, "success" if reply.code == "235" else "failure"))
+            elif event == "*":
+                text = f"{data} {row[context_at] if context_at is not None else ''}"
+                if "TLS negotiation failed" in text:
+                    _bump(self.tls, (connector, "failure"))
+                elif "TLS protocol" in text and "succeeded" in text:
+                    _bump(self.tls, (connector, "success"))
+
+    def state(self) -> dict[str, Any]:
+        return {"sessions": sorted(self.sessions.items()),
+                "responses": [[*k, n] for k, n in sorted(self.responses.items())],
+                "tls": [[*k, n] for k, n in sorted(self.tls.items())],
+                "auth": [[*k, n] for k, n in sorted(self.auth.items())], "malformed": self.malformed}
+
+    def load(self, saved: dict[str, Any] | None) -> None:
+        if not saved:
+            return
+        self.sessions = {c: n for c, n in saved.get("sessions", [])}
+        self.responses = {(c, code, enh): n for c, code, enh, n in saved.get("responses", [])}
+        self.tls = {(c, o): n for c, o, n in saved.get("tls", [])}
+        self.auth = {(c, o): n for c, o, n in saved.get("auth", [])}
+        self.malformed = int(saved.get("malformed", 0))
+
+
+class TrackingCounts:
+    """A message tracking log: events by event-id, source and directionality; FAIL/DSN by status code."""
+
+    REQUIRED = ("event-id", "source")
+
+    def __init__(self) -> None:
+        self.events: dict[tuple[str, str, str], int] = {}
+        self.failures: dict[tuple[str, str, str], int] = {}
+        self.malformed = 0
+
+    def count(self, data_rows: Iterable[list[str]], index: dict[str, int]) -> None:
+        event_at, source_at = index["event-id"], index["source"]
+        status_at = index.get("recipient-status")
+        direction_at = index.get("directionality")
+        width = max(index.values()) + 1
+        for row in data_rows:
+            if len(row) < width:
+                self.malformed += 1
+                continue
+            event, source = row[event_at].upper(), row[source_at].upper()
+            if not event.isalpha() or len(event) > 20 or len(source) > 30:
+                self.malformed += 1  # never a label value
+                continue
+            direction = row[direction_at] if direction_at is not None else ""
+            _bump(self.events, (event, source, direction if direction in ("Incoming", "Originating") else ""))
+            if event in ("FAIL", "DSN", "DEFER") and status_at is not None:
+                # recipient-status holds one reply per recipient, separated by ';'; the first names the cause.
+                chain = parse_reply_chain(row[status_at].split(";")[0])
+                reply = chain.root_cause
+                _bump(self.failures, (event, reply.code if reply else "", reply.enhanced if reply else ""))
+
+    def state(self) -> dict[str, Any]:
+        return {"events": [[*k, n] for k, n in sorted(self.events.items())],
+                "failures": [[*k, n] for k, n in sorted(self.failures.items())], "malformed": self.malformed}
+
+    def load(self, saved: dict[str, Any] | None) -> None:
+        if not saved:
+            return
+        self.events = {(e, s, d): n for e, s, d, n in saved.get("events", [])}
+        self.failures = {(e, c, x): n for e, c, x, n in saved.get("failures", [])}
+        self.malformed = int(saved.get("malformed", 0))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import ldap_sweep, security_events
+from bench import iis_logs, ldap_sweep, security_events
 
-BENCHMARKS = {"ldap_sweep": ldap_sweep.main, "security_events": security_events.main}
+BENCHMARKS = {"ldap_sweep": ldap_sweep.main, "security_events": security_events.main, "iis_logs": iis_logs.main}
 
 
 def main() -> int:

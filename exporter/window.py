@@ -13,12 +13,12 @@ class SourceWindow:
         self.window = window
         self._buckets: dict[int, dict[tuple[str, str], tuple[int, set[str]]]] = {}
 
-    def add(self, when: float, kind: str, source: str, user: str) -> None:
+    def add(self, when: float, kind: str, source: str, user: str, n: int = 1) -> None:
         bucket = self._buckets.setdefault(int(when // 60), {})
         count, users = bucket.get((kind, source), (0, set()))
         if user:
             users.add(user)
-        bucket[(kind, source)] = (count + 1, users)
+        bucket[(kind, source)] = (count + n, users)
 
     def prune(self, now: float) -> None:
         oldest = int((now - self.window) // 60)

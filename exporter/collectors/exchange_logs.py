@@ -182,15 +182,22 @@ class ExchangeLogsCollector(Collector):
             return
         unauthorized: list[bytes] = []
         counts.count(lines, layout, unauthorized)
-        now = self.clock()
+        # The same phone fails the same way again and again: parse each distinct 401 once, in order of first
+        # appearance (so a device's 1326s still come before its 1909s).
+        distinct: dict[tuple[bytes, ...], int] = {}
+        width = len(layout.fields)
         for line in unauthorized:
-            entry = iis.parse_unauthorized(line, layout)
-            if entry is not None:
-                self._note_unauthorized(entry, now)
+            parts = line.split(b" ")
+            if len(parts) == width:
+                key = iis.detail_key(parts, layout)
+                distinct[key] = distinct.get(key, 0) + 1
+        now = self.clock()
+        for key, n in distinct.items():
+            self._note_unauthorized(iis.unauthorized_from_fields(key), now, n)
 
-    def _note_unauthorized(self, entry: iis.Unauthorized, now: float) -> None:
+    def _note_unauthorized(self, entry: iis.Unauthorized, now: float, n: int = 1) -> None:
         if entry.user:
-            self.users.add(now, "user", entry.user, entry.device_id)
+            self.users.add(now, "user", entry.user, entry.device_id, n)
         if entry.protocol != "activesync" or not entry.device_id:
             return
         key = (entry.user, entry.device_id, entry.device_type)
@@ -200,7 +207,7 @@ class ExchangeLogsCollector(Collector):
                 oldest = min(self.devices, key=lambda k: self.devices[k].last_seen)
                 del self.devices[oldest]
             device = self.devices[key] = Device()
-        device.failures += 1
+        device.failures += n
         device.last_seen, device.client_ip, device.win32_status = now, entry.client_ip, entry.win32_status
         if entry.win32_status == "1326":
             device.saw_wrong_password = True

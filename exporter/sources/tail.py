@@ -238,13 +238,15 @@ class Tailer:
                         budget[0] -= len(data)
                         continue
                     break
-                block = data[start:end]
+                # Split the whole chunk and drop the unfinished tail: no copy of the chunk per read.
+                block = data if start == 0 else data[start:]
                 directives = directives or block.startswith(b"#") or b"\n#" in block
                 if b"\r" in block:  # CRLF, as Windows writes: one pass in C, not one per line
                     block = block.replace(b"\r\n", b"\n")
-                    if block.endswith(b"\r"):
-                        block = block[:-1]
                 parts = block.split(b"\n")
+                parts.pop()  # what follows the last newline: not a complete line yet
+                if parts and parts[-1].endswith(b"\r"):
+                    parts[-1] = parts[-1][:-1]
                 if state.skipping:
                     state.skipping = False  # the first part ends the overlong line
                     parts = parts[1:]

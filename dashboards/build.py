@@ -16,6 +16,7 @@ from typing import Any
 from dashboards.ad_lockouts import ad_lockouts
 from dashboards.ad_security_events import ad_security_events
 from dashboards.exchange_health import exchange_health
+from dashboards.exchange_logs import exchange_logs
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,6 +24,7 @@ DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "ad-lockouts.json": ad_lockouts,
     "ad-security-events.json": ad_security_events,
     "exchange-health.json": exchange_health,
+    "exchange-logs.json": exchange_logs,
 }
 
 

@@ -33,15 +33,16 @@ PROTOCOL_STEMS = {
     "autodiscover": "/Autodiscover/Autodiscover.xml", "mapi": "/mapi/emsmdb/", "ecp": "/ecp/default.aspx",
     "oab": "/OAB/8f1d2a/oab.xml", "rpc": "/rpc/rpcproxy.dll", "powershell": "/PowerShell", "other": "/favicon.ico",
 }
-RECEIVE_CONNECTOR = f"{SERVER}\\Default Frontend {SERVER}"
 SEND_CONNECTOR = "Outbound to Office 365"
 
 
 class LogWriter:
     """One Exchange server's log directories; thread-safe; ``truth`` counts what was written."""
 
-    def __init__(self, root: Path, seed: int = 1) -> None:
+    def __init__(self, root: Path, seed: int = 1, server: str = SERVER) -> None:
         self.root = root
+        self.server = server
+        self.receive_connector = f"{server}\\Default Frontend {server}"
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
         self.dirs = {"iis": root / "W3SVC1", "smtp_receive": root / "ProtocolLog" / "SmtpReceive",
@@ -169,7 +170,7 @@ class LogWriter:
 
     def _receive_session(self) -> list[str]:
         self.session += 1
-        sid, c = f"08DD0F{self.session:010X}", RECEIVE_CONNECTOR
+        sid, c = f"08DD0F{self.session:010X}", self.receive_connector
         remote = f"203.0.113.{self.rng.randrange(1, 250)}:{40000 + self.session}"
         lines = [self._smtp(c, sid, 0, remote, "+", "")]
         self.truth[("smtp_sessions", c, "receive")] += 1
@@ -178,20 +179,26 @@ class LogWriter:
             replies = ["421 4.3.2 Service not active"]
         else:
             relay = self.rng.random() < 0.1
-            replies = [f"220 {SERVER}.contoso.com Microsoft ESMTP MAIL Service ready at Thu, 27 Nov 2026 07:41:12",
-                       f"250  {SERVER}.contoso.com Hello [{remote.split(':')[0]}] SIZE 37748736 PIPELINING STARTTLS",
-                       "220 2.0.0 SMTP server ready", "250 2.1.0 Sender OK",
+            replies = [f"220 {self.server}.contoso.com Microsoft ESMTP MAIL Service ready at Thu, 27 Nov 2026",
+                       f"250  {self.server}.contoso.com Hello [{remote.split(':')[0]}] SIZE 37748736 STARTTLS",
+                       "220 2.0.0 SMTP server ready"]
+            if self.rng.random() < 0.15:  # an authenticated submission; now and then with a wrong password
+                replies.append("535 5.7.3 Authentication unsuccessful" if self.rng.random() < 0.3
+                               else "235 2.7.0 Authentication successful")
+            replies += ["250 2.1.0 Sender OK",
                        "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain" if relay
                        else "250 2.1.5 Recipient OK"]
             if not relay:
                 replies += ["354 Start mail input; end with <CRLF>.<CRLF>",
-                            "250 2.6.0 <a1b2@contoso.com> [InternalId=1, Hostname=EX1.contoso.com] Queued mail"]
+                            "250 2.6.0 <a1b2@contoso.com> [InternalId=1, Hostname=mail.contoso.com] Queued mail"]
             replies.append("221 2.0.0 Service closing transmission channel")
         seq = 1
         for reply in replies:
             lines.append(self._smtp(c, sid, seq, remote, ">", reply))
             code, enhanced = reply.split(" ")[0], reply.split(" ")[1] if reply[4:5].isdigit() else ""
             self.truth[("smtp_responses", c, "receive", code, enhanced)] += 1
+            if code in ("235", "535"):
+                self.truth[("smtp_auth", c, "success" if code == "235" else "failure")] += 1
             seq += 1
             if reply.startswith("220 2.0.0"):
                 lines.append(self._smtp(c, sid, seq, remote, "*", "", "Sending certificate"))
@@ -236,8 +243,8 @@ class LogWriter:
             code, enhanced = status.split(" ")[:2]
             self.truth[("tracking_failures", event, code, enhanced)] += 1
         now = self._now()
-        values = [f"{now:%Y-%m-%dT%H:%M:%S.%f}Z", "10.0.0.10", f"{SERVER}.contoso.com", "10.0.0.11",
-                  f"{SERVER}.contoso.com", "08DD0F00000001;250 2.0.0 OK", RECEIVE_CONNECTOR, source, event,
+        values = [f"{now:%Y-%m-%dT%H:%M:%S.%f}Z", "10.0.0.10", f"{self.server}.contoso.com", "10.0.0.11",
+                  f"{self.server}.contoso.com", "08DD0F00000001;250 2.0.0 OK", self.receive_connector, source, event,
                   str(rng.randrange(10**6)), f"<msg{rng.randrange(10**9)}@contoso.com>",
                   "d3b0c4a2-1111-2222-3333-444455556666", f"user{rng.randrange(40)}@contoso.com", status, "4821", "1",
                   "", "", "Quarterly numbers, final", "boss@contoso.com", "boss@contoso.com", "", direction,

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from lab.exchange import ExchangeLab
-from lab.exchange_logs import SERVER, LogWriter
+from lab.exchange_logs import LogWriter
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
 from lab.winevent import EventLab
 
@@ -52,7 +52,7 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
         source.update(events_overrides or {})
         config["security_events"] = [source]
     if logs is not None:
-        config["exchange_logs"] = [{"server": SERVER, **logs.globs(), "start_at": "beginning",
+        config["exchange_logs"] = [{"server": logs.server, **logs.globs(), "start_at": "beginning",
                                     "interval_seconds": interval}]
     return config
 

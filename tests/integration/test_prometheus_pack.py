@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from lab.exchange import ExchangeLab
+from lab.exchange_logs import LogWriter
 from lab.samba import SambaLab
 from lab.winevent import EventLab
 from tests.integration.conftest import free_port, running_exporter
@@ -77,12 +78,24 @@ def events(tmp_path: Path) -> Iterator[EventLab]:
 
 
 @pytest.fixture
-def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab,
+def logs(tmp_path: Path) -> LogWriter:
+    writer = LogWriter(tmp_path / "exchange-logs", seed=4)
+    writer.write(requests=300, sessions=20, messages=40)
+    # Every series exists before the first scrape, so that increase() over later writes has a base.
+    writer.transport_inactive = True
+    writer.write(requests=10, sessions=2, messages=2)
+    writer.transport_inactive = False
+    return writer
+
+
+@pytest.fixture
+def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter,
                tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is missing; run ./run.sh test")
-    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange, events=events) as exporter:
+    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange, events=events,
+                          logs=logs) as exporter:
         port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(yaml.safe_dump({
@@ -113,7 +126,8 @@ def wait_for_data(prom: Prometheus, expr: str, timeout: float = 60) -> None:
 
 
 def test_every_dashboard_and_rule_expression_parses_and_returns_data(
-        lab: SambaLab, exchange: ExchangeLab, events: EventLab, prometheus: tuple[Prometheus, Any]) -> None:
+        lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter,
+        prometheus: tuple[Prometheus, Any]) -> None:
     prom, _ = prometheus
     wait_for_data(prom, 'ad_dc_up{dc="dc2.lab.example"} == 1')
     wait_for_data(prom, 'ad_security_events_source_up{source="winrm"} == 1')
@@ -136,6 +150,14 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
         events.logs["dc1.lab.example"].append_clone(4771, TargetUserName=f"phone_user{i}")
     wait_for_data(prom, 'increase(ad_security_lockouts_total{caller_kind="non_domain_source"}[5m]) > 0')
     wait_for_data(prom, "ad:security_failures:increase15m > 0")
+    # Exchange's logs go on: traffic, a stretch where the transport refuses sessions (421 4.3.2), more traffic.
+    logs.write(requests=300, sessions=20, messages=40)
+    logs.transport_inactive = True
+    logs.write(requests=100, sessions=10, messages=10)
+    logs.transport_inactive = False
+    logs.write(requests=300, sessions=20, messages=40)
+    wait_for_data(prom, 'increase(exchange_smtp_responses_total{code="421"}[5m]) > 0')
+    wait_for_data(prom, 'increase(exchange_message_tracking_failures_total{enhanced_code="5.4.6"}[5m]) > 0')
     # A DC down, so that the "why DCs are down" panel and the down-reason selectors have something to show.
     lab.stop(lab.dc2)
     try:

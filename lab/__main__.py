@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from lab.exchange import ExchangeLab
+from lab.exchange_logs import LogWriter
 from lab.exporter_config import write_config
 from lab.samba import USERS, SambaLab
 from lab.winevent import EventLab
@@ -47,8 +48,10 @@ def _demo(port: int) -> int:
         exchange = ExchangeLab(lab.root / "exchange", port=5985).start()
         # The DCs' Security logs (recorded 4740/4625/4771/4776 events) over WinRM on the DC addresses.
         events = EventLab(lab.root / "events", port=5985).start()
+        # SOLO-E19A's IIS, SMTP and message tracking logs, written as it serves traffic.
+        logs = LogWriter(lab.root / "exchange-logs", server="SOLO-E19A")
         config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10, exchange=exchange,
-                              events=events, state=lab.root / "state.db")
+                              events=events, state=lab.root / "state.db", logs=logs)
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
         print(f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
               f"Landing page:     http://127.0.0.1:{port}/\n"
@@ -66,14 +69,20 @@ def _demo(port: int) -> int:
                 print("SOLO-E19A: ServerWideOffline set Inactive by requester Functional (a failed update) ...",
                       flush=True)
                 exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Inactive", "Functional")
+                logs.transport_inactive = True  # its front end now answers 421 4.3.2
                 swo_broken = True
             if swo_broken and not swo_fixed and elapsed >= SWO_FIXED_AT:
                 print("SOLO-E19A: ServerWideOffline set Active by requester Functional (fixed) ...", flush=True)
                 exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Active", "Functional")
+                logs.transport_inactive = False
                 swo_fixed = True
             if exporter.poll() is not None:
                 print("the exporter exited", file=sys.stderr)
                 return 1
+            logs.write(requests=200, sessions=4, messages=8)
+            if rng.random() < 0.02:
+                logs.rotate(rng.choice(["iis", "smtp_receive", "smtp_send", "message_tracking"]),
+                            rng.choice(["rename", "copytruncate"]))
             dc = rng.choice(lab.dcs)
             user = rng.choice(USERS[:4])
             method = rng.choice(["ldap", "kerberos", "smb"])

@@ -82,7 +82,7 @@ class SecurityEventsCollector(Collector):
         self.lockouts: Counter[tuple[str, str]] = Counter(
             {(dc, kind): n for dc, kind, n in saved.get("lockouts", [])})
         self.window = SourceWindow(config.source_window_seconds)
-        self.status: dict[str, DcStatus] = {}
+        self.status: dict[tuple[str, str], DcStatus] = {}  # (dc, source): a DC can have several sources
         self.parse_errors_total = 0
         self._commit = threading.Lock()
         self.clients: dict[str, PsrpClient] = {}
@@ -173,7 +173,7 @@ class SecurityEventsCollector(Collector):
         remoting = self.config.winrm
         assert remoting is not None
         client = self.clients[dc]
-        status = DcStatus("winrm", newest_event=self.status.get(dc, DcStatus("winrm")).newest_event)
+        status = DcStatus("winrm", newest_event=self.status.get((dc, "winrm"), DcStatus("winrm")).newest_event)
         bookmark_key = f"{self._key}/bookmark/{dc}"
         errors: list[str] = []
         if not client.lock.acquire(timeout=remoting.timeout_seconds):
@@ -228,11 +228,11 @@ class SecurityEventsCollector(Collector):
                                                 timeout=self.timeout)
             except (RemotingError, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, RemotingError) else "timeout"
-                previous = self.status.get(dc, DcStatus("winrm"))
+                previous = self.status.get((dc, "winrm"), DcStatus("winrm"))
                 status = DcStatus("winrm", False, reason, self.redact(f"{reason}: {exc}"),
                                   previous.last_collection, previous.newest_event)
                 log.warning("security events from %s: %s", dc, status.detail)
-        self.status[dc] = status
+        self.status[(dc, "winrm")] = status
 
     # --- files ------------------------------------------------------------------------------------------------
 
@@ -276,7 +276,7 @@ class SecurityEventsCollector(Collector):
              f"{self._key}/pending/{source.config.path}": source.pending})
         now = self.clock()
         for dc in {fixed_dc} if fixed_dc else {e.computer or "unknown" for e in events}:
-            status = self.status.setdefault(dc, DcStatus(f"file:{fmt}"))
+            status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
             status.up, status.last_collection = True, now
             status.newest_event = max(status.newest_event, newest)
         self._note_parse_errors(source.config.path, errors)
@@ -365,14 +365,18 @@ class SecurityEventsCollector(Collector):
                                    "Time of the newest event read from the DC.", labels=["dc"])
         lag = GaugeMetricFamily("ad_security_events_lag_seconds", "How far behind the DC's log the collector is "
                                 "while it works off a backlog (0 when caught up).", labels=["dc"])
-        for dc, status in sorted(self.status.items()):
-            up.add_metric([dc, status.source], 1.0 if status.up else 0.0)
+        per_dc: dict[str, tuple[float, float]] = {}
+        for (dc, source), status in sorted(self.status.items()):
+            up.add_metric([dc, source], 1.0 if status.up else 0.0)
             if not status.up:
-                error_reason.add_metric([dc, status.source, status.reason], 1.0)
-            last.add_metric([dc, status.source], status.last_collection)
-            if status.newest_event:
-                newest.add_metric([dc], status.newest_event)
-            lag.add_metric([dc], status.lag)
+                error_reason.add_metric([dc, source, status.reason], 1.0)
+            last.add_metric([dc, source], status.last_collection)
+            seen, behind = per_dc.get(dc, (0.0, 0.0))
+            per_dc[dc] = (max(seen, status.newest_event), max(behind, status.lag))
+        for dc, (seen, behind) in sorted(per_dc.items()):
+            if seen:
+                newest.add_metric([dc], seen)
+            lag.add_metric([dc], behind)
         parse_errors = CounterMetricFamily("ad_exchange_exporter_parse_errors",
                                            "Values that could not be parsed and were skipped.",
                                            labels=["collector", "target"])
@@ -384,7 +388,7 @@ class SecurityEventsCollector(Collector):
         return [events, lockouts, top, spread, up, error_reason, last, newest, lag, capped, parse_errors, overlong]
 
     def target_status(self) -> list[TargetStatus]:
-        return [TargetStatus(f"{dc} ({s.source})", s.up, s.detail) for dc, s in sorted(self.status.items())]
+        return [TargetStatus(f"{dc} ({source})", s.up, s.detail) for (dc, source), s in sorted(self.status.items())]
 
     async def close(self) -> None:
         # Wait for reads in flight: their commit must land before a reloaded collector reads the bookmarks.

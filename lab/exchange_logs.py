@@ -238,7 +238,7 @@ class LogWriter:
              "Originating"),
             ("DSN", "DSN", "554 5.4.6 Hop count exceeded - possible mail loop ATTR34", "Originating"),
         ])
-        self.truth[("tracking_events", event, source, direction)] += 1
+        self.truth[("tracking_events", event, source, self.receive_connector, direction)] += 1
         if event in ("FAIL", "DSN"):
             code, enhanced = status.split(" ")[:2]
             self.truth[("tracking_failures", event, code, enhanced)] += 1

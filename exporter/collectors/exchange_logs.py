@@ -265,8 +265,8 @@ class ExchangeLogsCollector(Collector):
                     [([conn, o], n) for s in smtp for (conn, o), n in sorted(s.counts.auth.items())])
         tracking = by_kind.get("message_tracking")
         if isinstance(tracking, xl.TrackingCounts):
-            counter("exchange_message_tracking_events", "Message tracking events by event-id, source and "
-                    "directionality.", ["event_id", "source", "directionality"],
+            counter("exchange_message_tracking_events", "Message tracking events by event-id, source, connector and "
+                    "directionality.", ["event_id", "source", "connector", "directionality"],
                     [(list(k), n) for k, n in sorted(tracking.events.items())])
             counter("exchange_message_tracking_failures", "FAIL, DSN and DEFER events by the SMTP code of their "
                     "recipient status (554 5.4.6: a loop; 550 5.1.10: recipient not found).",
@@ -315,6 +315,9 @@ class ExchangeLogsCollector(Collector):
         for (user, device_id, device_type), d in top[:config.top_devices]:
             devices.add_metric([server, user, device_id, device_type, d.client_ip, d.win32_status], d.failures)
             locking.add_metric([server, user, device_id, device_type], 1.0 if d.locking_out else 0.0)
+        rest_devices = sum(d.failures for _, d in top[config.top_devices:])
+        if rest_devices:
+            devices.add_metric([server, OTHER, OTHER, OTHER, OTHER, OTHER], rest_devices)
         capped = GaugeMetricFamily("ad_exchange_exporter_capped_series",
                                    "Series left out of a family in the last refresh because of a configured cap.",
                                    labels=["collector", "target", "family"])

@@ -93,18 +93,19 @@ class SmtpCounts:
 
 
 class TrackingCounts:
-    """A message tracking log: events by event-id, source and directionality; FAIL/DSN by status code."""
+    """A message tracking log: events by event-id, source, connector and directionality; FAIL/DSN by status."""
 
     REQUIRED = ("event-id", "source")
 
     def __init__(self) -> None:
-        self.events: dict[tuple[str, str, str], int] = {}
+        self.events: dict[tuple[str, str, str, str], int] = {}
         self.failures: dict[tuple[str, str, str], int] = {}
         self.malformed = 0
 
     def count(self, data_rows: Iterable[list[str]], index: dict[str, int]) -> None:
         event_at, source_at = index["event-id"], index["source"]
         status_at = index.get("recipient-status")
+        connector_at = index.get("connector-id")
         direction_at = index.get("directionality")
         width = max(index.values()) + 1
         for row in data_rows:
@@ -116,7 +117,9 @@ class TrackingCounts:
                 self.malformed += 1  # never a label value
                 continue
             direction = row[direction_at] if direction_at is not None else ""
-            _bump(self.events, (event, source, direction if direction in ("Incoming", "Originating") else ""))
+            connector = row[connector_at][:80] if connector_at is not None else ""
+            _bump(self.events, (event, source, connector,
+                                direction if direction in ("Incoming", "Originating") else ""))
             if event in ("FAIL", "DSN", "DEFER") and status_at is not None:
                 # recipient-status holds one reply per recipient, separated by ';'; the first names the cause.
                 chain = parse_reply_chain(row[status_at].split(";")[0])
@@ -130,6 +133,6 @@ class TrackingCounts:
     def load(self, saved: dict[str, Any] | None) -> None:
         if not saved:
             return
-        self.events = {(e, s, d): n for e, s, d, n in saved.get("events", [])}
+        self.events = {(e, s, c, d): n for e, s, c, d, n in saved.get("events", []) }
         self.failures = {(e, c, x): n for e, c, x, n in saved.get("failures", [])}
         self.malformed = int(saved.get("malformed", 0))

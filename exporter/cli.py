@@ -125,7 +125,7 @@ class _Delegate:
 
 
 async def serve(exporter: Exporter) -> None:
-    app = build_app(lambda: exporter.registry, lambda: exporter.prom)
+    app = build_app(lambda: exporter.registry, lambda: exporter.prom, lambda: exporter.config.probes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     web_cfg = exporter.config.web

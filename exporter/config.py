@@ -396,6 +396,38 @@ class ExchangeLogsConfig(_Model):
         return self
 
 
+class SmtpModule(_Model):
+    """How /probe talks to an SMTP target: greeting, EHLO, STARTTLS, the presented certificate."""
+
+    timeout_seconds: Seconds = 10.0
+    ehlo_hostname: str = "ad-exchange-exporter.invalid"
+    starttls: bool = True
+    # Check the certificate against ca_file (or the system's CAs) and server_name; the certificate is reported
+    # either way.
+    verify: bool = False
+    ca_file: ReadableFile | None = None
+    server_name: str | None = None
+    # The certificate the hybrid connectors expect ("<I>issuer<S>subject" or the subject alone).
+    expected_tls_certificate_name: str | None = None
+
+    _check_ca_file = field_validator("ca_file")(_readable_file)
+
+
+class ProbesConfig(_Model):
+    modules: dict[str, SmtpModule] = Field(default_factory=dict)
+    # /probe answers only for these targets (host:port): the exporter is never a scanner for whoever reaches it.
+    allowed_targets: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_targets")
+    @classmethod
+    def _host_port(cls, values: list[str]) -> list[str]:
+        for value in values:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{value!r}: expected host:port")
+        return values
+
+
 class StateConfig(_Model):
     # Bookmarks, log checkpoints and their counters; without a path they do not survive a restart.
     path: Path | None = None
@@ -408,6 +440,7 @@ class Config(_Model):
     exchange: list[ExchangeConfig] = Field(default_factory=list)
     security_events: list[SecurityEventsConfig] = Field(default_factory=list)
     exchange_logs: list[ExchangeLogsConfig] = Field(default_factory=list)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
     state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""The HTTP side: landing page, /metrics, /-/healthy, /-/ready (aiohttp)."""
+"""The HTTP side: landing page, /metrics, /probe, /-/healthy, /-/ready (aiohttp)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,51 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry as PromRegistry
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
+from exporter.collectors.smtp_probe import probe_families
+from exporter.config import ProbesConfig
 from exporter.registry import CollectorRegistry
+from exporter.sources.smtp import probe_smtp
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 PROM_KEY = web.AppKey("prom", PromRegistry)
 
 
-def build_app(get_registry: Callable[[], CollectorRegistry], prom: Callable[[], PromRegistry]) -> web.Application:
+class _Families:
+    """A one-off prometheus_client collector around the families of one probe."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def build_app(get_registry: Callable[[], CollectorRegistry], prom: Callable[[], PromRegistry],
+              get_probes: Callable[[], ProbesConfig] | None = None) -> web.Application:
     """The registry is fetched per request, so a config reload can swap it under a running server."""
     app = web.Application()
+
+    async def probe(request: web.Request) -> web.Response:
+        probes = get_probes() if get_probes else ProbesConfig()
+        module_name, target = request.query.get("module", ""), request.query.get("target", "")
+        module = probes.modules.get(module_name)
+        if module is None:
+            return web.Response(status=400, text=f"unknown module {module_name!r}; configured: "
+                                                 f"{', '.join(sorted(probes.modules)) or 'none'}\n")
+        if target not in probes.allowed_targets:
+            return web.Response(status=403, text=f"target {target!r} is not in probes.allowed_targets\n")
+        host, _, port = target.rpartition(":")
+        result = await probe_smtp(host.strip("[]"), int(port), timeout=module.timeout_seconds,
+                                  ehlo_hostname=module.ehlo_hostname, starttls=module.starttls, verify=module.verify,
+                                  ca_file=module.ca_file, server_name=module.server_name)
+        registry = PromRegistry(auto_describe=False)
+        registry.register(_Families(probe_families(result, module)))
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -39,6 +72,7 @@ def build_app(get_registry: Callable[[], CollectorRegistry], prom: Callable[[], 
 
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/probe", probe)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     return app

@@ -17,7 +17,8 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
                password_file: Path | None = None, exchange: ExchangeLab | None = None,
                exchange_overrides: dict[str, Any] | None = None, events: EventLab | None = None,
                events_overrides: dict[str, Any] | None = None, state: Path | None = None,
-               logs: LogWriter | None = None, **overrides: Any) -> dict[str, Any]:
+               logs: LogWriter | None = None, sections: dict[str, Any] | None = None,
+               **overrides: Any) -> dict[str, Any]:
     """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS.
 
     Security events come from the Samba DCs' own audit logs (when the Samba lab is given) and from the lab's
@@ -54,6 +55,7 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
     if logs is not None:
         config["exchange_logs"] = [{"server": logs.server, **logs.globs(), "start_at": "beginning",
                                     "interval_seconds": interval}]
+    config.update(sections or {})
     return config
 
 

@@ -1,0 +1,142 @@
+"""An SMTP probe (aiosmtplib): greeting, EHLO, STARTTLS and the certificate the server presents.
+
+What a hybrid admin checks by hand with ``telnet host 25`` and ``openssl s_client -starttls smtp``: does the
+server greet with 220 or refuse with 421, does it offer STARTTLS, and which certificate does it present -
+subject (CN and O, what Exchange Online's inbound connector matches), SANs, issuer, expiry, fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosmtplib
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from exporter.parsers.smtp import SmtpReply, parse_reply
+
+
+@dataclass(frozen=True)
+class Certificate:
+    subject: str  # RFC 4514: "CN=mail.contoso.com,O=Contoso Ltd"
+    common_name: str
+    organization: str
+    issuer: str
+    sans: tuple[str, ...]
+    not_after: float
+    sha256: str
+
+
+@dataclass
+class SmtpProbe:
+    success: bool = False
+    failed_stage: str = ""  # connect, greeting, ehlo, starttls, tls, certificate
+    error: str = ""
+    greeting: SmtpReply | None = None
+    greeting_text: str = ""
+    capabilities: tuple[str, ...] = ()
+    starttls_offered: bool = False
+    tls_version: str = ""
+    certificate: Certificate | None = None
+    verified: bool | None = None  # None when verification was not asked for
+    phases: dict[str, float] = field(default_factory=dict)
+    duration: float = 0.0
+
+
+def certificate_from_der(der: bytes) -> Certificate:
+    cert = x509.load_der_x509_certificate(der)
+
+    def attribute(oid: x509.ObjectIdentifier) -> str:
+        values = cert.subject.get_attributes_for_oid(oid)
+        return str(values[0].value) if values else ""
+
+    try:
+        sans = tuple(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                     .get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        sans = ()
+    return Certificate(subject=cert.subject.rfc4514_string(), common_name=attribute(NameOID.COMMON_NAME),
+                       organization=attribute(NameOID.ORGANIZATION_NAME), issuer=cert.issuer.rfc4514_string(),
+                       sans=sans, not_after=cert.not_valid_after_utc.timestamp(),
+                       sha256=hashlib.sha256(der).hexdigest())
+
+
+def _context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+# The timeout is aiosmtplib's own, per step; asyncio.timeout around it would cut a conversation mid-reply.
+async def probe_smtp(host: str, port: int, *, timeout: float, ehlo_hostname: str, starttls: bool,  # noqa: ASYNC109
+                     verify: bool = False, ca_file: Path | None = None, server_name: str | None = None) -> SmtpProbe:
+    """One SMTP conversation up to the certificate; QUIT at the end. Nothing is sent beyond EHLO/STARTTLS."""
+    result = SmtpProbe()
+    started = time.monotonic()
+    client = aiosmtplib.SMTP(hostname=host, port=port, timeout=timeout, local_hostname=ehlo_hostname,
+                             start_tls=False, use_tls=False, validate_certs=False)
+    stage = "connect"
+    try:
+        phase = time.monotonic()
+        try:
+            greeting = await client.connect()
+        except aiosmtplib.SMTPConnectResponseError as exc:  # answered, but not with 220 (421 4.3.2 ...)
+            result.greeting, result.greeting_text = parse_reply(f"{exc.code} {exc.message}"), exc.message
+            result.failed_stage, result.error = "greeting", f"greeting {exc.code} {exc.message}"
+            return result
+        stage = "greeting"
+        result.phases["connect"] = time.monotonic() - phase
+        result.greeting, result.greeting_text = parse_reply(f"{greeting.code} {greeting.message}"), greeting.message
+        phase, stage = time.monotonic(), "ehlo"
+        await client.ehlo()
+        result.phases["ehlo"] = time.monotonic() - phase
+        result.capabilities = tuple(sorted(client.esmtp_extensions))
+        result.starttls_offered = client.supports_extension("starttls")
+        if starttls:
+            stage = "starttls"
+            if not result.starttls_offered:
+                result.failed_stage, result.error = "starttls", "STARTTLS not offered"
+                return result
+            phase, stage = time.monotonic(), "tls"
+            context = _context(verify, ca_file)
+            try:
+                await client.starttls(tls_context=context, server_hostname=server_name or host)
+            except (aiosmtplib.SMTPConnectError, ssl.SSLCertVerificationError) as exc:
+                cause = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__
+                if not verify or not isinstance(cause, ssl.SSLCertVerificationError):
+                    raise
+                result.verified = False
+                # Read the certificate anyway: a second conversation that does not verify it.
+                retry = await probe_smtp(host, port, timeout=timeout, ehlo_hostname=ehlo_hostname, starttls=True,
+                                         server_name=server_name)
+                retry.verified, retry.success = False, False
+                retry.failed_stage, retry.error = "certificate", f"certificate not trusted: {cause.verify_message}"
+                return retry
+            result.phases["starttls"] = time.monotonic() - phase
+            ssl_object = client.get_transport_info("ssl_object")
+            if isinstance(ssl_object, ssl.SSLObject):
+                result.tls_version = ssl_object.version() or ""
+                der = ssl_object.getpeercert(binary_form=True)
+                if der:
+                    result.certificate = certificate_from_der(der)
+            if verify:
+                result.verified = True
+        result.success = True
+        with contextlib.suppress(aiosmtplib.SMTPException):
+            await client.quit()
+        return result
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        result.failed_stage = result.failed_stage or stage
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    finally:
+        result.duration = time.monotonic() - started
+        client.close()

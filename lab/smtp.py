@@ -1,0 +1,139 @@
+"""Loopback SMTP servers (aiosmtpd) standing in for on-premises and cloud hops.
+
+``SmtpLab`` runs: ``onprem`` with STARTTLS and the certificate the hybrid connector expects (CN=mail.contoso.com,
+O=Contoso Ltd), ``renewed`` presenting a certificate with the same common name but another Organisation (the
+renewal that breaks the inbound connector's match), and ``offline`` answering ``421 4.3.2 Service not active``
+before any greeting, as Exchange's front end does while its transport is inactive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import NameOID
+
+EXPECTED_SUBJECT = "CN=mail.contoso.com, O=Contoso Ltd"
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+class _Ca:
+    def __init__(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab Public CA G1"),
+                               x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lab Trust Services")])
+        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+
+    def issue(self, directory: Path, name: str, common_name: str, organization: str, days: float) -> ssl.SSLContext:
+        now = dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.SubjectAlternativeName([
+                    x509.DNSName(common_name), x509.DNSName(f"autodiscover.{common_name.split('.', 1)[1]}")]),
+                    critical=False)
+                .sign(self.key, hashes.SHA256()))
+        cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
+        cert_file.write_bytes(cert.public_bytes(Encoding.PEM) + self.cert.public_bytes(Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        key_file.chmod(0o600)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        return context
+
+
+class _Accept:
+    """Accepts and forgets every message (the probe never sends one)."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 2.6.0 Queued mail for delivery"
+
+
+class _ServiceNotActive(SMTP):  # type: ignore[misc]
+    async def _handle_client(self) -> None:
+        await self.push("421 4.3.2 Service not active")
+        self.transport.close()
+
+
+class _OfflineController(Controller):  # type: ignore[misc]
+    def factory(self) -> SMTP:
+        return _ServiceNotActive(self.handler)
+
+
+class SmtpLab:
+    def __init__(self, directory: Path, address: str = "127.0.0.20") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.address = address
+        ca = _Ca()
+        self.ca_file = directory / "smtp-ca.pem"
+        self.ca_file.write_bytes(ca.cert.public_bytes(Encoding.PEM))
+        self.ports: dict[str, int] = {}
+        self._controllers: dict[str, Controller] = {}
+        contexts = {"onprem": ca.issue(directory, "onprem", "mail.contoso.com", "Contoso Ltd", 300),
+                    "renewed": ca.issue(directory, "renewed", "mail.contoso.com", "Contoso Holdings", 20)}
+        for name, context in contexts.items():
+            self._add(name, Controller(_Accept(), hostname=address, port=free_port(address), tls_context=context,
+                                       server_hostname="mail.contoso.com", ident="Microsoft ESMTP MAIL Service"))
+        self._add("offline", _OfflineController(_Accept(), hostname=address, port=free_port(address)))
+        self._lock = threading.Lock()
+
+    def _add(self, name: str, controller: Controller) -> None:
+        self.ports[name] = controller.port
+        self._controllers[name] = controller
+
+    def target(self, name: str) -> str:
+        return f"{self.address}:{self.ports[name]}"
+
+    def start(self) -> SmtpLab:
+        for controller in self._controllers.values():
+            controller.start()
+        return self
+
+    def stop(self) -> None:
+        for controller in self._controllers.values():
+            controller.stop()
+
+    def __enter__(self) -> SmtpLab:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+async def _selftest() -> None:  # pragma: no cover - a manual check: python -m lab.smtp
+    import tempfile
+
+    from exporter.sources.smtp import probe_smtp
+
+    with SmtpLab(Path(tempfile.mkdtemp())) as lab:
+        for name in lab.ports:
+            host, port = lab.target(name).split(":")
+            print(name, await probe_smtp(host, int(port), timeout=3, ehlo_hostname="probe.lab", starttls=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    asyncio.run(_selftest())

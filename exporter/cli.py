@@ -18,6 +18,7 @@ from exporter import __version__
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.exchange import ExchangeCollector
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
+from exporter.collectors.hybrid_mail import HybridMailCollector
 from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.registry import Collector, CollectorRegistry, Redactor
@@ -75,6 +76,7 @@ def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
     collectors += [ExchangeCollector(ex, guard, redact) for ex in config.exchange]
     collectors += [SecurityEventsCollector(se, guard, state, redact) for se in config.security_events]
     collectors += [ExchangeLogsCollector(logs, state, redact) for logs in config.exchange_logs]
+    collectors += [HybridMailCollector(flow, state, redact) for flow in config.hybrid_mail]
     return collectors
 
 

@@ -396,6 +396,16 @@ class ExchangeLogsConfig(_Model):
         return self
 
 
+class HybridMailConfig(_Model):
+    """Messages dropped into directories (a journal copy, an exported canary mailbox): their attribution."""
+
+    name: str = Field(min_length=1)  # the flow, e.g. "onprem-to-exo"
+    drop_directories: list[str] = Field(min_length=1)  # globs of .eml files
+    # More Received headers than this is a loop even when no host repeats.
+    hop_limit: int = Field(default=30, ge=2, le=500)
+    interval_seconds: Seconds = 30.0
+
+
 class SmtpModule(_Model):
     """How /probe talks to an SMTP target: greeting, EHLO, STARTTLS, the presented certificate."""
 
@@ -441,6 +451,7 @@ class Config(_Model):
     security_events: list[SecurityEventsConfig] = Field(default_factory=list)
     exchange_logs: list[ExchangeLogsConfig] = Field(default_factory=list)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    hybrid_mail: list[HybridMailConfig] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="after")

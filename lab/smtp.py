@@ -2,8 +2,11 @@
 
 ``SmtpLab`` runs: ``onprem`` with STARTTLS and the certificate the hybrid connector expects (CN=mail.contoso.com,
 O=Contoso Ltd), ``renewed`` presenting a certificate with the same common name but another Organisation (the
-renewal that breaks the inbound connector's match), and ``offline`` answering ``421 4.3.2 Service not active``
-before any greeting, as Exchange's front end does while its transport is inactive.
+renewal that breaks the inbound connector's match), ``offline`` answering ``421 4.3.2 Service not active``
+before any greeting, as Exchange's front end does while its transport is inactive, and ``cloud``, standing in
+for Exchange Online's inbound connector: it attributes each message by the TLS client certificate on-premises
+presents (Internal when its subject, Organisation included, matches; Anonymous otherwise), stamps the
+X-MS-Exchange-CrossTenant headers and drops the message into a directory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 from cryptography import x509
@@ -66,6 +70,33 @@ class _Ca:
         return context
 
 
+class _CloudInbound:
+    """Exchange Online's inbound connector for mail from on-premises, attributing it by the client certificate."""
+
+    def __init__(self, drop: Path, expected_subject: dict[str, str]) -> None:
+        self.drop = drop
+        self.expected = expected_subject
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        extra = session.ssl or {}
+        peer = extra.get("peercert") or {}
+        subject = {k: v for rdn in peer.get("subject", ()) for k, v in rdn}
+        internal = bool(subject) and all(subject.get(k) == v for k, v in self.expected.items())
+        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        stamp = (f"Received: from {session.host_name} ({session.peer[0]}) by AM4PEPF00027A6B.mail.protection.outlook"
+                 f".com (10.167.16.1) with Microsoft SMTP Server (version=TLS1_3) id 15.20.8000.1 via Frontend "
+                 f"Transport; {now}\r\n"
+                 f"X-MS-Exchange-CrossTenant-AuthAs: {'Internal' if internal else 'Anonymous'}\r\n"
+                 f"X-MS-Exchange-CrossTenant-AuthSource: AM4PEPF00027A6B.eurprd04.prod.outlook.com\r\n"
+                 f"X-MS-Exchange-CrossTenant-FromEntityHeader: {'HybridOnPrem' if internal else 'Internet'}\r\n")
+        self.count += 1
+        partial = self.drop / f".{self.count:08d}.tmp"
+        partial.write_bytes(stamp.encode() + envelope.original_content)
+        partial.rename(self.drop / f"{self.count:08d}.eml")  # whole files only: the reader never sees half a message
+        return "250 2.6.0 Queued mail for delivery"
+
+
 class _Accept:
     """Accepts and forgets every message (the probe never sends one)."""
 
@@ -73,13 +104,14 @@ class _Accept:
         return "250 2.6.0 Queued mail for delivery"
 
 
-class _ServiceNotActive(SMTP):  # type: ignore[misc]
+class _ServiceNotActive(SMTP):
     async def _handle_client(self) -> None:
         await self.push("421 4.3.2 Service not active")
-        self.transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
-class _OfflineController(Controller):  # type: ignore[misc]
+class _OfflineController(Controller):
     def factory(self) -> SMTP:
         return _ServiceNotActive(self.handler)
 
@@ -87,8 +119,11 @@ class _OfflineController(Controller):  # type: ignore[misc]
 class SmtpLab:
     def __init__(self, directory: Path, address: str = "127.0.0.20") -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.address = address
-        ca = _Ca()
+        self.drop = directory / "drop"
+        self.drop.mkdir(exist_ok=True)
+        ca = self._ca = _Ca()
         self.ca_file = directory / "smtp-ca.pem"
         self.ca_file.write_bytes(ca.cert.public_bytes(Encoding.PEM))
         self.ports: dict[str, int] = {}
@@ -99,7 +134,35 @@ class SmtpLab:
             self._add(name, Controller(_Accept(), hostname=address, port=free_port(address), tls_context=context,
                                        server_hostname="mail.contoso.com", ident="Microsoft ESMTP MAIL Service"))
         self._add("offline", _OfflineController(_Accept(), hostname=address, port=free_port(address)))
+        # The cloud asks for a client certificate and trusts the lab CA, as the inbound connector does.
+        cloud = ca.issue(directory, "cloud", "mail.protection.outlook.com", "Microsoft Corporation", 300)
+        cloud.verify_mode = ssl.CERT_OPTIONAL
+        cloud.load_verify_locations(self.ca_file)
+        self.inbound = _CloudInbound(self.drop, {"commonName": "mail.contoso.com", "organizationName": "Contoso Ltd"})
+        self._add("cloud", Controller(self.inbound, hostname=address, port=free_port(address), tls_context=cloud,
+                                      server_hostname="mail.protection.outlook.com", require_starttls=True))
+        self.renew_onprem_certificate("Contoso Ltd")
         self._lock = threading.Lock()
+
+    def renew_onprem_certificate(self, organization: str) -> None:
+        """The certificate on-premises presents to the cloud; a renewal may change its Organisation."""
+        self._ca.issue(self.directory, "sender", "mail.contoso.com", organization, 300)
+
+    async def send_from_onprem(self, subject: str, message_id: str) -> None:
+        """A message from on-premises to Exchange Online, over STARTTLS with the on-premises client certificate."""
+        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        message = (f"Received: from EX1.contoso.com (10.0.0.10) by mail.contoso.com (203.0.113.10) with Microsoft "
+                   f"SMTP Server id 15.2.986.42; {now}\r\nFrom: canary@contoso.com\r\nTo: canary@contoso.com\r\n"
+                   f"Subject: {subject}\r\nMessage-ID: {message_id}\r\nDate: {now}\r\n\r\nHello.\r\n")
+        client = aiosmtplib.SMTP(hostname=self.address, port=self.ports["cloud"], start_tls=False,
+                                 local_hostname="mail.contoso.com", timeout=5)
+        await client.connect()
+        try:
+            await client.starttls(validate_certs=False, client_cert=str(self.directory / "sender.pem"),
+                                  client_key=str(self.directory / "sender.key"))
+            await client.sendmail("canary@contoso.com", ["canary@contoso.com"], message.encode())
+        finally:
+            client.close()
 
     def _add(self, name: str, controller: Controller) -> None:
         self.ports[name] = controller.port

@@ -1,0 +1,136 @@
+"""Hybrid mail flow from the messages themselves: how Exchange Online attributed mail from on-premises.
+
+Reads the header blocks of messages dropped into directories (a journal or pickup copy, a canary mailbox
+exported by a rule) and counts them by FromEntityHeader, AuthSource and AuthAs: mail through the inbound
+connector should be ``Internal``; ``Anonymous`` means the connector did not recognise the on-premises
+certificate. Loops (a host twice in the Received chain, or more hops than ``hop_limit``), hop counts and
+transit times are recorded too. Each file is read once; the names already read are kept in the state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from exporter.config import HybridMailConfig
+from exporter.parsers.mail_headers import parse_headers
+from exporter.registry import Collector, Redactor
+from exporter.state import StateStore
+
+log = logging.getLogger(__name__)
+
+HOP_BUCKETS = (2, 4, 6, 8, 10, 15, 20, 30, 50)
+TRANSIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)
+_HEADER_BYTES = 256 * 1024  # a header block larger than this is not a message's
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        index = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
+        self.counts[index] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"counts": self.counts, "total": self.total}
+
+    def load(self, saved: dict[str, Any] | None) -> None:
+        if saved and len(saved.get("counts", [])) == len(self.counts):
+            self.counts, self.total = list(saved["counts"]), float(saved["total"])
+
+
+class HybridMailCollector(Collector):
+    name = "hybrid_mail"
+
+    def __init__(self, config: HybridMailConfig, state: StateStore, redact: Redactor | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(config.name.lower(), config.interval_seconds, timeout=config.interval_seconds)
+        self.config = config
+        self.state = state
+        self.redact = redact or Redactor()
+        self.clock = clock
+        self._key = f"hybrid_mail/{self.target}"
+        saved = state.get(self._key, {})
+        self.messages: dict[tuple[str, str, str], int] = {
+            (entity, source, auth): n for entity, source, auth, n in saved.get("messages", [])}
+        self.loops = int(saved.get("loops", 0))
+        self.parse_errors = int(saved.get("parse_errors", 0))
+        self.read: dict[str, float] = dict(saved.get("read", {}))  # file -> mtime when read
+        self.hops = _Histogram(HOP_BUCKETS)
+        self.hops.load(saved.get("hops"))
+        self.transit = _Histogram(TRANSIT_BUCKETS)
+        self.transit.load(saved.get("transit"))
+
+    def _scan(self) -> None:
+        present: dict[str, float] = {}
+        for pattern in self.config.drop_directories:
+            for path in glob.glob(pattern):
+                try:
+                    present[path] = os.stat(path).st_mtime
+                except OSError:
+                    continue
+        fresh = sorted((p for p, mtime in present.items() if self.read.get(p) != mtime), key=lambda p: present[p])
+        for path in fresh:
+            try:
+                with open(path, "rb") as handle:
+                    raw = handle.read(_HEADER_BYTES)
+                route = parse_headers(raw)
+            except (OSError, ValueError) as exc:
+                self.parse_errors += 1
+                log.warning("%s: %s: %s", self.target, path, exc)
+            else:
+                key = (route.from_entity or "unknown", route.auth_source or "unknown", route.auth_as or "unknown")
+                self.messages[key] = self.messages.get(key, 0) + 1
+                self.hops.observe(route.hop_count)
+                if route.transit_seconds is not None:
+                    self.transit.observe(route.transit_seconds)
+                if route.looping(self.config.hop_limit):
+                    self.loops += 1
+            self.read[path] = present[path]
+        # Forget files that are gone; commit what was counted with what was read, together.
+        self.read = {p: m for p, m in self.read.items() if p in present}
+        with self.state.transaction() as put:
+            put(self._key, {"messages": [[*k, n] for k, n in sorted(self.messages.items())], "loops": self.loops,
+                            "parse_errors": self.parse_errors, "read": self.read, "hops": self.hops.state(),
+                            "transit": self.transit.state()})
+
+    async def collect(self) -> list[Metric]:
+        await asyncio.to_thread(self._scan)
+        target = self.target
+        messages = CounterMetricFamily("exchange_inbound_messages", "Messages read from the drop directories by "
+                                       "how Exchange Online attributed them: FromEntityHeader (HybridOnPrem for the "
+                                       "inbound connector), AuthSource and AuthAs (Internal, Anonymous, Partner).",
+                                       labels=["flow", "from_entity", "auth_source", "auth_as"])
+        for (entity, source, auth), n in sorted(self.messages.items()):
+            messages.add_metric([target, entity, source, auth], n)
+        loops = CounterMetricFamily("exchange_inbound_message_loops", "Messages whose Received chain names a host "
+                                    "twice or is longer than hop_limit.", labels=["flow"])
+        loops.add_metric([target], self.loops)
+        hops = HistogramMetricFamily("exchange_inbound_message_hops", "Received headers per message.",
+                                     labels=["flow"])
+        hops.add_metric([target], self.hops.buckets(), self.hops.total)
+        transit = HistogramMetricFamily("exchange_inbound_message_transit_seconds", "Time between the first and "
+                                        "the last Received header.", labels=["flow"])
+        transit.add_metric([target], self.transit.buckets(), self.transit.total)
+        errors = CounterMetricFamily("ad_exchange_exporter_parse_errors", "Values that could not be parsed and were "
+                                     "skipped.", labels=["collector", "target"])
+        errors.add_metric([self.name, target], self.parse_errors)
+        return [messages, loops, hops, transit, errors]

@@ -16,6 +16,7 @@ from prometheus_client import ProcessCollector
 
 from exporter import __version__
 from exporter.collectors.active_directory import ActiveDirectoryCollector
+from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.exchange import ExchangeCollector
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.collectors.hybrid_mail import HybridMailCollector
@@ -77,6 +78,7 @@ def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
     collectors += [SecurityEventsCollector(se, guard, state, redact) for se in config.security_events]
     collectors += [ExchangeLogsCollector(logs, state, redact) for logs in config.exchange_logs]
     collectors += [HybridMailCollector(flow, state, redact) for flow in config.hybrid_mail]
+    collectors += [CanaryCollector(canary, redact) for canary in config.canaries]
     return collectors
 
 

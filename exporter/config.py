@@ -406,6 +406,26 @@ class HybridMailConfig(_Model):
     interval_seconds: Seconds = 30.0
 
 
+class CanaryConfig(_Model):
+    """A canary message through the on-premises SMTP path, looked for where it should arrive."""
+
+    name: str = Field(min_length=1)
+    smtp: str = Field(pattern=r"^.+:\d+$")  # host:port where the canary is submitted (on-premises)
+    starttls: bool = True
+    verify: bool = False
+    ca_file: ReadableFile | None = None
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    recipient: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    # Where the canary arrives: globs of .eml files (a mailbox exported by a rule, a journal copy).
+    drop_directories: list[str] = Field(min_length=1)
+    interval_seconds: Seconds = 60.0
+    timeout_seconds: Seconds = 15.0
+    # Not found after this long: lost.
+    late_seconds: Seconds = 600.0
+
+    _check_ca_file = field_validator("ca_file")(_readable_file)
+
+
 class SmtpModule(_Model):
     """How /probe talks to an SMTP target: greeting, EHLO, STARTTLS, the presented certificate."""
 
@@ -452,6 +472,7 @@ class Config(_Model):
     exchange_logs: list[ExchangeLogsConfig] = Field(default_factory=list)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     hybrid_mail: list[HybridMailConfig] = Field(default_factory=list)
+    canaries: list[CanaryConfig] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="after")

@@ -97,6 +97,23 @@ class _CloudInbound:
         return "250 2.6.0 Queued mail for delivery"
 
 
+class _OnpremRelay:
+    """The on-premises hybrid send path: every message is relayed to the cloud with the on-premises certificate."""
+
+    def __init__(self, lab: SmtpLab) -> None:
+        self.lab = lab
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        received = (f"Received: from {session.host_name} ({session.peer[0]}) by mail.contoso.com (203.0.113.10) "
+                    f"with Microsoft SMTP Server id 15.2.986.42; {now}\r\n").encode()
+        try:
+            await self.lab.relay(envelope.mail_from, envelope.rcpt_tos, received + envelope.original_content)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return f"451 4.4.0 Primary target IP address responded with: {exc}"
+        return "250 2.6.0 Queued mail for delivery"
+
+
 class _Accept:
     """Accepts and forgets every message (the probe never sends one)."""
 
@@ -131,7 +148,8 @@ class SmtpLab:
         contexts = {"onprem": ca.issue(directory, "onprem", "mail.contoso.com", "Contoso Ltd", 300),
                     "renewed": ca.issue(directory, "renewed", "mail.contoso.com", "Contoso Holdings", 20)}
         for name, context in contexts.items():
-            self._add(name, Controller(_Accept(), hostname=address, port=free_port(address), tls_context=context,
+            handler: Any = _OnpremRelay(self) if name == "onprem" else _Accept()
+            self._add(name, Controller(handler, hostname=address, port=free_port(address), tls_context=context,
                                        server_hostname="mail.contoso.com", ident="Microsoft ESMTP MAIL Service"))
         self._add("offline", _OfflineController(_Accept(), hostname=address, port=free_port(address)))
         # The cloud asks for a client certificate and trusts the lab CA, as the inbound connector does.
@@ -148,21 +166,25 @@ class SmtpLab:
         """The certificate on-premises presents to the cloud; a renewal may change its Organisation."""
         self._ca.issue(self.directory, "sender", "mail.contoso.com", organization, 300)
 
-    async def send_from_onprem(self, subject: str, message_id: str) -> None:
-        """A message from on-premises to Exchange Online, over STARTTLS with the on-premises client certificate."""
-        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        message = (f"Received: from EX1.contoso.com (10.0.0.10) by mail.contoso.com (203.0.113.10) with Microsoft "
-                   f"SMTP Server id 15.2.986.42; {now}\r\nFrom: canary@contoso.com\r\nTo: canary@contoso.com\r\n"
-                   f"Subject: {subject}\r\nMessage-ID: {message_id}\r\nDate: {now}\r\n\r\nHello.\r\n")
+    async def relay(self, sender: str, recipients: list[str], content: bytes) -> None:
+        """Hand a message to the cloud over STARTTLS, presenting the on-premises client certificate."""
         client = aiosmtplib.SMTP(hostname=self.address, port=self.ports["cloud"], start_tls=False,
                                  local_hostname="mail.contoso.com", timeout=5)
         await client.connect()
         try:
             await client.starttls(validate_certs=False, client_cert=str(self.directory / "sender.pem"),
                                   client_key=str(self.directory / "sender.key"))
-            await client.sendmail("canary@contoso.com", ["canary@contoso.com"], message.encode())
+            await client.sendmail(sender, recipients, content)
         finally:
             client.close()
+
+    async def send_from_onprem(self, subject: str, message_id: str) -> None:
+        """A message from on-premises to Exchange Online, over STARTTLS with the on-premises client certificate."""
+        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        message = (f"Received: from EX1.contoso.com (10.0.0.10) by mail.contoso.com (203.0.113.10) with Microsoft "
+                   f"SMTP Server id 15.2.986.42; {now}\r\nFrom: canary@contoso.com\r\nTo: canary@contoso.com\r\n"
+                   f"Subject: {subject}\r\nMessage-ID: {message_id}\r\nDate: {now}\r\n\r\nHello.\r\n")
+        await self.relay("canary@contoso.com", ["canary@contoso.com"], message.encode())
 
     def _add(self, name: str, controller: Controller) -> None:
         self.ports[name] = controller.port

@@ -66,7 +66,7 @@ def certificate_from_der(der: bytes) -> Certificate:
                        sha256=hashlib.sha256(der).hexdigest())
 
 
-def _context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+def tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
     if not verify:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -106,7 +106,7 @@ async def probe_smtp(host: str, port: int, *, timeout: float, ehlo_hostname: str
                 result.failed_stage, result.error = "starttls", "STARTTLS not offered"
                 return result
             phase, stage = time.monotonic(), "tls"
-            context = _context(verify, ca_file)
+            context = tls_context(verify, ca_file)
             try:
                 await client.starttls(tls_context=context, server_hostname=server_name or host)
             except (aiosmtplib.SMTPConnectError, ssl.SSLCertVerificationError) as exc:

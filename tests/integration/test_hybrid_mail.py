@@ -108,3 +108,24 @@ def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fi
     test_file.write_text(yaml.safe_dump(case, sort_keys=False))
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_canary_arrives_attributed_and_a_lost_one_is_counted(smtp: SmtpLab, tmp_path: Path) -> None:
+    canary = {"name": "hybrid", "smtp": smtp.target("onprem"), "starttls": True, "sender": "canary@contoso.com",
+              "recipient": "canary@contoso.mail.onmicrosoft.com", "drop_directories": [str(smtp.drop / "*.eml")],
+              "interval_seconds": 1, "timeout_seconds": 0.9, "late_seconds": 3}
+    with running_exporter(None, tmp_path / "exporter", sections={"canaries": [canary]}) as exporter:
+        text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_received_total", canary="hybrid") or 0) >= 2)
+        assert metric(text, "exchange_canary_auth_as_info", canary="hybrid", auth_as="Internal") == 1
+        # The canary's route: the submitting exporter, on-premises, the cloud.
+        assert metric(text, "exchange_canary_hops", canary="hybrid") == 2
+        assert 0 < (metric(text, "exchange_canary_latency_seconds", canary="hybrid") or 0) < 2
+        smtp.renew_onprem_certificate("Contoso Holdings")
+        exporter.wait_for(lambda t: metric(t, "exchange_canary_auth_as_info", canary="hybrid",
+                                           auth_as="Anonymous") == 1)
+        # Mail stops reaching the destination: the canaries in flight become lost after late_seconds.
+        smtp.inbound.drop = tmp_path / "elsewhere"
+        smtp.inbound.drop.mkdir()
+        text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_failures_total", canary="hybrid",
+                                                   stage="deliver") or 0) >= 1, timeout=15)
+        assert metric(text, "exchange_canary_failures_total", canary="hybrid", stage="submit") == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 from exporter.collectors.security_events import SecurityEventsCollector
@@ -14,6 +16,8 @@ from tests.helpers import samples, series, value
 from tests.unit.test_events_parsers import sample_text
 
 SAMBA = Path(__file__).resolve().parent.parent / "fixtures" / "samba_auth_json.log"
+RECORDED_AT = max(datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+                  for line in SAMBA.read_text().splitlines())
 
 
 def collector(tmp_path: Path, state: StateStore) -> SecurityEventsCollector:
@@ -27,7 +31,8 @@ security_events:
       - {{path: "{tmp_path}/samba/auth_json.log", format: samba_auth_json, dc: dc1.corp.example,
           start_at: beginning}}
 """).security_events[0]
-    return SecurityEventsCollector(config, CredentialGuard(), state)
+    # The source window counts by event time: the clock stands just after the recorded Samba events.
+    return SecurityEventsCollector(config, CredentialGuard(), state, clock=lambda: RECORDED_AT + 60)
 
 
 async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: Path) -> None:

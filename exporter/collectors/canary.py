@@ -1,0 +1,157 @@
+"""A canary message through the on-premises SMTP path, found where it should arrive: end-to-end proof of flow.
+
+Every interval the exporter submits a message with a unique Message-ID to the on-premises SMTP endpoint, then
+looks for the canaries in flight in the destination's drop directories (a mailbox exported by a rule, a
+journal copy). A canary found gives its end-to-end latency, how it was attributed (AuthAs) and its hop count;
+one not found within ``late_seconds`` is lost. Failures are counted by stage: submit (the SMTP conversation)
+or deliver (never arrived).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.config import CanaryConfig
+from exporter.parsers.mail_headers import parse_headers
+from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.sources.smtp import tls_context
+
+log = logging.getLogger(__name__)
+_HEADER_BYTES = 256 * 1024
+
+
+class CanaryCollector(Collector):
+    name = "canary"
+
+    def __init__(self, config: CanaryConfig, redact: Redactor | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(config.name.lower(), config.interval_seconds, timeout=config.interval_seconds)
+        self.config = config
+        self.redact = redact or Redactor()
+        self.clock = clock
+        self.in_flight: dict[str, float] = {}  # Message-ID -> sent at
+        self.seen_files: dict[str, float] = {}
+        self.sent = self.received = self.lost = 0
+        self.failures: dict[str, int] = {}
+        self.latency = self.last_received = 0.0
+        self.last_auth_as, self.last_hops = "", 0
+        self.last_error = ""
+
+    def _fail(self, stage: str, error: str) -> None:
+        self.failures[stage] = self.failures.get(stage, 0) + 1
+        self.last_error = self.redact(f"{stage}: {error}")
+        log.warning("canary %s: %s", self.target, self.last_error)
+
+    async def _submit(self) -> None:
+        config = self.config
+        host, _, port = config.smtp.rpartition(":")
+        message_id = f"<canary-{uuid.uuid4().hex}@{config.sender.rpartition('@')[2]}>"
+        message = EmailMessage()
+        message["From"], message["To"] = config.sender, config.recipient
+        message["Subject"] = f"ad-exchange-exporter canary {config.name}"
+        message["Message-ID"], message["Date"] = message_id, formatdate(usegmt=True)
+        message["X-Canary"] = config.name
+        message.set_content("A canary: it proves mail flows end to end. It can be deleted.")
+        client = aiosmtplib.SMTP(hostname=host.strip("[]"), port=int(port), timeout=config.timeout_seconds,
+                                 start_tls=False, use_tls=False)
+        started = self.clock()  # the relay may deliver before the submission's last reply reaches us
+        try:
+            await client.connect()
+            if config.starttls:
+                await client.starttls(tls_context=tls_context(config.verify, config.ca_file))
+            await client.send_message(message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._fail("submit", f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            client.close()
+        self.sent += 1
+        self.in_flight[message_id] = started
+
+    def _find(self) -> None:
+        """Canaries that arrived since the last look; files are read once (by name and mtime)."""
+        present: dict[str, float] = {}
+        for pattern in self.config.drop_directories:
+            for path in glob.glob(pattern):
+                try:
+                    present[path] = os.stat(path).st_mtime
+                except OSError:
+                    continue
+        for path, mtime in sorted(present.items(), key=lambda kv: kv[1]):
+            if self.seen_files.get(path) == mtime:
+                continue
+            self.seen_files[path] = mtime
+            try:
+                with open(path, "rb") as handle:
+                    route = parse_headers(handle.read(_HEADER_BYTES))
+            except (OSError, ValueError):
+                continue
+            sent = self.in_flight.pop(route.message_id, None)
+            if sent is None:
+                continue
+            self.received += 1
+            self.last_received = mtime
+            self.latency = max(0.0, mtime - sent)
+            self.last_auth_as, self.last_hops = route.auth_as or "unknown", route.hop_count
+        self.seen_files = {p: m for p, m in self.seen_files.items() if p in present}
+
+    async def collect(self) -> list[Metric]:
+        await asyncio.to_thread(self._find)
+        now = self.clock()
+        for message_id, sent in list(self.in_flight.items()):
+            if now - sent > self.config.late_seconds:
+                del self.in_flight[message_id]
+                self.lost += 1
+                self._fail("deliver", f"{message_id} not found within {self.config.late_seconds:g}s")
+        await self._submit()
+        return self._metrics()
+
+    def _metrics(self) -> list[Metric]:
+        label = [self.target]
+
+        def family(kind: type[GaugeMetricFamily | CounterMetricFamily], name: str, doc: str,
+                   value: float) -> Metric:
+            metric = kind(name, doc, labels=["canary"])
+            metric.add_metric(label, value)
+            return metric
+
+        failures = CounterMetricFamily("exchange_canary_failures", "Canaries that failed, by stage: submit (the "
+                                       "SMTP conversation) or deliver (not found within late_seconds).",
+                                       labels=["canary", "stage"])
+        for stage in ("submit", "deliver"):
+            failures.add_metric([self.target, stage], self.failures.get(stage, 0))
+        families = [
+            family(CounterMetricFamily, "exchange_canary_sent", "Canaries submitted.", self.sent),
+            family(CounterMetricFamily, "exchange_canary_received", "Canaries found at the destination.",
+                   self.received),
+            failures,
+            family(GaugeMetricFamily, "exchange_canary_in_flight", "Canaries sent and not yet found.",
+                   len(self.in_flight)),
+            family(GaugeMetricFamily, "exchange_canary_latency_seconds", "End-to-end time of the last canary found.",
+                   self.latency),
+            family(GaugeMetricFamily, "exchange_canary_last_received_timestamp_seconds",
+                   "When the last canary arrived (0 if none yet).", self.last_received),
+            family(GaugeMetricFamily, "exchange_canary_hops", "Received headers of the last canary found.",
+                   self.last_hops),
+        ]
+        if self.last_auth_as:
+            auth = GaugeMetricFamily("exchange_canary_auth_as_info", "How the last canary was attributed at the "
+                                     "destination (Internal expected).", labels=["canary", "auth_as"])
+            auth.add_metric([self.target, self.last_auth_as], 1.0)
+            families.append(auth)
+        return families
+
+    def target_status(self) -> list[TargetStatus]:
+        healthy = not self.last_error or (self.received > 0 and self.last_received >= self.clock() - self.interval * 3)
+        return [TargetStatus(f"canary {self.target} via {self.config.smtp}", healthy, self.last_error)]

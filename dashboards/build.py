@@ -17,6 +17,7 @@ from dashboards.ad_lockouts import ad_lockouts
 from dashboards.ad_security_events import ad_security_events
 from dashboards.exchange_health import exchange_health
 from dashboards.exchange_logs import exchange_logs
+from dashboards.hybrid_mail import hybrid_mail
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,6 +26,7 @@ DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "ad-security-events.json": ad_security_events,
     "exchange-health.json": exchange_health,
     "exchange-logs.json": exchange_logs,
+    "hybrid-mail.json": hybrid_mail,
 }
 
 

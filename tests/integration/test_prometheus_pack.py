@@ -19,12 +19,14 @@ import yaml
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.samba import SambaLab
+from lab.smtp import SmtpLab
 from lab.winevent import EventLab
 from tests.integration.conftest import free_port, running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
 # Grafana's variables, as a person choosing "All" would have them.
-GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$server": ".+", "$dc": ".+", "$__rate_interval": "1m"}
+GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$server": ".+", "$dc": ".+", "$flow": ".+",
+                     "$__rate_interval": "1m"}
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
@@ -89,19 +91,51 @@ def logs(tmp_path: Path) -> LogWriter:
 
 
 @pytest.fixture
-def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter,
+def smtp(tmp_path: Path) -> Iterator[SmtpLab]:
+    with SmtpLab(tmp_path / "smtp") as smtp_lab:
+        yield smtp_lab
+
+
+def mail_sections(smtp: SmtpLab) -> dict[str, Any]:
+    """The hybrid mail flow, its canary and the SMTP probe modules, all on the lab's SMTP servers."""
+    return {
+        "hybrid_mail": [{"name": "onprem-to-exo", "drop_directories": [str(smtp.drop / "*.eml")],
+                         "interval_seconds": 2}],
+        "canaries": [{"name": "hybrid", "smtp": smtp.target("onprem"), "sender": "canary@contoso.com",
+                      "recipient": "canary@contoso.mail.onmicrosoft.com",
+                      "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 2, "timeout_seconds": 1.5,
+                      "late_seconds": 30}],
+        "probes": {"modules": {"hybrid": {
+            "timeout_seconds": 3, "verify": True, "ca_file": str(smtp.ca_file), "server_name": "mail.contoso.com",
+            "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd"}},
+            "allowed_targets": [smtp.target(name) for name in ("onprem", "renewed", "offline")]},
+    }
+
+
+@pytest.fixture
+def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab,
                tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is missing; run ./run.sh test")
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange, events=events,
-                          logs=logs) as exporter:
+                          logs=logs, sections=mail_sections(smtp)) as exporter:
         port = free_port()
         config = tmp_path / "prometheus.yml"
+        exporter_address = f"127.0.0.1:{exporter.port}"
         config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in sorted((ROOT / "alerts").glob("*.rules.yml"))],
-            "scrape_configs": [{"job_name": "ad", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+            "scrape_configs": [
+                {"job_name": "ad", "static_configs": [{"targets": [exporter_address]}]},
+                # The blackbox pattern: the target becomes a parameter, the exporter is what is scraped.
+                {"job_name": "smtp", "metrics_path": "/probe", "params": {"module": ["hybrid"]},
+                 "static_configs": [{"targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")]}],
+                 "relabel_configs": [
+                     {"source_labels": ["__address__"], "target_label": "__param_target"},
+                     {"source_labels": ["__param_target"], "target_label": "instance"},
+                     {"target_label": "__address__", "replacement": exporter_address}]},
+            ],
         }))
         process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
@@ -126,7 +160,7 @@ def wait_for_data(prom: Prometheus, expr: str, timeout: float = 60) -> None:
 
 
 def test_every_dashboard_and_rule_expression_parses_and_returns_data(
-        lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter,
+        lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab,
         prometheus: tuple[Prometheus, Any]) -> None:
     prom, _ = prometheus
     wait_for_data(prom, 'ad_dc_up{dc="dc2.lab.example"} == 1')
@@ -157,6 +191,9 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     logs.transport_inactive = False
     logs.write(requests=300, sessions=20, messages=40)
     wait_for_data(prom, 'increase(exchange_smtp_responses_total{code="421"}[5m]) > 0')
+    wait_for_data(prom, "exchange_canary_received_total > 0")
+    wait_for_data(prom, "probe_tls_certificate_matches_expected == 0")
+    wait_for_data(prom, "exchange:inbound_anonymous:ratio15m")
     wait_for_data(prom, 'increase(exchange_message_tracking_failures_total{enhanced_code="5.4.6"}[5m]) > 0')
     # A DC down, so that the "why DCs are down" panel and the down-reason selectors have something to show.
     lab.stop(lab.dc2)
@@ -180,7 +217,7 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
             if "record" in rule and not answer["data"]["result"]:
                 problems.append(f"recording rule {name}: no data")
             # An alert's condition is rightly empty while all is well: each series it reads must have data.
-            for metric in sorted(set(re.findall(r"\b((?:ad|exchange)[_:][A-Za-z0-9_:]+)\b", rule["expr"]))):
+            for metric in sorted(set(re.findall(r"\b((?:ad|exchange|probe)[_:][A-Za-z0-9_:]+)\b", rule["expr"]))):
                 if not prom.query(metric)["data"]["result"]:
                     problems.append(f"rule {name}: {metric} has no data")
         assert not problems, "\n".join(problems)

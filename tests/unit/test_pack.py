@@ -28,7 +28,7 @@ def test_dashboard_shape(name: str) -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert {"datasource", "job"} <= variables and variables & {"domain", "server", "dc"}
+    assert {"datasource", "job"} <= variables and variables & {"domain", "server", "dc", "flow"}
     for panel in dashboard["panels"]:
         if panel["type"] == "row":
             continue

@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   samba samba-ad-dc samba-ad-provision winbind krb5-user ldb-tools smbclient ldap-utils  # the lab DCs and clients
   prometheus prometheus-alertmanager                                    # promtool, Prometheus and amtool in tests
-  mtail mawk                                                            # peers in the log-parsing benchmark
+  mtail mawk prometheus-blackbox-exporter                               # peers in the benchmarks
   libkrb5-dev gcc python3-dev python3-venv                              # to build gssapi (Kerberos binds)
   chromium                                                              # landing-page checks in a real browser
   curl util-linux procps

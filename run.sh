@@ -14,6 +14,7 @@ APT_PACKAGES=(
   mtail mawk prometheus-blackbox-exporter                               # peers in the benchmarks
   libkrb5-dev gcc python3-dev python3-venv                              # to build gssapi (Kerberos binds)
   chromium                                                              # landing-page checks in a real browser
+  dovecot-imapd                                                         # the lab's canary mailbox (IMAP)
   curl util-linux procps
 )
 VENV=.venv

@@ -396,14 +396,51 @@ class ExchangeLogsConfig(_Model):
         return self
 
 
+class ImapConfig(_Secret):
+    """A mailbox read over IMAP (read-only, headers only): the canary mailbox, a journal mailbox."""
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)  # 993 for tls, 143 otherwise
+    security: Literal["tls", "starttls", "none"] = "tls"
+    # Plain IMAP shows the password to the network; only for a lab on loopback.
+    allow_unencrypted: bool = False
+    mailbox: str = "INBOX"
+    verify: bool = True
+    ca_file: ReadableFile | None = None
+    timeout_seconds: Seconds = 15.0
+
+    _check_ca_file = field_validator("ca_file")(_readable_file)
+
+    @model_validator(mode="after")
+    def _login(self) -> ImapConfig:
+        secret = self._read_secret()
+        if not self.user or secret is None:
+            raise ValueError("user and password_file or password_env: required for IMAP")
+        if self.security == "none" and not self.allow_unencrypted:
+            raise ValueError("security: plain IMAP is refused; use tls or starttls, or set allow_unencrypted "
+                             "for a lab")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+
 class HybridMailConfig(_Model):
     """Messages dropped into directories (a journal copy, an exported canary mailbox): their attribution."""
 
     name: str = Field(min_length=1)  # the flow, e.g. "onprem-to-exo"
-    drop_directories: list[str] = Field(min_length=1)  # globs of .eml files
+    drop_directories: list[str] = Field(default_factory=list)  # globs of .eml files
+    imap: ImapConfig | None = None  # and/or a mailbox the messages arrive in
     # More Received headers than this is a loop even when no host repeats.
     hop_limit: int = Field(default=30, ge=2, le=500)
     interval_seconds: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _source(self) -> HybridMailConfig:
+        if not self.drop_directories and self.imap is None:
+            raise ValueError("drop_directories or imap: give at least one")
+        return self
 
 
 class CanaryConfig(_Model):
@@ -416,14 +453,21 @@ class CanaryConfig(_Model):
     ca_file: ReadableFile | None = None
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     recipient: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    # Where the canary arrives: globs of .eml files (a mailbox exported by a rule, a journal copy).
-    drop_directories: list[str] = Field(min_length=1)
+    # Where the canary arrives: a mailbox over IMAP, and/or globs of .eml files (an export, a journal copy).
+    imap: ImapConfig | None = None
+    drop_directories: list[str] = Field(default_factory=list)
     interval_seconds: Seconds = 60.0
     timeout_seconds: Seconds = 15.0
     # Not found after this long: lost.
     late_seconds: Seconds = 600.0
 
     _check_ca_file = field_validator("ca_file")(_readable_file)
+
+    @model_validator(mode="after")
+    def _destination(self) -> CanaryConfig:
+        if not self.drop_directories and self.imap is None:
+            raise ValueError("drop_directories or imap: give at least one")
+        return self
 
 
 class SmtpModule(_Model):
@@ -498,6 +542,9 @@ class Config(_Model):
         """Every secret value in this config, so that error texts can be scrubbed of them."""
         secrets = [ad.bind.password for ad in self.active_directory] + [ex.auth.password for ex in self.exchange]
         secrets += [ev.winrm.auth.password for ev in self.security_events if ev.winrm is not None]
+        for imap in [flow.imap for flow in self.hybrid_mail] + [canary.imap for canary in self.canaries]:
+            if imap is not None:
+                secrets.append(imap.password)
         return [s.get_secret_value() for s in secrets if s is not None]
 
 

@@ -77,6 +77,8 @@ class _CloudInbound:
         self.drop = drop
         self.expected = expected_subject
         self.count = 0
+        # Also deliver into a mailbox (the lab's Dovecot), when one is attached.
+        self.mailbox: Any = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         extra = session.ssl or {}
@@ -94,6 +96,8 @@ class _CloudInbound:
         partial = self.drop / f".{self.count:08d}.tmp"
         partial.write_bytes(stamp.encode() + envelope.original_content)
         partial.rename(self.drop / f"{self.count:08d}.eml")  # whole files only: the reader never sees half a message
+        if self.mailbox is not None:
+            self.mailbox.deliver(stamp.encode() + envelope.original_content)
         return "250 2.6.0 Queued mail for delivery"
 
 

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.config import CanaryConfig
 from exporter.parsers.mail_headers import parse_headers
 from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.sources.imap import ImapError, fetch_new_headers, target_from
 from exporter.sources.smtp import tls_context
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class CanaryCollector(Collector):
         self.latency = self.last_received = 0.0
         self.last_auth_as, self.last_hops = "", 0
         self.last_error = ""
+        self._imap = target_from(config.imap) if config.imap is not None else None
+        self.imap_validity = self.imap_last_uid = 0
 
     def _fail(self, stage: str, error: str) -> None:
         self.failures[stage] = self.failures.get(stage, 0) + 1
@@ -94,17 +97,33 @@ class CanaryCollector(Collector):
             self.seen_files[path] = mtime
             try:
                 with open(path, "rb") as handle:
-                    route = parse_headers(handle.read(_HEADER_BYTES))
-            except (OSError, ValueError):
+                    self._arrived(handle.read(_HEADER_BYTES), mtime)
+            except OSError:
                 continue
-            sent = self.in_flight.pop(route.message_id, None)
-            if sent is None:
-                continue
-            self.received += 1
-            self.last_received = mtime
-            self.latency = max(0.0, mtime - sent)
-            self.last_auth_as, self.last_hops = route.auth_as or "unknown", route.hop_count
         self.seen_files = {p: m for p, m in self.seen_files.items() if p in present}
+        if self._imap is not None:
+            try:
+                validity, last, headers = fetch_new_headers(self._imap, self.imap_validity, self.imap_last_uid)
+            except ImapError as exc:
+                self._fail("mailbox", f"{exc.reason}: {exc}")
+                return
+            seen_at = self.clock()  # arrival is known only to the poll: latency is bounded by the interval
+            for raw in headers:
+                self._arrived(raw, seen_at)
+            self.imap_validity, self.imap_last_uid = validity, last
+
+    def _arrived(self, raw: bytes, when: float) -> None:
+        try:
+            route = parse_headers(raw)
+        except ValueError:
+            return
+        sent = self.in_flight.pop(route.message_id, None)
+        if sent is None:
+            return
+        self.received += 1
+        self.last_received = when
+        self.latency = max(0.0, when - sent)
+        self.last_auth_as, self.last_hops = route.auth_as or "unknown", route.hop_count
 
     async def collect(self) -> list[Metric]:
         await asyncio.to_thread(self._find)
@@ -127,9 +146,10 @@ class CanaryCollector(Collector):
             return metric
 
         failures = CounterMetricFamily("exchange_canary_failures", "Canaries that failed, by stage: submit (the "
-                                       "SMTP conversation) or deliver (not found within late_seconds).",
+                                       "SMTP conversation), deliver (not found within late_seconds), mailbox "
+                                       "(the destination mailbox could not be read).",
                                        labels=["canary", "stage"])
-        for stage in ("submit", "deliver"):
+        for stage in ("submit", "deliver", "mailbox"):
             failures.add_metric([self.target, stage], self.failures.get(stage, 0))
         families = [
             family(CounterMetricFamily, "exchange_canary_sent", "Canaries submitted.", self.sent),

@@ -21,7 +21,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from exporter.config import HybridMailConfig
 from exporter.parsers.mail_headers import parse_headers
-from exporter.registry import Collector, Redactor
+from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.sources.imap import ImapError, fetch_new_headers, target_from
 from exporter.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class HybridMailCollector(Collector):
         self.hops.load(saved.get("hops"))
         self.transit = _Histogram(TRANSIT_BUCKETS)
         self.transit.load(saved.get("transit"))
+        self._imap = target_from(config.imap) if config.imap is not None else None
+        self.imap_validity, self.imap_last_uid = int(saved.get("imap_validity", 0)), int(saved.get("imap_uid", 0))
+        self.imap_error = ""
 
     def _scan(self) -> None:
         present: dict[str, float] = {}
@@ -91,26 +95,49 @@ class HybridMailCollector(Collector):
         for path in fresh:
             try:
                 with open(path, "rb") as handle:
-                    raw = handle.read(_HEADER_BYTES)
-                route = parse_headers(raw)
-            except (OSError, ValueError) as exc:
+                    self._count(handle.read(_HEADER_BYTES), path)
+            except OSError as exc:
                 self.parse_errors += 1
                 log.warning("%s: %s: %s", self.target, path, exc)
-            else:
-                key = (route.from_entity or "unknown", route.auth_source or "unknown", route.auth_as or "unknown")
-                self.messages[key] = self.messages.get(key, 0) + 1
-                self.hops.observe(route.hop_count)
-                if route.transit_seconds is not None:
-                    self.transit.observe(route.transit_seconds)
-                if route.looping(self.config.hop_limit):
-                    self.loops += 1
             self.read[path] = present[path]
+        if self._imap is not None:
+            try:
+                validity, last, headers = fetch_new_headers(self._imap, self.imap_validity, self.imap_last_uid)
+            except ImapError as exc:
+                self.imap_error = self.redact(f"{exc.reason}: {exc}")
+                log.warning("%s: IMAP: %s", self.target, self.imap_error)
+            else:
+                for raw in headers:
+                    self._count(raw, "IMAP")
+                self.imap_validity, self.imap_last_uid, self.imap_error = validity, last, ""
         # Forget files that are gone; commit what was counted with what was read, together.
         self.read = {p: m for p, m in self.read.items() if p in present}
         with self.state.transaction() as put:
             put(self._key, {"messages": [[*k, n] for k, n in sorted(self.messages.items())], "loops": self.loops,
                             "parse_errors": self.parse_errors, "read": self.read, "hops": self.hops.state(),
-                            "transit": self.transit.state()})
+                            "transit": self.transit.state(), "imap_validity": self.imap_validity,
+                            "imap_uid": self.imap_last_uid})
+
+    def _count(self, raw: bytes, where: str) -> None:
+        try:
+            route = parse_headers(raw)
+        except ValueError as exc:
+            self.parse_errors += 1
+            log.warning("%s: %s: %s", self.target, where, exc)
+            return
+        key = (route.from_entity or "unknown", route.auth_source or "unknown", route.auth_as or "unknown")
+        self.messages[key] = self.messages.get(key, 0) + 1
+        self.hops.observe(route.hop_count)
+        if route.transit_seconds is not None:
+            self.transit.observe(route.transit_seconds)
+        if route.looping(self.config.hop_limit):
+            self.loops += 1
+
+    def target_status(self) -> list[TargetStatus]:
+        if self._imap is None:
+            return []
+        return [TargetStatus(f"{self.target} mailbox {self._imap.user}@{self._imap.host}", not self.imap_error,
+                             self.imap_error)]
 
     async def collect(self) -> list[Metric]:
         await asyncio.to_thread(self._scan)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab.imap import ImapLab
 from lab.smtp import SmtpLab
 from tests.helpers import metric, samples, series
 from tests.integration.conftest import RunningExporter, running_exporter
@@ -129,3 +130,23 @@ def test_the_canary_arrives_attributed_and_a_lost_one_is_counted(smtp: SmtpLab, 
         text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_failures_total", canary="hybrid",
                                                    stage="deliver") or 0) >= 1, timeout=15)
         assert metric(text, "exchange_canary_failures_total", canary="hybrid", stage="submit") == 0
+
+
+def test_the_canary_found_over_imap_in_a_real_dovecot(smtp: SmtpLab, tmp_path: Path) -> None:
+    with ImapLab(tmp_path / "imap") as mailbox:
+        smtp.inbound.mailbox = mailbox
+        imap = {"host": mailbox.address, "port": mailbox.port, "security": "none", "allow_unencrypted": True,
+                "user": "canary", "password_file": str(mailbox.password_file)}
+        canary = {"name": "imap", "smtp": smtp.target("onprem"), "sender": "canary@contoso.com",
+                  "recipient": "canary@contoso.mail.onmicrosoft.com", "imap": imap, "interval_seconds": 1,
+                  "timeout_seconds": 0.9, "late_seconds": 10}
+        flow = {"name": "mailbox", "imap": imap, "interval_seconds": 1}
+        with running_exporter(None, tmp_path / "exporter",
+                              sections={"canaries": [canary], "hybrid_mail": [flow]}) as exporter:
+            text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_received_total", canary="imap") or 0) >= 2)
+            assert metric(text, "exchange_canary_auth_as_info", canary="imap", auth_as="Internal") == 1
+            text = exporter.wait_for(lambda t: (metric(t, "exchange_inbound_messages_total", flow="mailbox",
+                                                       auth_as="Internal") or 0) >= 2)
+            assert metric(text, "exchange_canary_failures_total", canary="imap", stage="mailbox") == 0
+            logs, page = exporter.logs(), exporter.page("/")
+        assert mailbox.password not in logs + text + page

@@ -21,6 +21,7 @@ from exporter.collectors.exchange import ExchangeCollector
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.collectors.hybrid_mail import HybridMailCollector
 from exporter.collectors.security_events import SecurityEventsCollector
+from exporter.collectors.smtp_probe import ScheduledProbesCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
@@ -79,6 +80,8 @@ def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
     collectors += [ExchangeLogsCollector(logs, state, redact) for logs in config.exchange_logs]
     collectors += [HybridMailCollector(flow, state, redact) for flow in config.hybrid_mail]
     collectors += [CanaryCollector(canary, redact) for canary in config.canaries]
+    if config.probes.scheduled:
+        collectors.append(ScheduledProbesCollector(config.probes))
     return collectors
 
 

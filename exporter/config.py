@@ -487,10 +487,26 @@ class SmtpModule(_Model):
     _check_ca_file = field_validator("ca_file")(_readable_file)
 
 
+class ScheduledProbe(_Model):
+    module: str
+    target: str = Field(pattern=r"^.+:\d+$")  # host:port
+
+
 class ProbesConfig(_Model):
     modules: dict[str, SmtpModule] = Field(default_factory=dict)
+    # Probes the exporter runs itself every interval (exported with target and module labels), for setups
+    # without a Prometheus job per target.
+    scheduled: list[ScheduledProbe] = Field(default_factory=list)
+    interval_seconds: Seconds = 60.0
     # /probe answers only for these targets (host:port): the exporter is never a scanner for whoever reaches it.
     allowed_targets: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_modules(self) -> ProbesConfig:
+        unknown = sorted({p.module for p in self.scheduled} - set(self.modules))
+        if unknown:
+            raise ValueError(f"scheduled: unknown module(s) {', '.join(unknown)}")
+        return self
 
     @field_validator("allowed_targets")
     @classmethod

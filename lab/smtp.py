@@ -118,6 +118,33 @@ class _OnpremRelay:
         return "250 2.6.0 Queued mail for delivery"
 
 
+class _LoopRelay:
+    """One side of a mail loop: adds its Received header and hands the message to the other side, until the
+    hop limit, where the message lands in the drop directory (as the copy behind a 554 5.4.6 NDR would)."""
+
+    def __init__(self, lab: SmtpLab, host: str, peer: str, limit: int) -> None:
+        self.lab, self.host, self.peer, self.limit = lab, host, peer, limit
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        content = (f"Received: from {session.host_name} ({session.peer[0]}) by {self.host} with ESMTP id "
+                   f"{self.lab.inbound.count}; {now}\r\n").encode() + envelope.original_content
+        if content.count(b"\nReceived:") + content.startswith(b"Received:") >= self.limit:
+            self.lab.inbound.count += 1
+            (self.lab.drop / f"loop-{self.lab.inbound.count:08d}.eml").write_bytes(content)
+            return "554 5.4.6 Hop count exceeded - possible mail loop"
+        client = aiosmtplib.SMTP(hostname=self.lab.address, port=self.lab.ports[self.peer], start_tls=False,
+                                 local_hostname=self.host, timeout=5)
+        await client.connect()
+        try:
+            await client.sendmail(envelope.mail_from, envelope.rcpt_tos, content)
+        except aiosmtplib.SMTPResponseException as exc:
+            return f"{exc.code} {exc.message}"
+        finally:
+            client.close()
+        return "250 2.6.0 Queued mail for delivery"
+
+
 class _Accept:
     """Accepts and forgets every message (the probe never sends one)."""
 
@@ -163,6 +190,11 @@ class SmtpLab:
         self.inbound = _CloudInbound(self.drop, {"commonName": "mail.contoso.com", "organizationName": "Contoso Ltd"})
         self._add("cloud", Controller(self.inbound, hostname=address, port=free_port(address), tls_context=cloud,
                                       server_hostname="mail.protection.outlook.com", require_starttls=True))
+        # A loop between on-premises and the cloud (a routing mistake): each hands the message to the other.
+        self._add("loop_onprem", Controller(_LoopRelay(self, "mail.contoso.com", "loop_cloud", 12), hostname=address,
+                                            port=free_port(address)))
+        self._add("loop_cloud", Controller(_LoopRelay(self, "am4pepf00027a6b.mail.protection.outlook.com",
+                                                      "loop_onprem", 12), hostname=address, port=free_port(address)))
         self.renew_onprem_certificate("Contoso Ltd")
         self._lock = threading.Lock()
 
@@ -181,6 +213,20 @@ class SmtpLab:
             await client.sendmail(sender, recipients, content)
         finally:
             client.close()
+
+    async def send_into_loop(self, message_id: str) -> str:
+        """A message into the loop; returns the reply (554 5.4.6 once the hop limit is reached)."""
+        message = (f"From: someone@contoso.com\r\nTo: someone@contoso.com\r\nSubject: looping\r\n"
+                   f"Message-ID: {message_id}\r\n\r\nround and round\r\n").encode()
+        client = aiosmtplib.SMTP(hostname=self.address, port=self.ports["loop_onprem"], start_tls=False, timeout=10)
+        await client.connect()
+        try:
+            await client.sendmail("someone@contoso.com", ["someone@contoso.com"], message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return f"{exc.code} {exc.message}"
+        finally:
+            client.close()
+        return "250"
 
     async def send_from_onprem(self, subject: str, message_id: str) -> None:
         """A message from on-premises to Exchange Online, over STARTTLS with the on-premises client certificate."""

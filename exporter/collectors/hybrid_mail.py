@@ -79,6 +79,8 @@ class HybridMailCollector(Collector):
         self.hops.load(saved.get("hops"))
         self.transit = _Histogram(TRANSIT_BUCKETS)
         self.transit.load(saved.get("transit"))
+        self.hop_delay = _Histogram(TRANSIT_BUCKETS)
+        self.hop_delay.load(saved.get("hop_delay"))
         self._imap = target_from(config.imap) if config.imap is not None else None
         self.imap_validity, self.imap_last_uid = int(saved.get("imap_validity", 0)), int(saved.get("imap_uid", 0))
         self.imap_error = ""
@@ -115,7 +117,8 @@ class HybridMailCollector(Collector):
         with self.state.transaction() as put:
             put(self._key, {"messages": [[*k, n] for k, n in sorted(self.messages.items())], "loops": self.loops,
                             "parse_errors": self.parse_errors, "read": self.read, "hops": self.hops.state(),
-                            "transit": self.transit.state(), "imap_validity": self.imap_validity,
+                            "transit": self.transit.state(), "hop_delay": self.hop_delay.state(),
+                            "imap_validity": self.imap_validity,
                             "imap_uid": self.imap_last_uid})
 
     def _count(self, raw: bytes, where: str) -> None:
@@ -130,6 +133,8 @@ class HybridMailCollector(Collector):
         self.hops.observe(route.hop_count)
         if route.transit_seconds is not None:
             self.transit.observe(route.transit_seconds)
+        for _, delay in route.delays():
+            self.hop_delay.observe(delay)
         if route.looping(self.config.hop_limit):
             self.loops += 1
 
@@ -157,7 +162,10 @@ class HybridMailCollector(Collector):
         transit = HistogramMetricFamily("exchange_inbound_message_transit_seconds", "Time between the first and "
                                         "the last Received header.", labels=["flow"])
         transit.add_metric([target], self.transit.buckets(), self.transit.total)
+        hop_delay = HistogramMetricFamily("exchange_inbound_message_hop_delay_seconds", "Time a message spent "
+                                          "before each hop (between consecutive Received headers).", labels=["flow"])
+        hop_delay.add_metric([target], self.hop_delay.buckets(), self.hop_delay.total)
         errors = CounterMetricFamily("ad_exchange_exporter_parse_errors", "Values that could not be parsed and were "
                                      "skipped.", labels=["collector", "target"])
         errors.add_metric([self.name, target], self.parse_errors)
-        return [messages, loops, hops, transit, errors]
+        return [messages, loops, hops, transit, hop_delay, errors]

@@ -6,11 +6,15 @@ probe_ssl_earliest_cert_expiry), so existing dashboards and alerts keep working.
 
 from __future__ import annotations
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+import asyncio
 
-from exporter.config import SmtpModule
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
+
+from exporter.config import ProbesConfig, ScheduledProbe, SmtpModule
 from exporter.parsers.exchange import identifier_matches, parse_x509_identifier
-from exporter.sources.smtp import SmtpProbe
+from exporter.registry import Collector, TargetStatus
+from exporter.sources.smtp import SmtpProbe, probe_smtp
 
 
 def probe_families(result: SmtpProbe, module: SmtpModule) -> list[Metric]:
@@ -44,6 +48,11 @@ def probe_families(result: SmtpProbe, module: SmtpModule) -> list[Metric]:
     if result.capabilities or result.success:
         families.append(gauge("probe_smtp_starttls_offered", "1 if EHLO offered STARTTLS.",
                               1.0 if result.starttls_offered else 0.0))
+        capabilities = GaugeMetricFamily("probe_smtp_capability_info", "The ESMTP extensions EHLO announced.",
+                                         labels=["capability"])
+        for capability in result.capabilities[:64]:  # bounded whatever a server announces
+            capabilities.add_metric([capability.upper()[:40]], 1.0)
+        families.append(capabilities)
     cert = result.certificate
     if result.tls_version:
         families.append(gauge("probe_tls_version_info", "The TLS version negotiated.",
@@ -65,3 +74,38 @@ def probe_families(result: SmtpProbe, module: SmtpModule) -> list[Metric]:
         families.append(gauge("probe_tls_certificate_verified", "1 if the certificate chains to a trusted CA and "
                               "names the server.", 1.0 if result.verified else 0.0))
     return families
+
+
+class ScheduledProbesCollector(Collector):
+    """The configured probes, run by the exporter every interval, each with its target and module as labels."""
+
+    name = "smtp_probes"
+
+    def __init__(self, config: ProbesConfig) -> None:
+        slowest = max((config.modules[p.module].timeout_seconds for p in config.scheduled), default=10.0)
+        super().__init__("scheduled", config.interval_seconds, timeout=min(config.interval_seconds, slowest * 3))
+        self.config = config
+        self.results: dict[tuple[str, str], SmtpProbe] = {}
+
+    async def _run(self, probe: ScheduledProbe) -> None:
+        module = self.config.modules[probe.module]
+        host, _, port = probe.target.rpartition(":")
+        self.results[(probe.target, probe.module)] = await probe_smtp(
+            host.strip("[]"), int(port), timeout=module.timeout_seconds, ehlo_hostname=module.ehlo_hostname,
+            starttls=module.starttls, verify=module.verify, ca_file=module.ca_file, server_name=module.server_name)
+
+    async def collect(self) -> list[Metric]:
+        await asyncio.gather(*(self._run(p) for p in self.config.scheduled))
+        merged: dict[str, Metric] = {}
+        for (target, module_name), result in sorted(self.results.items()):
+            for family in probe_families(result, self.config.modules[module_name]):
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation, family.type)
+                into.samples.extend(Sample(s.name, {**s.labels, "target": target, "module": module_name}, s.value)
+                                    for s in family.samples)
+        return list(merged.values())
+
+    def target_status(self) -> list[TargetStatus]:
+        return [TargetStatus(f"{module} {target}", r.success, r.error)
+                for (target, module), r in sorted(self.results.items())]

@@ -150,3 +150,15 @@ def test_the_canary_found_over_imap_in_a_real_dovecot(smtp: SmtpLab, tmp_path: P
             assert metric(text, "exchange_canary_failures_total", canary="imap", stage="mailbox") == 0
             logs, page = exporter.logs(), exporter.page("/")
         assert mailbox.password not in logs + text + page
+
+
+def test_a_real_mail_loop_is_caught(smtp: SmtpLab, tmp_path: Path) -> None:
+    """Two lab MTAs hand a message to each other until the hop limit (554 5.4.6)."""
+    flow = {"name": "loops", "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 1, "hop_limit": 30}
+    with running_exporter(None, tmp_path / "exporter", sections={"hybrid_mail": [flow]}) as exporter:
+        reply = asyncio.run(smtp.send_into_loop("<loop-1@contoso.com>"))
+        text = exporter.wait_for(lambda t: (metric(t, "exchange_inbound_message_loops_total", flow="loops") or 0) >= 1)
+    assert reply.startswith("554 5.4.6")
+    assert metric(text, "exchange_inbound_message_hops_count", flow="loops") == 1
+    assert metric(text, "exchange_inbound_message_hops_bucket", flow="loops", le="15") == 1
+    assert metric(text, "exchange_inbound_message_hops_bucket", flow="loops", le="10") == 0

@@ -77,3 +77,16 @@ def test_only_configured_modules_and_allowed_targets(smtp: SmtpLab, exporter: Ru
     with pytest.raises(urllib.error.HTTPError) as unknown:
         probe(exporter, "nope", smtp.target("onprem"))
     assert unknown.value.code == 400
+
+
+def test_scheduled_probes_carry_their_target(smtp: SmtpLab, tmp_path: Path) -> None:
+    probes = {"modules": {"hybrid": {"timeout_seconds": 3, "expected_tls_certificate_name": EXPECTED,
+                                     "verify": True, "ca_file": str(smtp.ca_file), "server_name": "mail.contoso.com"}},
+              "scheduled": [{"module": "hybrid", "target": smtp.target(n)} for n in ("offline", "renewed", "onprem")],
+              "interval_seconds": 2}
+    with running_exporter(None, tmp_path / "scheduled", sections={"probes": probes}) as exporter:
+        text = exporter.wait_for(lambda t: metric(t, "probe_success", target=smtp.target("onprem")) == 1)
+    assert metric(text, "probe_smtp_greeting_code", target=smtp.target("offline"), module="hybrid") == 421
+    assert metric(text, "probe_tls_certificate_matches_expected", target=smtp.target("renewed")) == 0
+    assert metric(text, "probe_tls_certificate_matches_expected", target=smtp.target("onprem")) == 1
+    assert metric(text, "probe_smtp_capability_info", target=smtp.target("onprem"), capability="STARTTLS") == 1

@@ -20,10 +20,30 @@ from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import write_config
 from lab.samba import USERS, SambaLab
+from lab.smtp import SmtpLab
 from lab.winevent import EventLab
 
 # The Exchange side of the demo: when the failed update happens and when an admin fixes it (seconds).
 SWO_BREAKS_AT, SWO_FIXED_AT = 60, 300
+# The hybrid side: on-premises presents a renewed certificate with another Organisation, later fixed.
+CERT_RENEWED_AT, CERT_FIXED_AT = 150, 330
+
+
+def hybrid_sections(smtp: SmtpLab) -> dict[str, object]:
+    drop = [str(smtp.drop / "*.eml")]
+    return {
+        "hybrid_mail": [{"name": "onprem-to-exo", "drop_directories": drop, "interval_seconds": 10}],
+        "canaries": [{"name": "hybrid", "smtp": smtp.target("onprem"), "sender": "canary@contoso.com",
+                      "recipient": "canary@contoso.mail.onmicrosoft.com", "drop_directories": drop,
+                      "interval_seconds": 10, "timeout_seconds": 5, "late_seconds": 60}],
+        "probes": {"modules": {"hybrid": {"timeout_seconds": 5, "verify": True, "ca_file": str(smtp.ca_file),
+                                          "server_name": "mail.contoso.com",
+                                          "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd"}},
+                   "allowed_targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")],
+                   "scheduled": [{"module": "hybrid", "target": smtp.target(n)}
+                                 for n in ("onprem", "renewed", "offline")],
+                   "interval_seconds": 30},
+    }
 
 
 def _demo(port: int) -> int:
@@ -32,6 +52,7 @@ def _demo(port: int) -> int:
     exporter: subprocess.Popen[bytes] | None = None
     exchange: ExchangeLab | None = None
     events: EventLab | None = None
+    smtp: SmtpLab | None = None
     stopping = False
 
     def stop(*_: object) -> None:
@@ -50,8 +71,10 @@ def _demo(port: int) -> int:
         events = EventLab(lab.root / "events", port=5985).start()
         # SOLO-E19A's IIS, SMTP and message tracking logs, written as it serves traffic.
         logs = LogWriter(lab.root / "exchange-logs", server="SOLO-E19A")
+        # Hybrid mail flow: an on-premises relay, an inbound connector attributing by certificate, a canary.
+        smtp = SmtpLab(lab.root / "smtp").start()
         config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10, exchange=exchange,
-                              events=events, state=lab.root / "state.db", logs=logs)
+                              events=events, state=lab.root / "state.db", logs=logs, sections=hybrid_sections(smtp))
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
         print(f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
               f"Landing page:     http://127.0.0.1:{port}/\n"
@@ -62,7 +85,7 @@ def _demo(port: int) -> int:
         rng = random.Random(2)
         started = time.monotonic()
         next_lockout = started + 15
-        swo_broken = swo_fixed = False
+        swo_broken = swo_fixed = cert_renewed = cert_fixed = False
         while not stopping:
             elapsed = time.monotonic() - started
             if not swo_broken and elapsed >= SWO_BREAKS_AT:
@@ -71,6 +94,15 @@ def _demo(port: int) -> int:
                 exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Inactive", "Functional")
                 logs.transport_inactive = True  # its front end now answers 421 4.3.2
                 swo_broken = True
+            if not cert_renewed and elapsed >= CERT_RENEWED_AT:
+                print("on-premises now presents a renewed certificate (O=Contoso Holdings): mail arrives Anonymous",
+                      flush=True)
+                smtp.renew_onprem_certificate("Contoso Holdings")
+                cert_renewed = True
+            if cert_renewed and not cert_fixed and elapsed >= CERT_FIXED_AT:
+                print("the connector's certificate is fixed (O=Contoso Ltd): mail arrives Internal again", flush=True)
+                smtp.renew_onprem_certificate("Contoso Ltd")
+                cert_fixed = True
             if swo_broken and not swo_fixed and elapsed >= SWO_FIXED_AT:
                 print("SOLO-E19A: ServerWideOffline set Active by requester Functional (fixed) ...", flush=True)
                 exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Active", "Functional")
@@ -105,7 +137,7 @@ def _demo(port: int) -> int:
             exporter.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 exporter.wait(10)
-        for endpoints in (exchange, events):
+        for endpoints in (exchange, events, smtp):
             if endpoints is not None:
                 endpoints.stop()
         lab.teardown()

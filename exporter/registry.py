@@ -42,6 +42,21 @@ class Redactor:
         return text
 
 
+def capped_series_family() -> GaugeMetricFamily:
+    """``ad_exchange_exporter_capped_series{collector,target,family}``: what a collector's caps left out."""
+    return GaugeMetricFamily("ad_exchange_exporter_capped_series",
+                             "Series left out of a family in the last refresh because of a configured cap.",
+                             labels=["collector", "target", "family"])
+
+
+def parse_errors_family(collector: str, target: str, count: float) -> CounterMetricFamily:
+    """``ad_exchange_exporter_parse_errors_total{collector,target}``: values skipped because they did not parse."""
+    family = CounterMetricFamily("ad_exchange_exporter_parse_errors",
+                                 "Values that could not be parsed and were skipped.", labels=["collector", "target"])
+    family.add_metric([collector, target], count)
+    return family
+
+
 class Collector(ABC):
     """A source of metric families, refreshed in the background.
 

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.config import ActiveDirectoryConfig
 from exporter.parsers import ad
-from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family, parse_errors_family
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.ldap import LdapClient, LdapCredential, LdapEndpoint, LdapError, RawEntry
 
@@ -378,9 +378,7 @@ class ActiveDirectoryCollector(Collector):
             bad_per_dc.add_metric(labels, len(counting))
             capped_bad_password += self._add_top_accounts(sweep, labels, bad_count, bad_time)
 
-        capped = GaugeMetricFamily("ad_exchange_exporter_capped_series",
-                                   "Series left out of a family in the last refresh because of a configured cap.",
-                                   labels=["collector", "target", "family"])
+        capped = capped_series_family()
         capped.add_metric([self.name, domain, "ad_account_bad_passwords"], capped_bad_password)
         families: list[Metric] = [up, error, sweep_seconds, info, is_pdc]
         if policy is not None:
@@ -388,11 +386,7 @@ class ActiveDirectoryCollector(Collector):
             families.extend([locked_per_dc, bad_per_dc, recent])
             families.extend(self._locked_account_metrics(sweeps, policy, topology, now, capped))
         families.extend([bad_count, bad_time, capped])
-        parse_errors = CounterMetricFamily(
-            "ad_exchange_exporter_parse_errors", "Values that could not be parsed and were skipped.",
-            labels=["collector", "target"])
-        parse_errors.add_metric([self.name, domain], self._parse_errors_total)
-        families.append(parse_errors)
+        families.append(parse_errors_family(self.name, domain, self._parse_errors_total))
         return families
 
     def _add_top_accounts(self, sweep: DcSweep, labels: list[str], count: GaugeMetricFamily,

@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.config import ExchangeConfig
 from exporter.parsers import exchange as ex
 from exporter.parsers.clixml import ClixmlError, parse_object
 from exporter.parsers.exchange_builds import date_to_unix
-from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family, parse_errors_family
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 
@@ -272,9 +272,7 @@ class ExchangeCollector(Collector):
         certificate = gauge("exchange_certificate_not_after_timestamp_seconds",
                             "When each Exchange certificate on the server expires.",
                             ["server", "thumbprint", "subject"])
-        capped = gauge("ad_exchange_exporter_capped_series",
-                       "Series left out of a family in the last refresh because of a configured cap.",
-                       ["collector", "target", "family"])
+        capped = capped_series_family()
         capped_queues = 0
         for sweep in sweeps:
             server = sweep.server
@@ -307,11 +305,7 @@ class ExchangeCollector(Collector):
                                   component, requester, requester_ts, queue_messages, queue_error, certificate]
         families.extend(self._hybrid_metrics(capped))
         families.append(capped)
-        parse_errors = CounterMetricFamily("ad_exchange_exporter_parse_errors",
-                                           "Values that could not be parsed and were skipped.",
-                                           labels=["collector", "target"])
-        parse_errors.add_metric([self.name, self.target], self._parse_errors_total)
-        families.append(parse_errors)
+        families.append(parse_errors_family(self.name, self.target, self._parse_errors_total))
         return families
 
     def _add_queues(self, server: str, queues: list[ex.Queue], messages: GaugeMetricFamily,

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.config import ExchangeLogsConfig
 from exporter.parsers import exchange_logs as xl
 from exporter.parsers import iis
-from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family
 from exporter.sources.tail import Lines, Tailer
 from exporter.state import StateStore
 from exporter.window import SourceWindow
@@ -318,9 +318,7 @@ class ExchangeLogsCollector(Collector):
         rest_devices = sum(d.failures for _, d in top[config.top_devices:])
         if rest_devices:
             devices.add_metric([server, OTHER, OTHER, OTHER, OTHER, OTHER], rest_devices)
-        capped = GaugeMetricFamily("ad_exchange_exporter_capped_series",
-                                   "Series left out of a family in the last refresh because of a configured cap.",
-                                   labels=["collector", "target", "family"])
+        capped = capped_series_family()
         capped.add_metric([self.name, server, "exchange_http_unauthorized_user_failures"],
                           max(0, len(ranked) - config.top_users))
         capped.add_metric([self.name, server, "exchange_activesync_device_failures"],

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from exporter.config import HybridMailConfig
 from exporter.parsers.mail_headers import parse_headers
-from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.registry import Collector, Redactor, TargetStatus, parse_errors_family
 from exporter.sources.imap import ImapError, fetch_new_headers, target_from
 from exporter.state import StateStore
 
@@ -165,7 +165,4 @@ class HybridMailCollector(Collector):
         hop_delay = HistogramMetricFamily("exchange_inbound_message_hop_delay_seconds", "Time a message spent "
                                           "before each hop (between consecutive Received headers).", labels=["flow"])
         hop_delay.add_metric([target], self.hop_delay.buckets(), self.hop_delay.total)
-        errors = CounterMetricFamily("ad_exchange_exporter_parse_errors", "Values that could not be parsed and were "
-                                     "skipped.", labels=["collector", "target"])
-        errors.add_metric([self.name, target], self.parse_errors)
-        return [messages, loops, hops, transit, hop_delay, errors]
+        return [messages, loops, hops, transit, hop_delay, parse_errors_family(self.name, target, self.parse_errors)]

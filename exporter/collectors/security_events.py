@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.config import EventFile, SecurityEventsConfig
 from exporter.parsers import events as ev
 from exporter.parsers.clixml import ClixmlError, parse_object
-from exporter.registry import Collector, Redactor, TargetStatus
+from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family, parse_errors_family
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.tail import Lines, Tailer
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
@@ -334,9 +334,7 @@ class SecurityEventsCollector(Collector):
         spread = GaugeMetricFamily("ad_security_event_source_accounts",
                                    "Distinct accounts each top source failed on over the source window: one source, "
                                    "many accounts is a password spray.", labels=["kind", "source"])
-        capped = GaugeMetricFamily("ad_exchange_exporter_capped_series",
-                                   "Series left out of a family in the last refresh because of a configured cap.",
-                                   labels=["collector", "target", "family"])
+        capped = capped_series_family()
         left_out = 0
         for kind in SOURCE_KINDS:
             totals = self.window.totals(kind)
@@ -377,10 +375,7 @@ class SecurityEventsCollector(Collector):
             if seen:
                 newest.add_metric([dc], seen)
             lag.add_metric([dc], behind)
-        parse_errors = CounterMetricFamily("ad_exchange_exporter_parse_errors",
-                                           "Values that could not be parsed and were skipped.",
-                                           labels=["collector", "target"])
-        parse_errors.add_metric([self.name, target], self.parse_errors_total)
+        parse_errors = parse_errors_family(self.name, target, self.parse_errors_total)
         overlong = CounterMetricFamily("ad_exchange_exporter_log_overlong_lines",
                                        "Log lines longer than max_line_bytes, skipped.", labels=["collector", "path"])
         for file_source in self.files:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree as SafeET
 
-from lab.psrp_endpoint import Invocation, Output, PsrpEndpoint
+from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
@@ -502,7 +502,7 @@ def make_tls(directory: Path, names: list[str], addresses: list[str]) -> tuple[s
     return context, ca_file
 
 
-class ExchangeLab:
+class ExchangeLab(EndpointGroup):
     """The lab's Exchange servers: one WinRM endpoint per server on its own loopback address."""
 
     def __init__(self, root: Path, port: int = 5985, https: bool = False) -> None:
@@ -520,21 +520,6 @@ class ExchangeLab:
         self.scheme = "https" if https else "http"
         self.endpoints = {name: PsrpEndpoint(name, address, port, self.org, {SERVICE_USER: self.password}, tls)
                           for name, address in ADDRESSES.items()}
-
-    def start(self) -> ExchangeLab:
-        for endpoint in self.endpoints.values():
-            endpoint.start()
-        return self
-
-    def stop(self) -> None:
-        for endpoint in self.endpoints.values():
-            endpoint.stop()
-
-    def __enter__(self) -> ExchangeLab:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     def config(self, interval: float = 5, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
         """The exporter's ``exchange`` entry for this lab."""

@@ -19,10 +19,10 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree as SafeET
@@ -429,12 +429,22 @@ def _text(parent: ET.Element | None, path: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
-@contextlib.contextmanager
-def running(endpoints: Sequence[PsrpEndpoint]) -> Any:
-    for endpoint in endpoints:
-        endpoint.start()
-    try:
-        yield endpoints
-    finally:
-        for endpoint in endpoints:
+class EndpointGroup:
+    """Lab hosts that each run an endpoint (Exchange servers, DCs): started, stopped, used with ``with``."""
+
+    endpoints: dict[str, PsrpEndpoint]
+
+    def start(self) -> Self:
+        for endpoint in self.endpoints.values():
+            endpoint.start()
+        return self
+
+    def stop(self) -> None:
+        for endpoint in self.endpoints.values():
             endpoint.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree as SafeET
 
-from lab.psrp_endpoint import Invocation, Output, PsrpEndpoint
+from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "winevent"
 SERVICE_USER = "svc_events"
@@ -139,7 +139,7 @@ class LabEventLog:
         return Output([_clixml_string(r.xml) for r in records])
 
 
-class EventLab:
+class EventLab(EndpointGroup):
     """WinRM endpoints for the lab DCs' Security logs (one per DC address)."""
 
     def __init__(self, root: Path, port: int = 5985) -> None:
@@ -155,21 +155,6 @@ class EventLab:
         self.endpoints = {dc: PsrpEndpoint(dc, ADDRESSES[dc], port, self.logs[dc], {SERVICE_USER: self.password},
                                            paths={"/wsman": "Microsoft.PowerShell"})
                           for dc in DC_SAMPLES}
-
-    def start(self) -> EventLab:
-        for endpoint in self.endpoints.values():
-            endpoint.start()
-        return self
-
-    def stop(self) -> None:
-        for endpoint in self.endpoints.values():
-            endpoint.stop()
-
-    def __enter__(self) -> EventLab:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     def winrm_config(self, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
         """The ``winrm`` part of the exporter's ``security_events`` entry for this lab."""

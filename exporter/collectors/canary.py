@@ -10,9 +10,7 @@ or deliver (never arrived).
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -26,10 +24,10 @@ from exporter.config import CanaryConfig
 from exporter.parsers.mail_headers import parse_headers
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.imap import ImapError, fetch_new_headers, target_from
+from exporter.sources.maildrop import DropDirectory
 from exporter.sources.smtp import tls_context
 
 log = logging.getLogger(__name__)
-_HEADER_BYTES = 256 * 1024
 
 
 class CanaryCollector(Collector):
@@ -42,7 +40,7 @@ class CanaryCollector(Collector):
         self.redact = redact or Redactor()
         self.clock = clock
         self.in_flight: dict[str, float] = {}  # Message-ID -> sent at
-        self.seen_files: dict[str, float] = {}
+        self.drop = DropDirectory(config.drop_directories)
         self.sent = self.received = self.lost = 0
         self.failures: dict[str, int] = {}
         self.latency = self.last_received = 0.0
@@ -84,23 +82,9 @@ class CanaryCollector(Collector):
 
     def _find(self) -> None:
         """Canaries that arrived since the last look; files are read once (by name and mtime)."""
-        present: dict[str, float] = {}
-        for pattern in self.config.drop_directories:
-            for path in glob.glob(pattern):
-                try:
-                    present[path] = os.stat(path).st_mtime
-                except OSError:
-                    continue
-        for path, mtime in sorted(present.items(), key=lambda kv: kv[1]):
-            if self.seen_files.get(path) == mtime:
-                continue
-            self.seen_files[path] = mtime
-            try:
-                with open(path, "rb") as handle:
-                    self._arrived(handle.read(_HEADER_BYTES), mtime)
-            except OSError:
-                continue
-        self.seen_files = {p: m for p, m in self.seen_files.items() if p in present}
+        for _, mtime, head in self.drop.new_messages():
+            if head is not None:
+                self._arrived(head, mtime)
         if self._imap is not None:
             try:
                 validity, last, headers = fetch_new_headers(self._imap, self.imap_validity, self.imap_last_uid)

@@ -10,9 +10,7 @@ transit times are recorded too. Each file is read once; the names already read a
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,13 +21,13 @@ from exporter.config import HybridMailConfig
 from exporter.parsers.mail_headers import parse_headers
 from exporter.registry import Collector, Redactor, TargetStatus, parse_errors_family
 from exporter.sources.imap import ImapError, fetch_new_headers, target_from
+from exporter.sources.maildrop import DropDirectory
 from exporter.state import StateStore
 
 log = logging.getLogger(__name__)
 
 HOP_BUCKETS = (2, 4, 6, 8, 10, 15, 20, 30, 50)
 TRANSIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)
-_HEADER_BYTES = 256 * 1024  # a header block larger than this is not a message's
 
 
 class _Histogram:
@@ -74,7 +72,7 @@ class HybridMailCollector(Collector):
             (entity, source, auth): n for entity, source, auth, n in saved.get("messages", [])}
         self.loops = int(saved.get("loops", 0))
         self.parse_errors = int(saved.get("parse_errors", 0))
-        self.read: dict[str, float] = dict(saved.get("read", {}))  # file -> mtime when read
+        self.drop = DropDirectory(config.drop_directories, saved.get("read", {}))
         self.hops = _Histogram(HOP_BUCKETS)
         self.hops.load(saved.get("hops"))
         self.transit = _Histogram(TRANSIT_BUCKETS)
@@ -86,22 +84,12 @@ class HybridMailCollector(Collector):
         self.imap_error = ""
 
     def _scan(self) -> None:
-        present: dict[str, float] = {}
-        for pattern in self.config.drop_directories:
-            for path in glob.glob(pattern):
-                try:
-                    present[path] = os.stat(path).st_mtime
-                except OSError:
-                    continue
-        fresh = sorted((p for p, mtime in present.items() if self.read.get(p) != mtime), key=lambda p: present[p])
-        for path in fresh:
-            try:
-                with open(path, "rb") as handle:
-                    self._count(handle.read(_HEADER_BYTES), path)
-            except OSError as exc:
+        for path, _, head in self.drop.new_messages():
+            if head is None:
                 self.parse_errors += 1
-                log.warning("%s: %s: %s", self.target, path, exc)
-            self.read[path] = present[path]
+                log.warning("%s: %s: cannot be read", self.target, path)
+            else:
+                self._count(head, path)
         if self._imap is not None:
             try:
                 validity, last, headers = fetch_new_headers(self._imap, self.imap_validity, self.imap_last_uid)
@@ -112,11 +100,10 @@ class HybridMailCollector(Collector):
                 for raw in headers:
                     self._count(raw, "IMAP")
                 self.imap_validity, self.imap_last_uid, self.imap_error = validity, last, ""
-        # Forget files that are gone; commit what was counted with what was read, together.
-        self.read = {p: m for p, m in self.read.items() if p in present}
+        # Commit what was counted with what was read, together.
         with self.state.transaction() as put:
             put(self._key, {"messages": [[*k, n] for k, n in sorted(self.messages.items())], "loops": self.loops,
-                            "parse_errors": self.parse_errors, "read": self.read, "hops": self.hops.state(),
+                            "parse_errors": self.parse_errors, "read": self.drop.seen, "hops": self.hops.state(),
                             "transit": self.transit.state(), "hop_delay": self.hop_delay.state(),
                             "imap_validity": self.imap_validity,
                             "imap_uid": self.imap_last_uid})

@@ -230,14 +230,6 @@ def parse_document(text: str | bytes) -> list[Any]:
     return [reader.value(child) for child in root]
 
 
-def object_elements(text: str | bytes) -> list[ET.Element]:
-    """The top-level elements of an ``<Objs>`` document, namespaces removed (for sending them one by one)."""
-    root = _parse_xml(text, "document")
-    if root.tag != "Objs":
-        raise ClixmlError(f"document: expected <Objs>, found <{root.tag}>")
-    return list(root)
-
-
 def text_of(value: Any) -> str:
     """The display text of a property: a PSObject's ToString, a string as is, None as ''."""
     if value is None:

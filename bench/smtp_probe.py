@@ -19,8 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from lab import free_port
 from lab.exporter_config import write_config
-from lab.smtp import SmtpLab, free_port
+from lab.smtp import SmtpLab
 
 BLACKBOX_MODULE = textwrap.dedent("""
     modules:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.state import StateStore
 from exporter.web import build_app
+from exporter.web_security import TlsContexts, WebSecurity, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -88,13 +90,18 @@ def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
 class Exporter:
     """Holds the running registry; a reload swaps it for one built from the new config."""
 
-    def __init__(self, config_path: Path, config: Config) -> None:
+    def __init__(self, config_path: Path, config: Config, web_overrides: dict[str, object] | None = None) -> None:
         self.config_path = config_path
+        # Command-line flags win over the file on every reload too.
+        self.web_overrides = web_overrides or {}
         self.config = config
         self.guard = CredentialGuard()  # survives reloads: a refused credential stays held back
         # Opened once: bookmarks and checkpoints carry over a reload (a new state.path needs a restart).
         self.state = StateStore(config.state.path)
         self.registry = self._new_registry(config)
+        self.security = load_security(config)
+        tls = self.security.config.tls_server_config if self.security else None
+        self.tls = TlsContexts(tls) if tls else None
         self.prom = PromRegistry(auto_describe=False)
         self.prom.register(ProcessCollector(registry=None))
         self.prom.register(_Delegate(self))
@@ -106,16 +113,39 @@ class Exporter:
 
     async def reload(self) -> None:
         try:
-            config = load_config(self.config_path)
+            config = with_web_overrides(load_config(self.config_path), self.web_overrides)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration:\n%s", "\n".join(exc.errors))
             return
+        try:
+            security = load_security(config)
+            tls = security.config.tls_server_config if security else None
+            if (tls is None) != (self.tls is None):
+                raise ConfigError(str(config.web.config_file), [
+                    "tls_server_config: turning TLS on or off needs a restart (the listener keeps its scheme)"])
+            if tls is not None and self.tls is not None:
+                self.tls.update(tls)
+        except (ConfigError, OSError, ssl.SSLError) as exc:
+            detail = "\n".join(exc.errors) if isinstance(exc, ConfigError) else str(exc)
+            log.error("reload failed, keeping the running configuration:\n%s", detail)
+            return
+        self.security = security
         # The old collectors finish and store their last bookmarks before the new ones read them.
         await self.registry.stop()
         self.config = config
         self.registry = self._new_registry(config)
         self.registry.start()
         log.info("configuration reloaded: %d collector(s)", len(self.registry.states))
+
+
+def with_web_overrides(config: Config, overrides: dict[str, object]) -> Config:
+    return config.model_copy(update={"web": config.web.model_copy(update=overrides)}) if overrides else config
+
+
+def load_security(config: Config) -> WebSecurity | None:
+    if config.web.config_file is None:
+        return None
+    return WebSecurity(load_web_config(config.web.config_file), frozenset(config.web.unauthenticated_paths))
 
 
 class _Delegate:
@@ -132,15 +162,19 @@ class _Delegate:
 
 
 async def serve(exporter: Exporter) -> None:
-    app = build_app(lambda: exporter.registry, lambda: exporter.prom, lambda: exporter.config.probes)
+    app = build_app(lambda: exporter.registry, lambda: exporter.prom, lambda: exporter.config.probes,
+                    lambda: exporter.security)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     web_cfg = exporter.config.web
-    site = web.TCPSite(runner, web_cfg.host, web_cfg.port)
+    site = web.TCPSite(runner, web_cfg.host, web_cfg.port, ssl_context=exporter.tls.listener if exporter.tls else None)
     await site.start()
     exporter.registry.start()
-    log.info("listening on http://%s:%d/metrics", web_cfg.host, web_cfg.port)
-    print(f"ad-exchange-exporter {__version__} serving http://{web_cfg.host}:{web_cfg.port}/metrics", flush=True)
+    scheme = "https" if exporter.tls else "http"
+    auth = " (basic auth)" if exporter.security and exporter.security.auth else ""
+    log.info("listening on %s://%s:%d/metrics%s", scheme, web_cfg.host, web_cfg.port, auth)
+    print(f"ad-exchange-exporter {__version__} serving {scheme}://{web_cfg.host}:{web_cfg.port}/metrics{auth}",
+          flush=True)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -160,6 +194,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="validate the configuration, report every error with its path, and exit")
     parser.add_argument("--web.listen-address", dest="listen_address", default=None,
                         help="override web.listen_address from the config (HOST:PORT)")
+    parser.add_argument("--web.config.file", dest="web_config_file", type=Path, default=None,
+                        help="TLS and basic auth in exporter-toolkit's format (overrides web.config_file)")
     parser.add_argument("--log.level", dest="log_level", default=None)
     parser.add_argument("--log.format", dest="log_format", choices=["text", "json"], default=None)
     parser.add_argument("--version", action="version", version=__version__)
@@ -175,16 +211,26 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 1
+    web_overrides: dict[str, object] = {}
     if args.listen_address:
-        web_cfg = config.web.model_copy(update={"listen_address": args.listen_address})
-        config = config.model_copy(update={"web": web_cfg})
+        web_overrides["listen_address"] = args.listen_address
+    if args.web_config_file:
+        web_overrides["config_file"] = args.web_config_file
+    config = with_web_overrides(config, web_overrides)
+    try:
+        load_security(config)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid web configuration:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
     if args.config_check:
         print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s), "
               f"{len(config.exchange)} Exchange organization(s), {len(config.security_events)} security event "
               "source set(s))")
         return 0
     setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
-    exporter = Exporter(args.config_file, config)
+    exporter = Exporter(args.config_file, config, web_overrides)
     try:
         asyncio.run(serve(exporter))
     except OSError as exc:

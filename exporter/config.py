@@ -56,6 +56,12 @@ Seconds = Annotated[float, Field(gt=0)]
 
 class WebConfig(_Model):
     listen_address: str = "127.0.0.1:9733"
+    # TLS and basic auth in exporter-toolkit's web config format (see exporter/web_security.py).
+    config_file: ReadableFile | None = None
+    # Reachable without credentials: they only ever answer OK or not, and kubelets probe them.
+    unauthenticated_paths: list[str] = Field(default_factory=lambda: ["/-/healthy", "/-/ready"])
+
+    _check_config_file = field_validator("config_file")(_readable_file)
 
     @field_validator("listen_address")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import random
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
+
+from exporter import __version__
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +173,10 @@ class CollectorRegistry(PromCollector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("ad_exchange_exporter_build_info", "The exporter's version and Python version.",
+                                  labels=["version", "python_version"])
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
         for family_type, name, doc, read in _SELF_METRICS:
             family = family_type(name, doc, labels=["collector", "target"])
             for state in self._states:

@@ -16,6 +16,7 @@ from exporter.collectors.smtp_probe import probe_families
 from exporter.config import ProbesConfig
 from exporter.registry import CollectorRegistry
 from exporter.sources.smtp import probe_smtp
+from exporter.web_security import WebSecurity, security_middleware
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 PROM_KEY = web.AppKey("prom", PromRegistry)
@@ -32,9 +33,10 @@ class _Families:
 
 
 def build_app(get_registry: Callable[[], CollectorRegistry], prom: Callable[[], PromRegistry],
-              get_probes: Callable[[], ProbesConfig] | None = None) -> web.Application:
-    """The registry is fetched per request, so a config reload can swap it under a running server."""
-    app = web.Application()
+              get_probes: Callable[[], ProbesConfig] | None = None,
+              get_security: Callable[[], WebSecurity | None] | None = None) -> web.Application:
+    """The registry and web security are fetched per request, so a config reload can swap them."""
+    app = web.Application(middlewares=[security_middleware(get_security or (lambda: None))])
 
     async def probe(request: web.Request) -> web.Response:
         probes = get_probes() if get_probes else ProbesConfig()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
-import ipaddress
 import itertools
 import secrets
 import ssl
@@ -27,10 +26,11 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree as SafeET
 
+from lab.pki import LabCa
 from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
@@ -476,30 +476,9 @@ ADDRESSES = {"solo-e16a": "127.0.0.10", "solo-e19a": "127.0.0.11"}
 
 def make_tls(directory: Path, names: list[str], addresses: list[str]) -> tuple[ssl.SSLContext, Path]:
     """A lab CA and a server certificate for the endpoints; returns the server context and the CA file."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab WinRM CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(ca_key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file, cert_file, key_file = directory / "winrm-ca.pem", directory / "winrm.pem", directory / "winrm.key"
-    ca_file.write_bytes(ca.public_bytes(Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    key_file.chmod(0o600)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return context, ca_file
+    ca = LabCa("Lab WinRM CA", days=30)
+    issued = ca.issue(directory, "winrm", names[0], dns=names, addresses=addresses)
+    return issued.server_context(), ca.write(directory / "winrm-ca.pem")
 
 
 class ExchangeLab(EndpointGroup):

@@ -18,12 +18,14 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
                exchange_overrides: dict[str, Any] | None = None, events: EventLab | None = None,
                events_overrides: dict[str, Any] | None = None, state: Path | None = None,
                logs: LogWriter | None = None, sections: dict[str, Any] | None = None,
-               **overrides: Any) -> dict[str, Any]:
+               web_config_file: Path | None = None, **overrides: Any) -> dict[str, Any]:
     """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS.
 
     Security events come from the Samba DCs' own audit logs (when the Samba lab is given) and from the lab's
     DC event endpoints (``events``)."""
     config: dict[str, Any] = {"web": {"listen_address": f"127.0.0.1:{port}"}}
+    if web_config_file is not None:
+        config["web"]["config_file"] = str(web_config_file)
     if state is not None:
         config["state"] = {"path": str(state)}
     if lab is not None:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.smtp import free_port
+from lab import free_port
 
 USER = "canary"
 

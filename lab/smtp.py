@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import ssl
 import threading
 from pathlib import Path
@@ -22,52 +21,12 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from cryptography.x509.oid import NameOID
+
+from lab import free_port
+from lab.pki import LabCa
 
 EXPECTED_SUBJECT = "CN=mail.contoso.com, O=Contoso Ltd"
 
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
-
-
-class _Ca:
-    def __init__(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab Public CA G1"),
-                               x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lab Trust Services")])
-        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
-
-    def issue(self, directory: Path, name: str, common_name: str, organization: str, days: float) -> ssl.SSLContext:
-        now = dt.datetime.now(dt.UTC)
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.DNSName(common_name), x509.DNSName(f"autodiscover.{common_name.split('.', 1)[1]}")]),
-                    critical=False)
-                .sign(self.key, hashes.SHA256()))
-        cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
-        cert_file.write_bytes(cert.public_bytes(Encoding.PEM) + self.cert.public_bytes(Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-        key_file.chmod(0o600)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        return context
 
 
 class _CloudInbound:
@@ -171,20 +130,19 @@ class SmtpLab:
         self.address = address
         self.drop = directory / "drop"
         self.drop.mkdir(exist_ok=True)
-        ca = self._ca = _Ca()
-        self.ca_file = directory / "smtp-ca.pem"
-        self.ca_file.write_bytes(ca.cert.public_bytes(Encoding.PEM))
+        ca = self._ca = LabCa("Lab Public CA G1", "Lab Trust Services")
+        self.ca_file = ca.write(directory / "smtp-ca.pem")
         self.ports: dict[str, int] = {}
         self._controllers: dict[str, Controller] = {}
-        contexts = {"onprem": ca.issue(directory, "onprem", "mail.contoso.com", "Contoso Ltd", 300),
-                    "renewed": ca.issue(directory, "renewed", "mail.contoso.com", "Contoso Holdings", 20)}
+        contexts = {"onprem": self._issue("onprem", "mail.contoso.com", "Contoso Ltd", 300),
+                    "renewed": self._issue("renewed", "mail.contoso.com", "Contoso Holdings", 20)}
         for name, context in contexts.items():
             handler: Any = _OnpremRelay(self) if name == "onprem" else _Accept()
             self._add(name, Controller(handler, hostname=address, port=free_port(address), tls_context=context,
                                        server_hostname="mail.contoso.com", ident="Microsoft ESMTP MAIL Service"))
         self._add("offline", _OfflineController(_Accept(), hostname=address, port=free_port(address)))
         # The cloud asks for a client certificate and trusts the lab CA, as the inbound connector does.
-        cloud = ca.issue(directory, "cloud", "mail.protection.outlook.com", "Microsoft Corporation", 300)
+        cloud = self._issue("cloud", "mail.protection.outlook.com", "Microsoft Corporation", 300)
         cloud.verify_mode = ssl.CERT_OPTIONAL
         cloud.load_verify_locations(self.ca_file)
         self.inbound = _CloudInbound(self.drop, {"commonName": "mail.contoso.com", "organizationName": "Contoso Ltd"})
@@ -200,7 +158,12 @@ class SmtpLab:
 
     def renew_onprem_certificate(self, organization: str) -> None:
         """The certificate on-premises presents to the cloud; a renewal may change its Organisation."""
-        self._ca.issue(self.directory, "sender", "mail.contoso.com", organization, 300)
+        self._issue("sender", "mail.contoso.com", organization, 300)
+
+    def _issue(self, stem: str, common_name: str, organization: str, days: float) -> ssl.SSLContext:
+        domain = common_name.split(".", 1)[1]
+        return self._ca.issue(self.directory, stem, common_name, organization=organization,
+                              dns=[common_name, f"autodiscover.{domain}"], days=days, with_chain=True).server_context()
 
     async def relay(self, sender: str, recipients: list[str], content: bytes) -> None:
         """Hand a message to the cloud over STARTTLS, presenting the on-premises client certificate."""

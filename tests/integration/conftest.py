@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
-import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lab import free_port
 from lab.exporter_config import write_config
 from lab.samba import SambaLab
 
@@ -35,29 +38,45 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaLab]:
         lab.teardown(remove=False)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
-
-def scrape(port: int, path: str = "/metrics", timeout: float = 5) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+def scrape(port: int, path: str = "/metrics", timeout: float = 5, *, client: WebClient | None = None) -> str:
+    client = client or WebClient()
+    request = urllib.request.Request(f"{client.scheme}://{client.host}:{port}{path}", headers=client.headers())
+    with urllib.request.urlopen(request, timeout=timeout, context=client.ssl_context) as response:
         return str(response.read().decode())
 
 
+@dataclass
+class WebClient:
+    """How a test reaches the exporter: plain HTTP, or HTTPS with a CA (and a host name) and basic auth."""
+
+    scheme: str = "http"
+    host: str = "127.0.0.1"
+    ssl_context: ssl.SSLContext | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        if self.user is None:
+            return {}
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+
 class RunningExporter:
-    def __init__(self, process: subprocess.Popen[str], port: int, log: Path, config: Path) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path, config: Path,
+                 client: WebClient | None = None) -> None:
         self.process = process
         self.port = port
         self.log = log
         self.config = config
+        self.client = client or WebClient()
 
     def metrics(self) -> str:
-        return scrape(self.port)
+        return scrape(self.port, client=self.client)
 
     def page(self, path: str = "/") -> str:
-        return scrape(self.port, path)
+        return scrape(self.port, path, client=self.client)
 
     def logs(self) -> str:
         return self.log.read_text()
@@ -78,7 +97,8 @@ class RunningExporter:
 
 
 @contextmanager
-def running_exporter(lab: SambaLab | None, tmp: Path, **config: Any) -> Iterator[RunningExporter]:
+def running_exporter(lab: SambaLab | None, tmp: Path, *, client: WebClient | None = None,
+                     **config: Any) -> Iterator[RunningExporter]:
     """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -87,7 +107,7 @@ def running_exporter(lab: SambaLab | None, tmp: Path, **config: Any) -> Iterator
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={cfg}"],
                                    stdout=out, stderr=subprocess.STDOUT, text=True)
-    running = RunningExporter(process, port, log, cfg)
+    running = RunningExporter(process, port, log, cfg, client)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from lab import free_port
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
+from lab.prometheus import PrometheusServer
 from lab.samba import SambaLab
 from lab.smtp import SmtpLab
 from lab.winevent import EventLab
-from tests.integration.conftest import free_port, running_exporter
+from tests.integration.conftest import running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
 # Grafana's variables, as a person choosing "All" would have them.
@@ -50,19 +48,6 @@ def rules() -> list[dict[str, Any]]:
         for group in yaml.safe_load(path.read_text())["groups"]:
             out.extend(group["rules"])
     return out
-
-
-class Prometheus:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def query(self, expr: str) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return dict(json.load(response))
-        except urllib.error.HTTPError as exc:  # a 400 carries the parse error
-            return dict(json.load(exc))
 
 
 @pytest.fixture
@@ -114,16 +99,11 @@ def mail_sections(smtp: SmtpLab) -> dict[str, Any]:
 
 @pytest.fixture
 def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab,
-               tmp_path: Path) -> Iterator[tuple[Prometheus, Any]]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is missing; run ./run.sh test")
+               tmp_path: Path) -> Iterator[tuple[PrometheusServer, Any]]:
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange, events=events,
                           logs=logs, sections=mail_sections(smtp)) as exporter:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
         exporter_address = f"127.0.0.1:{exporter.port}"
-        config.write_text(yaml.safe_dump({
+        config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in sorted((ROOT / "alerts").glob("*.rules.yml"))],
             "scrape_configs": [
@@ -136,37 +116,19 @@ def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: Log
                      {"source_labels": ["__param_target"], "target_label": "instance"},
                      {"target_label": "__address__", "replacement": exporter_address}]},
             ],
-        }))
-        process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
-                                   stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
-        try:
-            yield Prometheus(port), exporter
-        finally:
-            process.terminate()
-            process.wait(15)
-
-
-def wait_for_data(prom: Prometheus, expr: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if prom.query(expr).get("data", {}).get("result"):
-                return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"no data for {expr} within {timeout}s")
+        }
+        with PrometheusServer(tmp_path / "prometheus", config) as prom:
+            yield prom, exporter
 
 
 def test_every_dashboard_and_rule_expression_parses_and_returns_data(
         lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab,
-        prometheus: tuple[Prometheus, Any]) -> None:
+        prometheus: tuple[PrometheusServer, Any]) -> None:
     prom, _ = prometheus
-    wait_for_data(prom, 'ad_dc_up{dc="dc2.lab.example"} == 1')
-    wait_for_data(prom, 'ad_security_events_source_up{source="winrm"} == 1')
-    wait_for_data(prom, 'exchange_server_up{server="solo-e19a"} == 1')
-    wait_for_data(prom, "exchange_remote_mailboxes_misrouted > 0")
+    prom.wait_for('ad_dc_up{dc="dc2.lab.example"} == 1')
+    prom.wait_for('ad_security_events_source_up{source="winrm"} == 1')
+    prom.wait_for('exchange_server_up{server="solo-e19a"} == 1')
+    prom.wait_for("exchange_remote_mailboxes_misrouted > 0")
     # A component held Inactive by Functional and a cmdlet that fails, as after a broken update.
     exchange.org.set_component_state("solo-e19a", "HubTransport", "Inactive", "Functional")
     exchange.org.fail_cmdlet("solo-e19a", "Get-ExchangeCertificate", "The certificate store could not be opened.")
@@ -176,31 +138,31 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     lab.set_policy(duration=600, window=600)  # the lockout must outlive the evaluation below
     lab.lock_out(user, lab.dc1)  # DC2 is stopped below; DC1 must hold the lock without waiting for replication
     lab.fail_ldap("svc_backup", lab.dc1)
-    wait_for_data(prom, f'ad_account_locked{{user="{user}"}}')
-    wait_for_data(prom, "ad:account_lockouts:increase15m > 0")
+    prom.wait_for(f'ad_account_locked{{user="{user}"}}')
+    prom.wait_for("ad:account_lockouts:increase15m > 0")
     # New events on the PDC after the first scrapes, so that increase() over them has something to show.
     for i in range(3):
         events.logs["dc1.lab.example"].append_clone(4740, TargetUserName=f"phone_user{i}", TargetDomainName="")
         events.logs["dc1.lab.example"].append_clone(4771, TargetUserName=f"phone_user{i}")
-    wait_for_data(prom, 'increase(ad_security_lockouts_total{caller_kind="non_domain_source"}[5m]) > 0')
-    wait_for_data(prom, "ad:security_failures:increase15m > 0")
+    prom.wait_for('increase(ad_security_lockouts_total{caller_kind="non_domain_source"}[5m]) > 0')
+    prom.wait_for("ad:security_failures:increase15m > 0")
     # Exchange's logs go on: traffic, a stretch where the transport refuses sessions (421 4.3.2), more traffic.
     logs.write(requests=300, sessions=20, messages=40)
     logs.transport_inactive = True
     logs.write(requests=100, sessions=10, messages=10)
     logs.transport_inactive = False
     logs.write(requests=300, sessions=20, messages=40)
-    wait_for_data(prom, 'increase(exchange_smtp_responses_total{code="421"}[5m]) > 0')
-    wait_for_data(prom, "exchange_canary_received_total > 0")
-    wait_for_data(prom, "probe_tls_certificate_matches_expected == 0")
-    wait_for_data(prom, "exchange:inbound_anonymous:ratio15m")
-    wait_for_data(prom, 'increase(exchange_message_tracking_failures_total{enhanced_code="5.4.6"}[5m]) > 0')
+    prom.wait_for('increase(exchange_smtp_responses_total{code="421"}[5m]) > 0')
+    prom.wait_for("exchange_canary_received_total > 0")
+    prom.wait_for("probe_tls_certificate_matches_expected == 0")
+    prom.wait_for("exchange:inbound_anonymous:ratio15m")
+    prom.wait_for('increase(exchange_message_tracking_failures_total{enhanced_code="5.4.6"}[5m]) > 0')
     # A DC down, so that the "why DCs are down" panel and the down-reason selectors have something to show.
     lab.stop(lab.dc2)
     try:
-        wait_for_data(prom, 'ad_dc_error_reason{dc="dc2.lab.example"} == 1')
-        wait_for_data(prom, 'exchange_server_error_reason{server="solo-e19a",reason="cmdlet_error"} == 1')
-        wait_for_data(prom, 'exchange_component_requester_state{component="HubTransport",requester="Functional"} == 0')
+        prom.wait_for('ad_dc_error_reason{dc="dc2.lab.example"} == 1')
+        prom.wait_for('exchange_server_error_reason{server="solo-e19a",reason="cmdlet_error"} == 1')
+        prom.wait_for('exchange_component_requester_state{component="HubTransport",requester="Functional"} == 0')
         problems = []
         for where, expr in dashboard_expressions():
             answer = prom.query(expr)

@@ -82,3 +82,45 @@ def test_promtool_check_and_test_rules() -> None:
     tests = sorted(str(p) for p in (ALERTS / "tests").glob("*.yml"))
     result = subprocess.run([promtool, "test", "rules", *tests], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ALERTMANAGER_EXAMPLE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+PAGING = {"ActiveDirectoryLockoutSpike", "ActiveDirectoryDomainControllerDown", "ExchangeServerWideOffline"}
+
+
+def amtool(*args: str) -> str:
+    binary = shutil.which("amtool")
+    if binary is None:
+        pytest.fail("amtool is missing; run ./run.sh test")
+    result = subprocess.run([binary, *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_example_alertmanager_config_passes_amtool() -> None:
+    assert "SUCCESS" in amtool("check-config", str(ALERTMANAGER_EXAMPLE))
+
+
+def test_example_alertmanager_config_pages_the_three_and_tickets_the_rest() -> None:
+    for rule in alert_rules():
+        name = str(rule["alert"])
+        receiver = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_EXAMPLE}",
+                          f"alertname={name}", "domain=corp.example", "dc=dc1.corp.example", "server=ex1").strip()
+        assert receiver == ("page" if name in PAGING else "ticket"), name
+
+
+def test_example_alertmanager_config_names_only_alerts_that_exist() -> None:
+    """A renamed alert would silently fall out of a route or an inhibition."""
+    names = {str(r["alert"]) for r in alert_rules()}
+    text = ALERTMANAGER_EXAMPLE.read_text()
+    config = yaml.safe_load(text)
+    matchers = [m for route in config["route"]["routes"] for m in route["matchers"]]
+    matchers += [m for rule in config["inhibit_rules"] for key in ("source_matchers", "target_matchers")
+                 for m in rule[key]]
+    for matcher in matchers:
+        label, _, value = matcher.partition("=")
+        if label != "alertname":
+            continue
+        for alternative in value.lstrip("~").strip('"').split("|"):
+            if ".+" not in alternative:
+                assert alternative in names, f"{matcher}: no alert named {alternative}"

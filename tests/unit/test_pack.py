@@ -124,3 +124,20 @@ def test_example_alertmanager_config_names_only_alerts_that_exist() -> None:
         for alternative in value.lstrip("~").strip('"').split("|"):
             if ".+" not in alternative:
                 assert alternative in names, f"{matcher}: no alert named {alternative}"
+
+
+def test_scale_out_examples_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing; run ./run.sh test")
+    examples = ROOT / "deploy" / "prometheus"
+    configs = sorted(p for p in examples.glob("*.yml") if not p.name.endswith(".rules.yml"))
+    rules = sorted(examples.glob("*.rules.yml"))
+    assert configs and rules
+    for path in configs:
+        result = subprocess.run([promtool, "check", "config", "--syntax-only", str(path)], capture_output=True,
+                                text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run([promtool, "check", "rules", *map(str, rules)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

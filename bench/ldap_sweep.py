@@ -30,6 +30,7 @@ from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.config import Config
 from exporter.parsers import ad
 from exporter.sources.credential_guard import CredentialGuard
+from lab import stop_process
 from lab.exporter_config import lab_config, write_config
 from lab.samba import ADMIN_PASSWORD, BASE_DN, DOMAIN, USER_PASSWORD, SambaLab
 
@@ -138,8 +139,7 @@ def exporter_peak_memory(lab: SambaLab, directory: Path, seconds: float = 40) ->
             except OSError:
                 continue
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
     return peak
 
 

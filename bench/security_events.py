@@ -22,6 +22,7 @@ from typing import Any
 from defusedxml import ElementTree as SafeET
 
 from exporter.parsers import events as ev
+from lab import stop_process
 from lab.exporter_config import write_config
 from lab.winevent import DC_SAMPLES, EventLab, Record, sample_events, winlogbeat_line
 
@@ -83,8 +84,7 @@ def drain(config: Path, port: int, expected: int, limit: float = 600) -> tuple[f
                 return time.monotonic() - started, peak, longest
         raise RuntimeError(f"only {counted:.0f} of {expected} events counted within {limit:.0f}s")
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 def backlog(count: int, directory: Path) -> None:

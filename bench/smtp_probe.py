@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from lab import free_port
+from lab import free_port, stop_process
 from lab.exporter_config import write_config
 from lab.smtp import SmtpLab
 
@@ -108,8 +108,7 @@ def main(argv: list[str]) -> int:
             ex_time, ex_text = timed(ex_url, args.rounds)
         finally:
             for process in processes:
-                process.terminate()
-                process.wait(10)
+                stop_process(process)
     print(f"\nSMTP STARTTLS probe of {target} (lab aiosmtpd), median of {args.rounds} /probe round trips:")
     print(f"  blackbox_exporter (tcp prober, query_response)  {bb_time * 1000:7.1f} ms")
     print(f"  ad-exchange-exporter /probe                     {ex_time * 1000:7.1f} ms"

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -36,6 +36,9 @@ class ConfigError(Exception):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def _readable_file(path: Path | None) -> Path | None:
@@ -597,7 +600,8 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return lines
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_model(text: str, source: str, model: type[ModelT]) -> ModelT:
+    """YAML text to a validated model; every error names its place (file:line:column or the field's path)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -610,14 +614,22 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): expected a mapping"])
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _format_errors(exc)) from None
 
 
-def load_config(path: Path) -> Config:
+def read_model(path: Path, model: type[ModelT]) -> ModelT:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"{path}: {exc.strerror or exc}"]) from None
-    return parse_config(text, str(path))
+    return parse_model(text, str(path), model)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    return parse_model(text, source, Config)
+
+
+def load_config(path: Path) -> Config:
+    return read_model(path, Config)

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Literal
 
 import bcrypt
-import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from exporter.config import ConfigError, ReadableFile, _format_errors, _Model, _readable_file
+from exporter.config import ReadableFile, _Model, _readable_file, read_model
 
 # Go's crypto/tls names (which exporter-toolkit accepts) are the IANA names; OpenSSL knows the suites by code.
 _IANA_SUITES = {
@@ -153,21 +152,7 @@ class WebSecurityConfig(_Model):
 
 
 def load_web_config(path: Path) -> WebSecurityConfig:
-    source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(source, [f"{path}: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"{path}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping"])
-    try:
-        return WebSecurityConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, _format_errors(exc)) from None
+    return read_model(path, WebSecurityConfig)
 
 
 class TlsContexts:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from lab import stop_process
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import write_config
@@ -133,10 +133,7 @@ def _demo(port: int) -> int:
         return 0
     finally:
         print("Stopping the exporter and tearing the lab down ...", flush=True)
-        if exporter is not None and exporter.poll() is None:
-            exporter.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                exporter.wait(10)
+        stop_process(exporter)
         for endpoints in (exchange, events, smtp):
             if endpoints is not None:
                 endpoints.stop()

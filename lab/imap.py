@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import free_port
+from lab import free_port, stop_process
 
 USER = "canary"
 
@@ -116,12 +116,7 @@ service stats {{
         raise RuntimeError(f"dovecot did not start: {(self.directory / 'dovecot.stderr').read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        stop_process(self._process)
         self._process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 

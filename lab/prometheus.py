@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import yaml
 
-from lab import free_port
+from lab import free_port, stop_process
 
 
 def _binary(*names: str) -> str:
@@ -66,13 +66,7 @@ class _Process:
         raise RuntimeError(f"{self.name} not ready within {timeout}s:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
 
     def __enter__(self) -> Self:
         self.start()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from lab import free_port
+from lab import free_port, stop_process
 from lab.exporter_config import write_config
 from lab.samba import SambaLab
 
@@ -120,8 +120,4 @@ def running_exporter(lab: SambaLab | None, tmp: Path, *, client: WebClient | Non
             raise AssertionError(f"exporter not ready:\n{running.logs()}")
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import free_port
+from lab import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,7 +120,6 @@ def test_build_stage_install_steps_make_a_working_exporter(tmp_path: Path) -> No
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             assert "ad_exchange_exporter_build_info" in response.read().decode()
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
     # And once it is gone the HEALTHCHECK says so.
     assert subprocess.run(probe, capture_output=True, check=False).returncode == 1

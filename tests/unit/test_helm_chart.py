@@ -198,8 +198,9 @@ def test_production_wiring() -> None:
     probe = monitors["adx-ad-exchange-exporter-probe-exo-inbound"]["spec"]["endpoints"][0]
     assert probe["params"] == {"module": ["hybrid"], "target": ["contoso-com.mail.protection.outlook.com:25"]}
     assert probe["interval"] == "120s" and probe["scheme"] == "https" and probe["basicAuth"]
-    assert {"targetLabel": "instance", "replacement": "contoso-com.mail.protection.outlook.com:25"} in \
-        probe["relabelings"]
+    relabel = {r["targetLabel"]: r["replacement"] for r in probe["relabelings"]}
+    assert relabel == {"instance": "contoso-com.mail.protection.outlook.com:25",
+                       "target": "contoso-com.mail.protection.outlook.com:25", "probe": "exo-inbound"}
     assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in monitors.values())
     assert deployment(docs)["spec"]["strategy"] == {"type": "Recreate"}
     assert by_kind(docs, "PersistentVolumeClaim")[0]["spec"]["resources"]["requests"]["storage"] == "2Gi"

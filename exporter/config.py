@@ -66,6 +66,16 @@ class WebConfig(_Model):
 
     _check_config_file = field_validator("config_file")(_readable_file)
 
+    @field_validator("unauthenticated_paths")
+    @classmethod
+    def _known_paths(cls, paths: list[str]) -> list[str]:
+        # Only paths that reveal nothing may be opened; /metrics, / and /probe always need credentials.
+        allowed = {"/-/healthy", "/-/ready"}
+        refused = [p for p in paths if p not in allowed]
+        if refused:
+            raise ValueError(f"only {' and '.join(sorted(allowed))} can be left open, not {', '.join(refused)}")
+        return paths
+
     @field_validator("listen_address")
     @classmethod
     def _host_port(cls, value: str) -> str:

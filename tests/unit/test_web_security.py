@@ -11,7 +11,7 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, parse_config
 from exporter.web_security import BasicAuth, load_web_config
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
@@ -123,3 +123,11 @@ def test_check_passes_only_the_right_pair_and_remembers_it(monkeypatch: pytest.M
     assert asyncio.run(run()) == [True, True, False, False]
     # The second good check came from memory; the unknown user still paid one bcrypt (no timing hint).
     assert len(calls) == 3
+
+
+def test_only_health_endpoints_can_be_left_open() -> None:
+    assert parse_config("web: {unauthenticated_paths: ['/-/ready']}").web.unauthenticated_paths == ["/-/ready"]
+    with pytest.raises(ConfigError) as caught:
+        parse_config("web: {unauthenticated_paths: ['/metrics']}")
+    assert caught.value.errors == ["web.unauthenticated_paths: only /-/healthy and /-/ready can be left open, "
+                                   "not /metrics"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import iis_logs, ldap_sweep, security_events, smtp_probe
+from bench import iis_logs, ldap_sweep, secured_scrape, security_events, smtp_probe
 
 BENCHMARKS = {"ldap_sweep": ldap_sweep.main, "security_events": security_events.main, "iis_logs": iis_logs.main,
-              "smtp_probe": smtp_probe.main}
+              "smtp_probe": smtp_probe.main, "secured_scrape": secured_scrape.main}
 
 
 def main() -> int:

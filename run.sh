@@ -15,6 +15,7 @@ APT_PACKAGES=(
   libkrb5-dev gcc python3-dev python3-venv                              # to build gssapi (Kerberos binds)
   chromium                                                              # landing-page checks in a real browser
   dovecot-imapd                                                         # the lab's canary mailbox (IMAP)
+  systemd                                                               # systemd-analyze verify of the example unit
   curl util-linux procps
 )
 VENV=.venv

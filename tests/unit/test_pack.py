@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,20 @@ def test_scale_out_examples_pass_promtool() -> None:
     result = subprocess.run([promtool, "check", "rules", *map(str, rules)], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing; run ./run.sh test")
+    unit = (ROOT / "deploy" / "systemd" / "ad-exchange-exporter.service").read_text()
+    # The unit names the VM's install path; here the same console script lives next to the test's interpreter.
+    installed = Path(sys.executable).parent / "ad-exchange-exporter"
+    assert installed.is_file(), installed
+    assert unit.count("/opt/ad-exchange-exporter/bin/ad-exchange-exporter") == 2
+    (tmp_path / "ad-exchange-exporter.service").write_text(
+        unit.replace("/opt/ad-exchange-exporter/bin/ad-exchange-exporter", str(installed)))
+    result = subprocess.run([analyze, "verify", str(tmp_path / "ad-exchange-exporter.service")],
+                            capture_output=True, text=True, check=False)
+    # An unknown or misspelt key is only a warning to systemd: any output at all fails here.
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr

@@ -16,6 +16,7 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
 
@@ -24,6 +25,8 @@ from exporter.config import parse_config
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "ad-exchange-exporter"
 KUBE_VERSION = "1.30.0"
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate has.
+VALIDATE_VERSIONS = ["1.25.0", kubernetes_validate.utils.latest_version()]
 HASH = "$2b$12$hNf2lSsxfm0.i4a.1kVpSOVyBCfIB51VRjG8D7X9IbmSWAGLF/aEW"  # bcrypt of a throwaway password
 RUNBOOKS = "https://git.corp.example/monitoring/ad-exchange-exporter/-/blob/main/"
 
@@ -134,7 +137,8 @@ def test_renders_valid_kubernetes_objects(scenario: str) -> None:
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             check_operator_object(doc)
         else:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            for version in VALIDATE_VERSIONS:
+                kubernetes_validate.validate(doc, version, strict=True)
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "adx"
 
 

@@ -445,24 +445,29 @@ class ImapConfig(_Secret):
         return self.port or (993 if self.security == "tls" else 143)
 
 
-class HybridMailConfig(_Model):
-    """Messages dropped into directories (a journal copy, an exported canary mailbox): their attribution."""
+class _MailArrival(_Model):
+    """Where messages arrive to be read: globs of .eml files (a journal copy, an export) and/or an IMAP mailbox."""
 
-    name: str = Field(min_length=1)  # the flow, e.g. "onprem-to-exo"
-    drop_directories: list[str] = Field(default_factory=list)  # globs of .eml files
-    imap: ImapConfig | None = None  # and/or a mailbox the messages arrive in
-    # More Received headers than this is a loop even when no host repeats.
-    hop_limit: int = Field(default=30, ge=2, le=500)
-    interval_seconds: Seconds = 30.0
+    drop_directories: list[str] = Field(default_factory=list)
+    imap: ImapConfig | None = None
 
     @model_validator(mode="after")
-    def _source(self) -> HybridMailConfig:
+    def _somewhere(self) -> _MailArrival:
         if not self.drop_directories and self.imap is None:
             raise ValueError("drop_directories or imap: give at least one")
         return self
 
 
-class CanaryConfig(_Model):
+class HybridMailConfig(_MailArrival):
+    """Messages dropped into directories (a journal copy, an exported canary mailbox): their attribution."""
+
+    name: str = Field(min_length=1)  # the flow, e.g. "onprem-to-exo"
+    # More Received headers than this is a loop even when no host repeats.
+    hop_limit: int = Field(default=30, ge=2, le=500)
+    interval_seconds: Seconds = 30.0
+
+
+class CanaryConfig(_MailArrival):
     """A canary message through the on-premises SMTP path, looked for where it should arrive."""
 
     name: str = Field(min_length=1)
@@ -472,21 +477,13 @@ class CanaryConfig(_Model):
     ca_file: ReadableFile | None = None
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     recipient: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    # Where the canary arrives: a mailbox over IMAP, and/or globs of .eml files (an export, a journal copy).
-    imap: ImapConfig | None = None
-    drop_directories: list[str] = Field(default_factory=list)
+    # Where the canary arrives: drop_directories and/or imap (from _MailArrival).
     interval_seconds: Seconds = 60.0
     timeout_seconds: Seconds = 15.0
     # Not found after this long: lost.
     late_seconds: Seconds = 600.0
 
     _check_ca_file = field_validator("ca_file")(_readable_file)
-
-    @model_validator(mode="after")
-    def _destination(self) -> CanaryConfig:
-        if not self.drop_directories and self.imap is None:
-            raise ValueError("drop_directories or imap: give at least one")
-        return self
 
 
 class SmtpModule(_Model):

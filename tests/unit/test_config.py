@@ -120,3 +120,12 @@ def test_config_check_cli(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("hybrid_mail: [{name: onprem-to-exo}]", "hybrid_mail[0]"),
+    ("canaries: [{name: c, smtp: 'mail.contoso.com:25', sender: a@contoso.com, recipient: b@contoso.com}]",
+     "canaries[0]"),
+])
+def test_mail_readers_need_somewhere_to_read(text: str, where: str) -> None:
+    assert _errors(text) == [f"{where}.drop_directories or imap: give at least one"]

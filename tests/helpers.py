@@ -1,16 +1,26 @@
-"""Shared test helpers: reading recorded LDAP fixtures and flattening metric families."""
+"""Shared test helpers: reading recorded LDAP fixtures, flattening metric families, finding tools."""
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def require_binary(name: str) -> str:
+    """The path of a tool ./run.sh installs; a clear failure (not a skip) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing; run ./run.sh test")
+    return path
 
 
 def recorded_ldap(section: str) -> list[tuple[str, dict[str, list[bytes]]]]:

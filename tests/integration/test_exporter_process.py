@@ -10,10 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
-from tests.helpers import metric
+from tests.helpers import metric, require_binary
 from tests.integration.conftest import running_exporter
 
 WRONG_SECRET = "Wrong-Secret-Pass9!"
@@ -94,9 +92,7 @@ def test_wrong_service_password_never_locks_the_account_out(lab: SambaLab, tmp_p
 
 
 def test_exposition_passes_promtool_check_metrics(lab: SambaLab, tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing; run ./run.sh test")
+    promtool = require_binary("promtool")
     user = lab.create_user("ivan")
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
         lab.lock_out(user, lab.dc1)
@@ -107,9 +103,7 @@ def test_exposition_passes_promtool_check_metrics(lab: SambaLab, tmp_path: Path)
 
 
 def test_landing_page_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is missing; run ./run.sh test")
+    chromium = require_binary("chromium")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'chromium'}"]

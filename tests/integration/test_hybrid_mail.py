@@ -5,7 +5,6 @@ alert, evaluated by promtool over the counters the exporter really exported, cat
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lab.imap import ImapLab
 from lab.smtp import SmtpLab
-from tests.helpers import metric, samples, series
+from tests.helpers import metric, require_binary, samples, series
 from tests.integration.conftest import RunningExporter, running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +52,7 @@ def wait_counted(exporter: RunningExporter, total: int) -> str:
 
 def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fires(
         smtp: SmtpLab, tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing; run ./run.sh test")
+    promtool = require_binary("promtool")
     flow = {"name": FLOW, "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 1}
     history: list[dict[str, float]] = []
     sent = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from exporter.config import parse_config
+from tests.helpers import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "ad-exchange-exporter"
@@ -239,9 +239,7 @@ def test_prometheus_rule_is_the_shipped_rules(tmp_path: Path) -> None:
             if "annotations" in item:
                 item["annotations"]["runbook_url"] = RUNBOOKS + item["annotations"]["runbook_url"]
     assert rule["spec"]["groups"] == expected
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing; run ./run.sh test")
+    promtool = require_binary("promtool")
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump(rule["spec"]))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from dashboards import build
+from tests.helpers import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "alerts"
@@ -74,9 +74,7 @@ def test_every_alert_has_promtool_cases_that_fire_and_that_do_not() -> None:
 
 
 def test_promtool_check_and_test_rules() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing; run ./run.sh test")
+    promtool = require_binary("promtool")
     rules = sorted(str(p) for p in ALERTS.glob("*.rules.yml"))
     check = subprocess.run([promtool, "check", "rules", *rules], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -90,9 +88,7 @@ PAGING = {"ActiveDirectoryLockoutSpike", "ActiveDirectoryDomainControllerDown", 
 
 
 def amtool(*args: str) -> str:
-    binary = shutil.which("amtool")
-    if binary is None:
-        pytest.fail("amtool is missing; run ./run.sh test")
+    binary = require_binary("amtool")
     result = subprocess.run([binary, *args], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -128,9 +124,7 @@ def test_example_alertmanager_config_names_only_alerts_that_exist() -> None:
 
 
 def test_scale_out_examples_pass_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing; run ./run.sh test")
+    promtool = require_binary("promtool")
     examples = ROOT / "deploy" / "prometheus"
     configs = sorted(p for p in examples.glob("*.yml") if not p.name.endswith(".rules.yml"))
     rules = sorted(examples.glob("*.rules.yml"))
@@ -145,9 +139,7 @@ def test_scale_out_examples_pass_promtool() -> None:
 
 
 def test_example_systemd_unit_verifies(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.fail("systemd-analyze is missing; run ./run.sh test")
+    analyze = require_binary("systemd-analyze")
     unit = (ROOT / "deploy" / "systemd" / "ad-exchange-exporter.service").read_text()
     # The unit names the VM's install path; here the same console script lives next to the test's interpreter.
     installed = Path(sys.executable).parent / "ad-exchange-exporter"

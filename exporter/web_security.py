@@ -165,8 +165,8 @@ class TlsContexts:
         self._stamp = self._files_stamp()
         self._current = self._build()
         self._checked = time.monotonic()
-        # The listening socket's context only picks the current one for each handshake.
-        self.listener = self._build()
+        # The listening socket starts with the first context; for each handshake it picks the current one.
+        self.listener = self._current
         self.listener.sni_callback = self._pick
 
     def update(self, config: TlsServerConfig) -> None:

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -79,16 +80,17 @@ class _Process:
 class PrometheusServer(_Process):
     name = "prometheus"
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], extra_args: Sequence[str] = ()) -> None:
         super().__init__(directory)
         self.config_file = directory / "prometheus.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.extra_args = list(extra_args)
 
     def command(self) -> list[str]:
         # A short resend delay: without it the first alert waits for Alertmanager discovery and is dropped.
         return [_binary("prometheus"), f"--config.file={self.config_file}",
                 f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.path={self.directory / 'tsdb'}",
-                "--rules.alert.resend-delay=1s"]
+                "--rules.alert.resend-delay=1s", *self.extra_args]
 
     def query(self, expr: str) -> dict[str, Any]:
         return dict(_get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))

@@ -105,13 +105,7 @@ def test_hashmod_shards_probe_targets_between_two_servers(exporter_address: Any,
 def test_long_term_storage_receives_only_the_trend_series(exporter_address: Any, tmp_path: Path) -> None:
     address, _ = exporter_address
     store_config: dict[str, Any] = {"global": {"scrape_interval": "1h"}}
-    store = PrometheusServer(tmp_path / "store", store_config)
-    store_command = store.command
-
-    def receiver_command() -> list[str]:
-        return [*store_command(), "--web.enable-remote-write-receiver"]
-
-    store.command = receiver_command  # type: ignore[method-assign]
+    store = PrometheusServer(tmp_path / "store", store_config, extra_args=["--web.enable-remote-write-receiver"])
     config = example("long-term-storage.yml")
     assert config["rule_files"][-1] == "trends.rules.yml"
     trends = yaml.safe_load((EXAMPLES / "trends.rules.yml").read_text())

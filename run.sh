@@ -2,7 +2,7 @@
 # One entry point for people and CI:
 #   ./run.sh demo    install what is missing, start the lab and the exporter until Ctrl-C
 #   ./run.sh test    install what is missing, then lint, type-check and run every test against the lab
-#   ./run.sh lint    ruff and mypy only
+#   ./run.sh lint    ruff format --check, ruff check and mypy only
 #   ./run.sh bench   the benchmarks in bench/ (not part of the tests)
 # Needs root (or sudo): it installs Debian packages and runs Samba domain controllers on 127.0.0.2/127.0.0.6.
 set -euo pipefail
@@ -48,6 +48,7 @@ python_env() {
 setup() { install_packages; python_env; }
 
 lint() {
+  "$VENV/bin/ruff" format --check .
   "$VENV/bin/ruff" check .
   "$VENV/bin/mypy" exporter
 }

@@ -6,8 +6,13 @@ import sys
 
 from bench import iis_logs, ldap_sweep, secured_scrape, security_events, smtp_probe
 
-BENCHMARKS = {"ldap_sweep": ldap_sweep.main, "security_events": security_events.main, "iis_logs": iis_logs.main,
-              "smtp_probe": smtp_probe.main, "secured_scrape": secured_scrape.main}
+BENCHMARKS = {
+    "ldap_sweep": ldap_sweep.main,
+    "security_events": security_events.main,
+    "iis_logs": iis_logs.main,
+    "smtp_probe": smtp_probe.main,
+    "secured_scrape": secured_scrape.main,
+}
 
 
 def main() -> int:

@@ -68,8 +68,10 @@ def write_log(path: Path, lines: int) -> int:
     """The lab writer's front-end traffic, ``lines`` requests; returns the 401s written."""
     writer = LogWriter(path.parent / "writer", seed=2)
     with path.open("w", encoding="utf-8") as out:
-        out.write(f"#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n"
-                  f"#Date: 2026-11-27 00:00:00\n#Fields: {writer.iis_fields}\n")
+        out.write(
+            f"#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n"
+            f"#Date: 2026-11-27 00:00:00\n#Fields: {writer.iis_fields}\n"
+        )
         for _ in range(lines // 10_000):
             out.write("\n".join(writer._request() for _ in range(10_000)) + "\n")
     return sum(n for key, n in writer.truth.items() if key[0] == "iis_unauthorized")
@@ -92,12 +94,21 @@ def main(argv: list[str]) -> int:
     size = log.stat().st_size
     print(f"{log.name}: {size / 2**20:.0f} MiB, {unauthorized:,} of them 401s\n", flush=True)
 
-    report = json.loads(subprocess.run([sys.executable, "-c", EXPORTER, str(log), str(directory / "state.db")],
-                                       capture_output=True, text=True, check=True).stdout)
+    report = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", EXPORTER, str(log), str(directory / "state.db")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert report["unauthorized"] == unauthorized and report["requests"] == args.lines, report
     rates = {"exporter (tailer + parser + checkpoints)": args.lines / report["seconds"]}
-    loop_seconds = float(subprocess.run([sys.executable, "-c", PYTHON_LOOP, str(log)], capture_output=True,
-                                        text=True, check=True).stdout.split()[0])
+    loop_seconds = float(
+        subprocess.run(
+            [sys.executable, "-c", PYTHON_LOOP, str(log)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
     rates["plain Python split loop"] = args.lines / loop_seconds
     mawk = shutil.which("mawk")
     if mawk:
@@ -107,14 +118,25 @@ def main(argv: list[str]) -> int:
     if mtail:
         program = directory / "iis.mtail"
         program.write_text(MTAIL_PROGRAM)
-        seconds, _ = timed([mtail, "--one_shot", "--one_shot_format=prometheus", "--progs", str(program),
-                            "--logs", str(log), "--logtostderr"])
+        seconds, _ = timed(
+            [
+                mtail,
+                "--one_shot",
+                "--one_shot_format=prometheus",
+                "--progs",
+                str(program),
+                "--logs",
+                str(log),
+                "--logtostderr",
+            ]
+        )
         rates["mtail (one_shot)"] = args.lines / seconds
     exporter = rates["exporter (tailer + parser + checkpoints)"]
     print(f"{'':<44}{'lines/s':>12}{'exporter / it':>16}")
     for name, rate in rates.items():
         print(f"  {name:<42}{rate:>12,.0f}{exporter / rate:>15.2f}x")
-    print(f"\n  exporter peak RSS {report['peak_rss'] / 2**20:.1f} MiB "
-          "(its own process; goal: >= 4x mtail, >= 0.5x mawk)")
+    print(
+        f"\n  exporter peak RSS {report['peak_rss'] / 2**20:.1f} MiB (its own process; goal: >= 4x mtail, >= 0.5x mawk)"
+    )
     shutil.rmtree(directory, ignore_errors=True)
     return 0

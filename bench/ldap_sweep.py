@@ -37,11 +37,15 @@ from lab.samba import ADMIN_PASSWORD, BASE_DN, DOMAIN, USER_PASSWORD, SambaLab
 
 def add_users(lab: SambaLab, count: int, affected: int) -> None:
     """Disabled users without a password (fast to add), and ``affected`` enabled ones that get bad passwords."""
+
     def worker(names: list[str]) -> None:
         conn = lab.admin_connection(lab.dc1)
         for name in names:
-            conn.add(f"CN={name},CN=Users,{BASE_DN}", ["top", "person", "organizationalPerson", "user"],
-                     {"sAMAccountName": name, "userAccountControl": "514"})
+            conn.add(
+                f"CN={name},CN=Users,{BASE_DN}",
+                ["top", "person", "organizationalPerson", "user"],
+                {"sAMAccountName": name, "userAccountControl": "514"},
+            )
         conn.unbind()
 
     names = [f"bench{i:05d}" for i in range(count - affected)]
@@ -50,12 +54,22 @@ def add_users(lab: SambaLab, count: int, affected: int) -> None:
         list(pool.map(worker, chunks))
     # Enabled users with a password need an encrypted connection for unicodePwd: LDAPS.
     tls = ldap3.Tls(validate=ssl.CERT_NONE, version=ssl.PROTOCOL_TLS_CLIENT)
-    conn = ldap3.Connection(ldap3.Server(lab.dc1.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE),
-                            f"Administrator@{DOMAIN}", ADMIN_PASSWORD, auto_bind=True)
+    conn = ldap3.Connection(
+        ldap3.Server(lab.dc1.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE),
+        f"Administrator@{DOMAIN}",
+        ADMIN_PASSWORD,
+        auto_bind=True,
+    )
     for i in range(affected):
-        conn.add(f"CN=hit{i:04d},CN=Users,{BASE_DN}", ["top", "person", "organizationalPerson", "user"],
-                 {"sAMAccountName": f"hit{i:04d}", "userAccountControl": "512",
-                  "unicodePwd": f'"{USER_PASSWORD}"'.encode("utf-16-le")})
+        conn.add(
+            f"CN=hit{i:04d},CN=Users,{BASE_DN}",
+            ["top", "person", "organizationalPerson", "user"],
+            {
+                "sAMAccountName": f"hit{i:04d}",
+                "userAccountControl": "512",
+                "unicodePwd": f'"{USER_PASSWORD}"'.encode("utf-16-le"),
+            },
+        )
     conn.unbind()
     for i in range(affected):
         # Two bad passwords each; every tenth account all the way to a lockout.
@@ -64,8 +78,9 @@ def add_users(lab: SambaLab, count: int, affected: int) -> None:
 
 
 def time_exporter_sweep(lab: SambaLab, rounds: int) -> list[float]:
-    config = Config.model_validate(lab_config(lab, interval=60, timeout=30, page_size=1000,
-                                              discovery={"ntds_settings": False})).active_directory[0]
+    config = Config.model_validate(
+        lab_config(lab, interval=60, timeout=30, page_size=1000, discovery={"ntds_settings": False})
+    ).active_directory[0]
     collector = ActiveDirectoryCollector(config, CredentialGuard())
     endpoint = collector._endpoint(lab.dc1.host, lab.dc1.address, None)
 
@@ -77,8 +92,10 @@ def time_exporter_sweep(lab: SambaLab, rounds: int) -> list[float]:
             sweep = await collector._sweep(endpoint, time.time())
             times.append(time.perf_counter() - started)
             assert sweep.up, sweep.detail
-        print(f"  exporter sweep found {len(sweep.bad_password)} accounts with bad passwords, "
-              f"{len(sweep.lockouts)} with a recent lockoutTime")
+        print(
+            f"  exporter sweep found {len(sweep.bad_password)} accounts with bad passwords, "
+            f"{len(sweep.lockouts)} with a recent lockoutTime"
+        )
         await collector.close()
         return times
 
@@ -88,11 +105,21 @@ def time_exporter_sweep(lab: SambaLab, rounds: int) -> list[float]:
 def time_ldapsearch(lab: SambaLab, rounds: int, floor: int) -> list[float]:
     users = f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})"
     searches = [
-        (f"(&{users}(|(badPwdCount>=1)(sAMAccountName=svc_backup)(sAMAccountName=svc_sql)))",
-         ["sAMAccountName", "badPwdCount", "badPasswordTime"]),
-        (f"(&{users}(lockoutTime>={floor}))",
-         ["sAMAccountName", "lockoutTime", "msDS-User-Account-Control-Computed", "replPropertyMetaData",
-          "badPwdCount", "badPasswordTime"]),
+        (
+            f"(&{users}(|(badPwdCount>=1)(sAMAccountName=svc_backup)(sAMAccountName=svc_sql)))",
+            ["sAMAccountName", "badPwdCount", "badPasswordTime"],
+        ),
+        (
+            f"(&{users}(lockoutTime>={floor}))",
+            [
+                "sAMAccountName",
+                "lockoutTime",
+                "msDS-User-Account-Control-Computed",
+                "replPropertyMetaData",
+                "badPwdCount",
+                "badPasswordTime",
+            ],
+        ),
     ]
     # By address, not name (the host's resolver must never see lab names), so without certificate checks:
     # that only makes ldapsearch's side cheaper.
@@ -101,18 +128,45 @@ def time_ldapsearch(lab: SambaLab, rounds: int, floor: int) -> list[float]:
     for _ in range(rounds):
         started = time.perf_counter()
         for flt, attrs in searches:
-            subprocess.run(["ldapsearch", "-LLL", "-x", "-H", f"ldaps://{lab.dc1.address}", "-D",
-                            f"svc_exporter@{DOMAIN}", "-y", str(lab.service_password_file), "-b", BASE_DN,
-                            "-E", "pr=1000/noprompt", flt, *attrs], check=True, stdout=subprocess.DEVNULL, env=env)
+            subprocess.run(
+                [
+                    "ldapsearch",
+                    "-LLL",
+                    "-x",
+                    "-H",
+                    f"ldaps://{lab.dc1.address}",
+                    "-D",
+                    f"svc_exporter@{DOMAIN}",
+                    "-y",
+                    str(lab.service_password_file),
+                    "-b",
+                    BASE_DN,
+                    "-E",
+                    "pr=1000/noprompt",
+                    flt,
+                    *attrs,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env=env,
+            )
         times.append(time.perf_counter() - started)
     return times
 
 
 def time_naive_loop(lab: SambaLab) -> float:
     conn = lab.admin_connection(lab.dc1)
-    names = [e["attributes"]["sAMAccountName"] for e in conn.extend.standard.paged_search(
-        BASE_DN, f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})", attributes=["sAMAccountName"],
-        paged_size=1000, generator=False) if e.get("type") == "searchResEntry"]
+    names = [
+        e["attributes"]["sAMAccountName"]
+        for e in conn.extend.standard.paged_search(
+            BASE_DN,
+            f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})",
+            attributes=["sAMAccountName"],
+            paged_size=1000,
+            generator=False,
+        )
+        if e.get("type") == "searchResEntry"
+    ]
     started = time.perf_counter()
     for name in names:
         conn.search(BASE_DN, f"(sAMAccountName={name})", attributes=["badPwdCount", "badPasswordTime", "lockoutTime"])
@@ -124,8 +178,9 @@ def time_naive_loop(lab: SambaLab) -> float:
 
 def exporter_peak_memory(lab: SambaLab, directory: Path, seconds: float = 40) -> float:
     cfg = write_config(lab, directory / "bench-exporter.yml", port=9799, interval=5, timeout=4)
-    process = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={cfg}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", f"--config.file={cfg}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     peak = 0.0
     try:
         deadline = time.monotonic() + seconds
@@ -156,8 +211,11 @@ def main(argv: list[str]) -> int:
         lab.provision()
         started = time.perf_counter()
         add_users(lab, args.users, args.affected)
-        print(f"added {args.users} users ({args.affected} with real bad passwords) "
-              f"in {time.perf_counter() - started:.0f}s", flush=True)
+        print(
+            f"added {args.users} users ({args.affected} with real bad passwords) "
+            f"in {time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
         exporter = statistics.median(time_exporter_sweep(lab, args.rounds))
         floor = ad.unix_to_filetime(time.time() - 1800 - 60)
         ldapsearch = statistics.median(time_ldapsearch(lab, args.rounds, floor))
@@ -166,8 +224,9 @@ def main(argv: list[str]) -> int:
         print(f"\nOne DC, {args.users} users, {args.affected} affected (median of {args.rounds} rounds):")
         print(f"  exporter sweep          {exporter * 1000:8.1f} ms")
         ratio = exporter / ldapsearch
-        print(f"  ldapsearch, same query  {ldapsearch * 1000:8.1f} ms   exporter/ldapsearch = {ratio:.2f}"
-              " (target <= 1.2)")
+        print(
+            f"  ldapsearch, same query  {ldapsearch * 1000:8.1f} ms   exporter/ldapsearch = {ratio:.2f} (target <= 1.2)"
+        )
         print(f"  naive per-user loop     {naive * 1000:8.1f} ms   naive/exporter = {naive / exporter:.0f}x")
         print(f"  exporter peak RSS       {peak / 2**20:8.1f} MiB (real process, 5 s refreshes for 40 s)")
         return 0

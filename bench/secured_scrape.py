@@ -92,9 +92,14 @@ def main(argv: list[str]) -> int:
         issued = ca.issue(directory, "server", "localhost", dns=["localhost"], addresses=["127.0.0.1"])
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=args.cost)).decode()
         web_config = directory / "web.yml"
-        web_config.write_text(yaml.safe_dump({
-            "tls_server_config": {"cert_file": str(issued.cert_file), "key_file": str(issued.key_file)},
-            "basic_auth_users": {"bench": hashed}}))
+        web_config.write_text(
+            yaml.safe_dump(
+                {
+                    "tls_server_config": {"cert_file": str(issued.cert_file), "key_file": str(issued.key_file)},
+                    "basic_auth_users": {"bench": hashed},
+                }
+            )
+        )
         (directory / "prometheus.yml").write_text("global: {scrape_interval: 1h}\n")
         (directory / "exporter.yml").write_text(f"state: {{path: {directory / 'state.db'}}}\n")
         context = ssl.create_default_context(cafile=ca_file)
@@ -104,12 +109,22 @@ def main(argv: list[str]) -> int:
             port = free_port()
             extra = [f"--web.config.file={web_config}"] if secured else []
             if kind == "prometheus":
-                command = [prometheus, f"--config.file={directory / 'prometheus.yml'}",
-                           f"--storage.tsdb.path={directory / f'tsdb-{port}'}",
-                           f"--web.listen-address=127.0.0.1:{port}", *extra]
+                command = [
+                    prometheus,
+                    f"--config.file={directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={directory / f'tsdb-{port}'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    *extra,
+                ]
             else:
-                command = [sys.executable, "-m", "exporter", f"--config.file={directory / 'exporter.yml'}",
-                           f"--web.listen-address=127.0.0.1:{port}", *extra]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    f"--config.file={directory / 'exporter.yml'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    *extra,
+                ]
             return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port
 
         # A small answer on each side: Prometheus' health endpoint, the exporter's /metrics with no collector
@@ -130,18 +145,23 @@ def main(argv: list[str]) -> int:
             bcrypt.checkpw(PASSWORD.encode(), hashed.encode())
         bcrypt_cost = (time.perf_counter() - started) / 5
 
-    print(f"\nOne request, median of {args.rounds} (ms); TLS with a lab ECDSA P-256 certificate, basic auth with a "
-          f"bcrypt cost-{args.cost} hash:")
+    print(
+        f"\nOne request, median of {args.rounds} (ms); TLS with a lab ECDSA P-256 certificate, basic auth with a "
+        f"bcrypt cost-{args.cost} hash:"
+    )
     print(f"  {'':<44}{'plain':>9}{'secured':>9}{'overhead':>10}")
     overheads = {}
     for index, label in enumerate(("kept-alive connection", "new connection per request")):
         for kind in paths:
             plain, secured = results[(kind, False)][index], results[(kind, True)][index]
             overheads[(kind, index)] = secured - plain
-            print(f"  {kind + ', ' + label:<44}{plain * 1000:9.2f}{secured * 1000:9.2f}"
-                  f"{(secured - plain) * 1000:10.2f}")
+            print(
+                f"  {kind + ', ' + label:<44}{plain * 1000:9.2f}{secured * 1000:9.2f}{(secured - plain) * 1000:10.2f}"
+            )
         ratio = overheads[("exporter", index)] / overheads[("prometheus", index)]
         print(f"  {label}: exporter overhead / exporter-toolkit overhead = {ratio:.2f}")
-    print(f"  bcrypt check (cost {args.cost}), what an uncached check would add to every scrape: "
-          f"{bcrypt_cost * 1000:.1f} ms")
+    print(
+        f"  bcrypt check (cost {args.cost}), what an uncached check would add to every scrape: "
+        f"{bcrypt_cost * 1000:.1f} ms"
+    )
     return 0

@@ -26,7 +26,7 @@ from lab import stop_process
 from lab.exporter_config import write_config
 from lab.winevent import DC_SAMPLES, EventLab, Record, sample_events, winlogbeat_line
 
-SAMBA_LINES = (Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "samba_auth_json.log")
+SAMBA_LINES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "samba_auth_json.log"
 
 
 def _rate(function: Callable[[str], Any], lines: list[str]) -> float:
@@ -69,8 +69,11 @@ def _scrape(port: int) -> tuple[float, float, float]:
 def drain(config: Path, port: int, expected: int, limit: float = 600) -> tuple[float, float, float]:
     """Run the exporter until it has counted ``expected`` events; return (seconds, peak RSS bytes, the longest
     refresh's duration)."""
-    process = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", f"--config.file={config}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     started, peak, counted, longest = time.monotonic(), 0.0, 0.0, 0.0
     try:
         while time.monotonic() - started < limit:
@@ -97,23 +100,43 @@ def backlog(count: int, directory: Path) -> None:
         pdc.records.clear()
         pdc.records.extend(sample_records(count))
         winrm = lab.winrm_config(timeout=8, batch_size=1000, max_batches_per_refresh=10)
-        config = write_config(None, directory / "winrm.yml", port=port, interval=10, timeout=8, events=lab,
-                              state=directory / "winrm-state.db", events_overrides={"winrm": winrm})
+        config = write_config(
+            None,
+            directory / "winrm.yml",
+            port=port,
+            interval=10,
+            timeout=8,
+            events=lab,
+            state=directory / "winrm-state.db",
+            events_overrides={"winrm": winrm},
+        )
         seconds, peak, longest = drain(config, port, count)
     per_refresh = 10 * 1000
-    print(f"\nA backlog of {count} events on one DC, read over PowerShell remoting (real exporter process, batches "
-          "of 1000, 10 per refresh, a refresh every 10 s):")
-    print(f"  drained in {seconds:.1f}s; a {per_refresh}-event refresh took {longest:.2f}s "
-          f"= {per_refresh / longest:,.0f} events/s over PSRP, {longest / 10:.0%} of the interval; "
-          f"peak RSS {peak / 2**20:.1f} MiB")
+    print(
+        f"\nA backlog of {count} events on one DC, read over PowerShell remoting (real exporter process, batches "
+        "of 1000, 10 per refresh, a refresh every 10 s):"
+    )
+    print(
+        f"  drained in {seconds:.1f}s; a {per_refresh}-event refresh took {longest:.2f}s "
+        f"= {per_refresh / longest:,.0f} events/s over PSRP, {longest / 10:.0%} of the interval; "
+        f"peak RSS {peak / 2**20:.1f} MiB"
+    )
     beats = directory / "winlogbeat" / "security.ndjson"
     beats.parent.mkdir(parents=True, exist_ok=True)
     xml = [r.xml for r in sample_records(count)]
     beats.write_text("\n".join(winlogbeat_line(x) for x in xml) + "\n")
-    config = write_config(None, directory / "file.yml", port=port, interval=2, timeout=1,
-                          state=directory / "file-state.db",
-                          events_overrides={"name": "lab.example", "files": [
-                              {"path": str(beats), "format": "winlogbeat", "start_at": "beginning"}]})
+    config = write_config(
+        None,
+        directory / "file.yml",
+        port=port,
+        interval=2,
+        timeout=1,
+        state=directory / "file-state.db",
+        events_overrides={
+            "name": "lab.example",
+            "files": [{"path": str(beats), "format": "winlogbeat", "start_at": "beginning"}],
+        },
+    )
     seconds, peak, _ = drain(config, port, count)
     print(f"A backlog of {count} Winlogbeat lines in a file ({beats.stat().st_size / 2**20:.0f} MiB):")
     print(f"  drained in {seconds:.1f}s = {count / seconds:,.0f} events/s end to end; peak RSS {peak / 2**20:.1f} MiB")

@@ -71,8 +71,13 @@ def timed(url: str, rounds: int) -> tuple[float, str]:
 
 
 def names(text: str) -> list[str]:
-    return sorted({line.split("{")[0].split(" ")[0] for line in text.splitlines()
-                   if line and not line.startswith("#") and line.startswith("probe_")})
+    return sorted(
+        {
+            line.split("{")[0].split(" ")[0]
+            for line in text.splitlines()
+            if line and not line.startswith("#") and line.startswith("probe_")
+        }
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -88,16 +93,28 @@ def main(argv: list[str]) -> int:
         target = smtp.target("onprem")
         bb_port, ex_port = free_port("127.0.0.1"), free_port("127.0.0.1")
         (directory / "blackbox.yml").write_text(BLACKBOX_MODULE)
-        probes = {"modules": {"hybrid": {"timeout_seconds": 5, "ehlo_hostname": "bench.lab.example",
-                                         "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd"}},
-                  "allowed_targets": [target]}
+        probes = {
+            "modules": {
+                "hybrid": {
+                    "timeout_seconds": 5,
+                    "ehlo_hostname": "bench.lab.example",
+                    "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd",
+                }
+            },
+            "allowed_targets": [target],
+        }
         config = write_config(None, directory / "exporter.yml", port=ex_port, sections={"probes": probes})
         processes = [
-            subprocess.Popen([blackbox, f"--config.file={directory / 'blackbox.yml'}",
-                              f"--web.listen-address=127.0.0.1:{bb_port}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(
+                [blackbox, f"--config.file={directory / 'blackbox.yml'}", f"--web.listen-address=127.0.0.1:{bb_port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "exporter", f"--config.file={config}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
         ]
         try:
             wait_up(f"http://127.0.0.1:{bb_port}/metrics")
@@ -111,8 +128,10 @@ def main(argv: list[str]) -> int:
                 stop_process(process)
     print(f"\nSMTP STARTTLS probe of {target} (lab aiosmtpd), median of {args.rounds} /probe round trips:")
     print(f"  blackbox_exporter (tcp prober, query_response)  {bb_time * 1000:7.1f} ms")
-    print(f"  ad-exchange-exporter /probe                     {ex_time * 1000:7.1f} ms"
-          f"   exporter / blackbox = {ex_time / bb_time:.2f}")
+    print(
+        f"  ad-exchange-exporter /probe                     {ex_time * 1000:7.1f} ms"
+        f"   exporter / blackbox = {ex_time / bb_time:.2f}"
+    )
     bb_names, ex_names = names(bb_text), names(ex_text)
     width = max(map(len, bb_names + ex_names)) + 2
     print(f"\n  {'blackbox_exporter reports':<{width}}{'ad-exchange-exporter reports'}")

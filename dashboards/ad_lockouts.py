@@ -12,71 +12,203 @@ SEL = 'job=~"$job",domain=~"$domain"'
 def ad_lockouts() -> dict[str, Any]:
     lay = Layout()
     lay.row("Now")
-    lay.add(stat("Locked accounts", f"sum(ad_domain_accounts_locked{{{SEL}}})",
-                 "Accounts locked now on at least one DC (lockoutTime + lockoutDuration > now).",
-                 thresholds=[(None, "green"), (1, "orange"), (10, "red")]), 4, 4)
-    lay.add(stat("Lockouts, last hour", f"sum(increase(ad_account_lockouts_total{{{SEL}}}[1h]))",
-                 "Lockouts first seen by the exporter in the last hour.",
-                 thresholds=[(None, "green"), (5, "orange"), (20, "red")]), 4, 4)
-    lay.add(stat("DCs answering", f"sum(ad_dc_up{{{SEL}}}) / count(ad_dc_up{{{SEL}}})",
-                 "Share of DCs that answered the last LDAP sweep.", unit="percentunit",
-                 thresholds=[(None, "red"), (0.99, "green")]), 4, 4)
-    lay.add(stat("Lockout threshold", f"max(ad_lockout_policy_threshold{{{SEL}}})",
-                 "Bad passwords before lockout (default domain policy; 0 = never)."), 4, 4)
-    lay.add(stat("Lockout duration", f"max(ad_lockout_policy_duration_seconds{{{SEL}}})",
-                 "How long a lockout lasts (+Inf: until an administrator unlocks).", unit="s"), 4, 4)
-    lay.add(stat("Observation window", f"max(ad_lockout_policy_observation_window_seconds{{{SEL}}})",
-                 "After this, badPwdCount starts again from 0.", unit="s"), 4, 4)
+    lay.add(
+        stat(
+            "Locked accounts",
+            f"sum(ad_domain_accounts_locked{{{SEL}}})",
+            "Accounts locked now on at least one DC (lockoutTime + lockoutDuration > now).",
+            thresholds=[(None, "green"), (1, "orange"), (10, "red")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Lockouts, last hour",
+            f"sum(increase(ad_account_lockouts_total{{{SEL}}}[1h]))",
+            "Lockouts first seen by the exporter in the last hour.",
+            thresholds=[(None, "green"), (5, "orange"), (20, "red")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "DCs answering",
+            f"sum(ad_dc_up{{{SEL}}}) / count(ad_dc_up{{{SEL}}})",
+            "Share of DCs that answered the last LDAP sweep.",
+            unit="percentunit",
+            thresholds=[(None, "red"), (0.99, "green")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Lockout threshold",
+            f"max(ad_lockout_policy_threshold{{{SEL}}})",
+            "Bad passwords before lockout (default domain policy; 0 = never).",
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Lockout duration",
+            f"max(ad_lockout_policy_duration_seconds{{{SEL}}})",
+            "How long a lockout lasts (+Inf: until an administrator unlocks).",
+            unit="s",
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Observation window",
+            f"max(ad_lockout_policy_observation_window_seconds{{{SEL}}})",
+            "After this, badPwdCount starts again from 0.",
+            unit="s",
+        ),
+        4,
+        4,
+    )
 
     lay.row("Lockouts")
-    lay.add(table("Locked accounts and where each lockout originated",
-                  f"ad_account_lockout_timestamp_seconds{{{SEL}}} * 1000",
-                  "Each locked account (capped by max_locked_accounts) with the DC the lockout originated on "
-                  "(LockoutStatus.exe's Orig Lock). Look on that DC for 4625/4771/4776, and on the PDC for 4740.",
-                  {"user": "User", "origin_dc": "Origin DC", "domain": "Domain", "Value": "Locked at"},
-                  unit="dateTimeAsIso"), 12, 9)
-    lay.add(timeseries("Lockouts by origin DC",
-                       [(f"sum by (origin_dc) (increase(ad_account_lockouts_total{{{SEL}}}[$__rate_interval]))",
-                         "{{origin_dc}}")],
-                       "Where lockouts are written: a DC taking the bulk points at the site the bad passwords "
-                       "come from.", stack=True), 12, 9)
-    lay.add(timeseries("Locked accounts per DC", [(f"ad_accounts_locked{{{SEL}}}", "{{dc}}")],
-                       "Accounts locked now as each DC sees them; differences are replication delay."), 12, 8)
-    lay.add(timeseries("Accounts with a bad password per DC",
-                       [(f"ad_accounts_with_bad_password{{{SEL}}}", "{{dc}}")],
-                       "badPwdCount >= 1 within the observation window. badPwdCount is per DC and not replicated: "
-                       "the DC where it grows is where the bad passwords arrive."), 12, 8)
+    lay.add(
+        table(
+            "Locked accounts and where each lockout originated",
+            f"ad_account_lockout_timestamp_seconds{{{SEL}}} * 1000",
+            "Each locked account (capped by max_locked_accounts) with the DC the lockout originated on "
+            "(LockoutStatus.exe's Orig Lock). Look on that DC for 4625/4771/4776, and on the PDC for 4740.",
+            {"user": "User", "origin_dc": "Origin DC", "domain": "Domain", "Value": "Locked at"},
+            unit="dateTimeAsIso",
+        ),
+        12,
+        9,
+    )
+    lay.add(
+        timeseries(
+            "Lockouts by origin DC",
+            [(f"sum by (origin_dc) (increase(ad_account_lockouts_total{{{SEL}}}[$__rate_interval]))", "{{origin_dc}}")],
+            "Where lockouts are written: a DC taking the bulk points at the site the bad passwords come from.",
+            stack=True,
+        ),
+        12,
+        9,
+    )
+    lay.add(
+        timeseries(
+            "Locked accounts per DC",
+            [(f"ad_accounts_locked{{{SEL}}}", "{{dc}}")],
+            "Accounts locked now as each DC sees them; differences are replication delay.",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Accounts with a bad password per DC",
+            [(f"ad_accounts_with_bad_password{{{SEL}}}", "{{dc}}")],
+            "badPwdCount >= 1 within the observation window. badPwdCount is per DC and not replicated: "
+            "the DC where it grows is where the bad passwords arrive.",
+        ),
+        12,
+        8,
+    )
 
     lay.row("Accounts")
-    lay.add(table("Top bad-password counts per DC",
-                  f'topk(25, ad_account_bad_passwords{{{SEL},user!="<other>"}})',
-                  "badPwdCount per DC for watched accounts and each DC's top accounts (cap top_accounts).",
-                  {"user": "User", "dc": "DC", "domain": "Domain", "Value": "badPwdCount"}), 12, 9)
-    lay.add(table("Watched service accounts", f"ad_watched_account_locked{{{SEL}}}",
-                  "1 = locked now. Everything running as a locked service account is failing.",
-                  {"user": "Account", "domain": "Domain", "Value": "Locked"}), 12, 9)
+    lay.add(
+        table(
+            "Top bad-password counts per DC",
+            f'topk(25, ad_account_bad_passwords{{{SEL},user!="<other>"}})',
+            "badPwdCount per DC for watched accounts and each DC's top accounts (cap top_accounts).",
+            {"user": "User", "dc": "DC", "domain": "Domain", "Value": "badPwdCount"},
+        ),
+        12,
+        9,
+    )
+    lay.add(
+        table(
+            "Watched service accounts",
+            f"ad_watched_account_locked{{{SEL}}}",
+            "1 = locked now. Everything running as a locked service account is failing.",
+            {"user": "Account", "domain": "Domain", "Value": "Locked"},
+        ),
+        12,
+        9,
+    )
 
     lay.row("Domain controllers")
-    lay.add(table("Domain controllers",
-                  f"ad_dc_info{{{SEL}}} * on (job, domain, dc) group_left ad_dc_is_pdc_emulator{{{SEL}}}",
-                  "Every DC of the domain with its site; Value 1 marks the PDC emulator, which every failed "
-                  "password is forwarded to and whose Security log holds every 4740.",
-                  {"dc": "DC", "site": "Site", "domain": "Domain", "Value": "PDC emulator"}), 12, 8)
-    lay.add(timeseries("DC answer time", [(f"ad_dc_sweep_duration_seconds{{{SEL}}}", "{{dc}}")],
-                       "Time each DC took for the exporter's sweep.", unit="s"), 12, 8)
-    lay.add(timeseries("DC up", [(f"ad_dc_up{{{SEL}}}", "{{dc}}")],
-                       "1 = the DC answered the last sweep. ad_dc_error_reason says why not."), 12, 7)
-    lay.add(table("Why DCs are down", f"ad_dc_error_reason{{{SEL}}} == 1",
-                  "The reason of each DC that did not answer the last sweep.",
-                  {"dc": "DC", "reason": "Reason", "domain": "Domain", "Value": "Down"}), 12, 7)
+    lay.add(
+        table(
+            "Domain controllers",
+            f"ad_dc_info{{{SEL}}} * on (job, domain, dc) group_left ad_dc_is_pdc_emulator{{{SEL}}}",
+            "Every DC of the domain with its site; Value 1 marks the PDC emulator, which every failed "
+            "password is forwarded to and whose Security log holds every 4740.",
+            {"dc": "DC", "site": "Site", "domain": "Domain", "Value": "PDC emulator"},
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "DC answer time",
+            [(f"ad_dc_sweep_duration_seconds{{{SEL}}}", "{{dc}}")],
+            "Time each DC took for the exporter's sweep.",
+            unit="s",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "DC up",
+            [(f"ad_dc_up{{{SEL}}}", "{{dc}}")],
+            "1 = the DC answered the last sweep. ad_dc_error_reason says why not.",
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        table(
+            "Why DCs are down",
+            f"ad_dc_error_reason{{{SEL}}} == 1",
+            "The reason of each DC that did not answer the last sweep.",
+            {"dc": "DC", "reason": "Reason", "domain": "Domain", "Value": "Down"},
+        ),
+        12,
+        7,
+    )
 
     lay.row("Exporter")
-    lay.add(timeseries("Collector refresh time",
-                       [('ad_exchange_exporter_collector_duration_seconds{job=~"$job",collector="active_directory"}',
-                         "{{target}}")], "Time each refresh took.", unit="s"), 12, 7)
-    lay.add(timeseries("Series left out by caps",
-                       [('ad_exchange_exporter_capped_series{job=~"$job",collector="active_directory"}',
-                         "{{family}}")], "Raise top_accounts or max_locked_accounts if this stays above 0."),
-            12, 7)
-    return dashboard("Active Directory lockouts", "ad-lockouts", ["active-directory"],
-                     variables("ad_dc_up", "domain", "Domain"), lay.panels)
+    lay.add(
+        timeseries(
+            "Collector refresh time",
+            [
+                (
+                    'ad_exchange_exporter_collector_duration_seconds{job=~"$job",collector="active_directory"}',
+                    "{{target}}",
+                )
+            ],
+            "Time each refresh took.",
+            unit="s",
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        timeseries(
+            "Series left out by caps",
+            [('ad_exchange_exporter_capped_series{job=~"$job",collector="active_directory"}', "{{family}}")],
+            "Raise top_accounts or max_locked_accounts if this stays above 0.",
+        ),
+        12,
+        7,
+    )
+    return dashboard(
+        "Active Directory lockouts",
+        "ad-lockouts",
+        ["active-directory"],
+        variables("ad_dc_up", "domain", "Domain"),
+        lay.panels,
+    )

@@ -15,114 +15,299 @@ EXPECTED_INACTIVE = "ForwardSyncDaemon|ProvisioningRps"
 
 def build_changes() -> dict[str, Any]:
     """An annotation wherever a server starts reporting a new build: the patch days on every time panel."""
-    return {"name": "Build changes", "datasource": DS, "enable": True, "iconColor": "purple",
-            "expr": f"exchange_build_info{{{SEL}}} unless exchange_build_info{{{SEL}}} offset 10m",
-            "step": "1m", "titleFormat": "{{server}} now runs {{version}}",
-            "textFormat": "{{product}} {{cu}} {{update}}", "tagKeys": "server,cu", "useValueForTime": False}
+    return {
+        "name": "Build changes",
+        "datasource": DS,
+        "enable": True,
+        "iconColor": "purple",
+        "expr": f"exchange_build_info{{{SEL}}} unless exchange_build_info{{{SEL}}} offset 10m",
+        "step": "1m",
+        "titleFormat": "{{server}} now runs {{version}}",
+        "textFormat": "{{product}} {{cu}} {{update}}",
+        "tagKeys": "server,cu",
+        "useValueForTime": False,
+    }
 
 
 def exchange_health() -> dict[str, Any]:
     lay = Layout()
     lay.row("Now")
-    lay.add(stat("Servers answering", f"sum(exchange_server_up{{{SEL}}}) / count(exchange_server_up{{{SEL}}})",
-                 "Share of servers whose cmdlets all answered the last refresh.", unit="percentunit",
-                 thresholds=[(None, "red"), (0.99, "green")]), 4, 4)
-    lay.add(stat("ServerWideOffline Inactive",
-                 f'count(exchange_component_state{{{SEL},component="ServerWideOffline"}} == 0) or vector(0)',
-                 "Servers taken out of service as a whole (every other component follows ServerWideOffline).",
-                 thresholds=[(None, "green"), (1, "red")]), 4, 4)
-    lay.add(stat("Inactive components",
-                 f'count(exchange_component_state{{{SEL},component!~"{EXPECTED_INACTIVE}"}} == 0) or vector(0)',
-                 "Components Inactive on any server (ForwardSyncDaemon and ProvisioningRps are Inactive by "
-                 "design on-premises and not counted).", thresholds=[(None, "green"), (1, "orange")]), 4, 4)
-    lay.add(stat("Messages queued", f"sum(exchange_queue_messages{{{SEL}}})",
-                 "Messages in every queue of the selected servers.",
-                 thresholds=[(None, "green"), (100, "orange"), (500, "red")]), 4, 4)
-    lay.add(stat("Builds outside the hybrid window",
-                 f"count(exchange_build_in_hybrid_support_window{{{SEL}}} == 0) or vector(0)",
-                 "Servers not on one of their product's two newest CUs: the Hybrid Configuration Wizard does not "
-                 "support them.", thresholds=[(None, "green"), (1, "orange")]), 4, 4)
-    lay.add(stat("Misrouted remote mailboxes", f"sum(exchange_remote_mailboxes_misrouted{{{JOB}}})",
-                 "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain.",
-                 thresholds=[(None, "green"), (1, "orange")]), 4, 4)
+    lay.add(
+        stat(
+            "Servers answering",
+            f"sum(exchange_server_up{{{SEL}}}) / count(exchange_server_up{{{SEL}}})",
+            "Share of servers whose cmdlets all answered the last refresh.",
+            unit="percentunit",
+            thresholds=[(None, "red"), (0.99, "green")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "ServerWideOffline Inactive",
+            f'count(exchange_component_state{{{SEL},component="ServerWideOffline"}} == 0) or vector(0)',
+            "Servers taken out of service as a whole (every other component follows ServerWideOffline).",
+            thresholds=[(None, "green"), (1, "red")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Inactive components",
+            f'count(exchange_component_state{{{SEL},component!~"{EXPECTED_INACTIVE}"}} == 0) or vector(0)',
+            "Components Inactive on any server (ForwardSyncDaemon and ProvisioningRps are Inactive by "
+            "design on-premises and not counted).",
+            thresholds=[(None, "green"), (1, "orange")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Messages queued",
+            f"sum(exchange_queue_messages{{{SEL}}})",
+            "Messages in every queue of the selected servers.",
+            thresholds=[(None, "green"), (100, "orange"), (500, "red")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Builds outside the hybrid window",
+            f"count(exchange_build_in_hybrid_support_window{{{SEL}}} == 0) or vector(0)",
+            "Servers not on one of their product's two newest CUs: the Hybrid Configuration Wizard does not "
+            "support them.",
+            thresholds=[(None, "green"), (1, "orange")],
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
+            "Misrouted remote mailboxes",
+            f"sum(exchange_remote_mailboxes_misrouted{{{JOB}}})",
+            "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain.",
+            thresholds=[(None, "green"), (1, "orange")],
+        ),
+        4,
+        4,
+    )
 
     lay.row("Component states")
-    lay.add(grid("Component state per server", f"exchange_component_state{{{SEL}}}",
-                 "Get-ServerComponentState for every server: one row per component.", "component", "server",
-                 STATES), 12, 14)
-    lay.add(table("Held Inactive by",
-                  f"exchange_component_requester_timestamp_seconds{{{SEL}}} * 1000 "
-                  f"and on (job, server, component, requester, scope) "
-                  f"(exchange_component_requester_state{{{SEL}}} == 0)",
-                  "Each requester that holds a component Inactive, and since when. A component comes back only "
-                  "when every requester that set it Inactive sets it Active: Set-ServerComponentState -Requester "
-                  "Maintenance does not clear an entry of requester Functional. scope local = the server's "
-                  "registry, remote = Active Directory.",
-                  {"server": "Server", "component": "Component", "requester": "Requester", "scope": "Scope",
-                   "Value": "Since"}, unit="dateTimeAsIso"), 12, 7)
-    lay.add(timeseries("Inactive components per server",
-                       [(f'count by (server) (exchange_component_state{{{SEL},component!~"{EXPECTED_INACTIVE}"}} '
-                         "== 0)", "{{server}}")],
-                       "The trend around patch days: a CU or security update takes components Inactive while it "
-                       "installs and should bring them all back."), 12, 7)
+    lay.add(
+        grid(
+            "Component state per server",
+            f"exchange_component_state{{{SEL}}}",
+            "Get-ServerComponentState for every server: one row per component.",
+            "component",
+            "server",
+            STATES,
+        ),
+        12,
+        14,
+    )
+    lay.add(
+        table(
+            "Held Inactive by",
+            f"exchange_component_requester_timestamp_seconds{{{SEL}}} * 1000 "
+            f"and on (job, server, component, requester, scope) "
+            f"(exchange_component_requester_state{{{SEL}}} == 0)",
+            "Each requester that holds a component Inactive, and since when. A component comes back only "
+            "when every requester that set it Inactive sets it Active: Set-ServerComponentState -Requester "
+            "Maintenance does not clear an entry of requester Functional. scope local = the server's "
+            "registry, remote = Active Directory.",
+            {
+                "server": "Server",
+                "component": "Component",
+                "requester": "Requester",
+                "scope": "Scope",
+                "Value": "Since",
+            },
+            unit="dateTimeAsIso",
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        timeseries(
+            "Inactive components per server",
+            [
+                (
+                    f'count by (server) (exchange_component_state{{{SEL},component!~"{EXPECTED_INACTIVE}"}} == 0)',
+                    "{{server}}",
+                )
+            ],
+            "The trend around patch days: a CU or security update takes components Inactive while it "
+            "installs and should bring them all back.",
+        ),
+        12,
+        7,
+    )
 
     lay.row("Builds")
-    lay.add(table("Builds", f"exchange_build_info{{{SEL}}}",
-                  "What each server runs. AdminDisplayVersion names the CU; the security update shows when the "
-                  "exporter reads ExSetup's file version (security_update.enabled).",
-                  {"server": "Server", "product": "Product", "cu": "CU", "update": "Update", "version": "Build",
-                   "Value": "Reported"}), 12, 7)
-    lay.add(timeseries("Days since the server's CU was released",
-                       [(f"(time() - exchange_build_cu_release_timestamp_seconds{{{SEL}}} > 0) / 86400",
-                         "{{server}}")],
-                       "Drops when a server moves to a newer CU; the build-change annotations mark when.",
-                       unit="d"), 12, 7)
+    lay.add(
+        table(
+            "Builds",
+            f"exchange_build_info{{{SEL}}}",
+            "What each server runs. AdminDisplayVersion names the CU; the security update shows when the "
+            "exporter reads ExSetup's file version (security_update.enabled).",
+            {
+                "server": "Server",
+                "product": "Product",
+                "cu": "CU",
+                "update": "Update",
+                "version": "Build",
+                "Value": "Reported",
+            },
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        timeseries(
+            "Days since the server's CU was released",
+            [(f"(time() - exchange_build_cu_release_timestamp_seconds{{{SEL}}} > 0) / 86400", "{{server}}")],
+            "Drops when a server moves to a newer CU; the build-change annotations mark when.",
+            unit="d",
+        ),
+        12,
+        7,
+    )
 
     lay.row("Transport")
-    lay.add(timeseries("Queued messages by next hop",
-                       [(f"sum by (server, next_hop) (exchange_queue_messages{{{SEL}}})", "{{server}} {{next_hop}}")],
-                       "Get-Queue, summed per next hop.", stack=True), 12, 8)
-    lay.add(table("Queue last errors", f"exchange_queue_last_error_info{{{SEL}}}",
-                  "The SMTP codes in each queue's LastError: code as Exchange reported it, remote code as the next "
-                  "hop answered. 421 4.3.2 = the next hop's transport is not active (often its ServerWideOffline); "
-                  "451 4.7.500 = Exchange Online throttles anonymous mail (a certificate mismatch on the inbound "
-                  "connector).",
-                  {"server": "Server", "next_hop": "Next hop", "delivery_type": "Delivery type", "code": "Code",
-                   "enhanced_code": "Enhanced", "remote_code": "Remote code",
-                   "remote_enhanced_code": "Remote enhanced", "Value": "Present"}), 12, 8)
+    lay.add(
+        timeseries(
+            "Queued messages by next hop",
+            [(f"sum by (server, next_hop) (exchange_queue_messages{{{SEL}}})", "{{server}} {{next_hop}}")],
+            "Get-Queue, summed per next hop.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        table(
+            "Queue last errors",
+            f"exchange_queue_last_error_info{{{SEL}}}",
+            "The SMTP codes in each queue's LastError: code as Exchange reported it, remote code as the next "
+            "hop answered. 421 4.3.2 = the next hop's transport is not active (often its ServerWideOffline); "
+            "451 4.7.500 = Exchange Online throttles anonymous mail (a certificate mismatch on the inbound "
+            "connector).",
+            {
+                "server": "Server",
+                "next_hop": "Next hop",
+                "delivery_type": "Delivery type",
+                "code": "Code",
+                "enhanced_code": "Enhanced",
+                "remote_code": "Remote code",
+                "remote_enhanced_code": "Remote enhanced",
+                "Value": "Present",
+            },
+        ),
+        12,
+        8,
+    )
 
     lay.row("Certificates and hybrid")
-    lay.add(table("Certificates by time left", f"exchange_certificate_not_after_timestamp_seconds{{{SEL}}} - time()",
-                  "Exchange certificates on each server; negative = expired. An expired Auth certificate breaks "
-                  "OAuth to Exchange Online.",
-                  {"server": "Server", "thumbprint": "Thumbprint", "subject": "Subject", "Value": "Time left"},
-                  unit="s"), 12, 8)
-    lay.add(table("Hybrid connector certificate names",
-                  f'exchange_connector_tls_certificate_info{{{JOB},hybrid="true"}} '
-                  f"* on (job, organization, kind, connector) group_left "
-                  f"exchange_connector_tls_certificate_matches{{{JOB}}}",
-                  "TlsCertificateName of the connectors the Hybrid Configuration Wizard manages; 0 = differs from "
-                  "the certificate the exporter was told to expect, which Exchange Online will not match.",
-                  {"kind": "Kind", "connector": "Connector", "issuer": "Issuer", "subject": "Subject",
-                   "Value": "Matches", "organization": "Organization"}, exclude=("Time", "__name__", "job",
-                                                                                  "instance", "hybrid")), 12, 8)
-    lay.add(table("Misrouted remote mailboxes", f"exchange_remote_mailbox_misrouted_info{{{JOB}}}",
-                  "Remote mailboxes whose RemoteRoutingAddress is outside the tenant routing domain (capped list).",
-                  {"mailbox": "Mailbox", "routing_domain": "Routes to", "organization": "Organization",
-                   "Value": "Misrouted"}), 12, 7)
-    lay.add(table("Accepted domains", f"exchange_accepted_domain_info{{{JOB}}}",
-                  "The tenant routing domain must be an accepted domain (InternalRelay or Authoritative).",
-                  {"domain": "Domain", "type": "Type", "default": "Default", "organization": "Organization",
-                   "Value": "Present"}), 12, 7)
+    lay.add(
+        table(
+            "Certificates by time left",
+            f"exchange_certificate_not_after_timestamp_seconds{{{SEL}}} - time()",
+            "Exchange certificates on each server; negative = expired. An expired Auth certificate breaks "
+            "OAuth to Exchange Online.",
+            {"server": "Server", "thumbprint": "Thumbprint", "subject": "Subject", "Value": "Time left"},
+            unit="s",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        table(
+            "Hybrid connector certificate names",
+            f'exchange_connector_tls_certificate_info{{{JOB},hybrid="true"}} '
+            f"* on (job, organization, kind, connector) group_left "
+            f"exchange_connector_tls_certificate_matches{{{JOB}}}",
+            "TlsCertificateName of the connectors the Hybrid Configuration Wizard manages; 0 = differs from "
+            "the certificate the exporter was told to expect, which Exchange Online will not match.",
+            {
+                "kind": "Kind",
+                "connector": "Connector",
+                "issuer": "Issuer",
+                "subject": "Subject",
+                "Value": "Matches",
+                "organization": "Organization",
+            },
+            exclude=("Time", "__name__", "job", "instance", "hybrid"),
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        table(
+            "Misrouted remote mailboxes",
+            f"exchange_remote_mailbox_misrouted_info{{{JOB}}}",
+            "Remote mailboxes whose RemoteRoutingAddress is outside the tenant routing domain (capped list).",
+            {"mailbox": "Mailbox", "routing_domain": "Routes to", "organization": "Organization", "Value": "Misrouted"},
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        table(
+            "Accepted domains",
+            f"exchange_accepted_domain_info{{{JOB}}}",
+            "The tenant routing domain must be an accepted domain (InternalRelay or Authoritative).",
+            {
+                "domain": "Domain",
+                "type": "Type",
+                "default": "Default",
+                "organization": "Organization",
+                "Value": "Present",
+            },
+        ),
+        12,
+        7,
+    )
 
     lay.row("Servers and exporter")
-    lay.add(table("Why servers are down", f"exchange_server_error_reason{{{SEL}}} == 1",
-                  "The reason of each server whose last refresh failed; the landing page has the full message.",
-                  {"server": "Server", "reason": "Reason", "Value": "Down"}), 8, 7)
-    lay.add(table("Cmdlets that failed", f"exchange_cmdlet_success{{{SEL}}} == 0",
-                  "Cmdlets that did not answer on a server in the last refresh.",
-                  {"server": "Server", "cmdlet": "Cmdlet", "Value": "Failed"}), 8, 7)
-    lay.add(timeseries("Server answer time", [(f"exchange_server_sweep_duration_seconds{{{SEL}}}", "{{server}}")],
-                       "Time each server took for the exporter's cmdlets.", unit="s"), 8, 7)
-    return dashboard("Exchange health", "exchange-health", ["exchange"],
-                     variables("exchange_server_up", "server", "Server"), lay.panels, [build_changes()])
+    lay.add(
+        table(
+            "Why servers are down",
+            f"exchange_server_error_reason{{{SEL}}} == 1",
+            "The reason of each server whose last refresh failed; the landing page has the full message.",
+            {"server": "Server", "reason": "Reason", "Value": "Down"},
+        ),
+        8,
+        7,
+    )
+    lay.add(
+        table(
+            "Cmdlets that failed",
+            f"exchange_cmdlet_success{{{SEL}}} == 0",
+            "Cmdlets that did not answer on a server in the last refresh.",
+            {"server": "Server", "cmdlet": "Cmdlet", "Value": "Failed"},
+        ),
+        8,
+        7,
+    )
+    lay.add(
+        timeseries(
+            "Server answer time",
+            [(f"exchange_server_sweep_duration_seconds{{{SEL}}}", "{{server}}")],
+            "Time each server took for the exporter's cmdlets.",
+            unit="s",
+        ),
+        8,
+        7,
+    )
+    return dashboard(
+        "Exchange health",
+        "exchange-health",
+        ["exchange"],
+        variables("exchange_server_up", "server", "Server"),
+        lay.panels,
+        [build_changes()],
+    )

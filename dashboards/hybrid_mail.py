@@ -13,66 +13,197 @@ FLOW = 'job=~"$job",flow=~"$flow"'
 def hybrid_mail() -> dict[str, Any]:
     lay = Layout()
     lay.row("Now")
-    lay.add(stat("Anonymous share, 15 minutes", f"max(exchange:inbound_anonymous:ratio15m{{{FLOW}}})",
-                 "Share of mail from on-premises that Exchange Online took as Anonymous: should be 0.",
-                 unit="percentunit", thresholds=[(None, "green"), (0.01, "orange"), (0.1, "red")]), 6, 4)
-    lay.add(stat("Canary latency", f"max(exchange_canary_latency_seconds{{{JOB}}})",
-                 "End-to-end time of the last canary found.", unit="s",
-                 thresholds=[(None, "green"), (60, "orange"), (300, "red")]), 6, 4)
-    lay.add(stat("SMTP endpoints answering", f'sum(probe_success{{{JOB}}}) / count(probe_success{{{JOB}}})',
-                 "Share of probed SMTP endpoints whose conversation succeeded.", unit="percentunit",
-                 thresholds=[(None, "red"), (0.99, "green")]), 6, 4)
-    lay.add(stat("Certificates not as expected",
-                 f"count(probe_tls_certificate_matches_expected{{{JOB}}} == 0) or vector(0)",
-                 "Endpoints presenting another certificate than the hybrid connectors expect.",
-                 thresholds=[(None, "green"), (1, "red")]), 6, 4)
+    lay.add(
+        stat(
+            "Anonymous share, 15 minutes",
+            f"max(exchange:inbound_anonymous:ratio15m{{{FLOW}}})",
+            "Share of mail from on-premises that Exchange Online took as Anonymous: should be 0.",
+            unit="percentunit",
+            thresholds=[(None, "green"), (0.01, "orange"), (0.1, "red")],
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        stat(
+            "Canary latency",
+            f"max(exchange_canary_latency_seconds{{{JOB}}})",
+            "End-to-end time of the last canary found.",
+            unit="s",
+            thresholds=[(None, "green"), (60, "orange"), (300, "red")],
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        stat(
+            "SMTP endpoints answering",
+            f"sum(probe_success{{{JOB}}}) / count(probe_success{{{JOB}}})",
+            "Share of probed SMTP endpoints whose conversation succeeded.",
+            unit="percentunit",
+            thresholds=[(None, "red"), (0.99, "green")],
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        stat(
+            "Certificates not as expected",
+            f"count(probe_tls_certificate_matches_expected{{{JOB}}} == 0) or vector(0)",
+            "Endpoints presenting another certificate than the hybrid connectors expect.",
+            thresholds=[(None, "green"), (1, "red")],
+        ),
+        6,
+        4,
+    )
 
     lay.row("Attribution")
-    lay.add(timeseries("Messages by AuthAs",
-                       [(f"sum by (auth_as) (increase(exchange_inbound_messages_total{{{FLOW}}}[$__rate_interval]))",
-                         "{{auth_as}}")],
-                       "How Exchange Online attributed the mail read from the drop directories: Internal through "
-                       "the inbound connector; Anonymous when the connector did not recognise the certificate.",
-                       stack=True), 12, 8)
-    lay.add(timeseries("Anonymous share per flow", [(f"exchange:inbound_anonymous:ratio15m{{{FLOW}}}", "{{flow}}")],
-                       "Over 15 minutes.", unit="percentunit"), 12, 8)
-    lay.add(table("Attribution by source, last hour",
-                  f"sum by (flow, from_entity, auth_source, auth_as) "
-                  f"(increase(exchange_inbound_messages_total{{{FLOW}}}[1h]))",
-                  "FromEntityHeader (HybridOnPrem for the connector), AuthSource (the server that authenticated).",
-                  {"flow": "Flow", "from_entity": "From entity", "auth_source": "Auth source", "auth_as": "AuthAs",
-                   "Value": "Last hour"}), 12, 8)
-    lay.add(timeseries("Loops and hops",
-                       [(f"sum by (flow) (increase(exchange_inbound_message_loops_total{{{FLOW}}}[$__rate_interval]))",
-                         "loops {{flow}}"),
-                        (f"sum by (flow) (rate(exchange_inbound_message_hops_sum{{{FLOW}}}[$__rate_interval])) / "
-                         f"sum by (flow) (rate(exchange_inbound_message_hops_count{{{FLOW}}}[$__rate_interval]))",
-                         "mean hops {{flow}}")],
-                       "Messages with a host twice in their Received chain, and the mean number of hops."), 12, 8)
+    lay.add(
+        timeseries(
+            "Messages by AuthAs",
+            [
+                (
+                    f"sum by (auth_as) (increase(exchange_inbound_messages_total{{{FLOW}}}[$__rate_interval]))",
+                    "{{auth_as}}",
+                )
+            ],
+            "How Exchange Online attributed the mail read from the drop directories: Internal through "
+            "the inbound connector; Anonymous when the connector did not recognise the certificate.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Anonymous share per flow",
+            [(f"exchange:inbound_anonymous:ratio15m{{{FLOW}}}", "{{flow}}")],
+            "Over 15 minutes.",
+            unit="percentunit",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        table(
+            "Attribution by source, last hour",
+            f"sum by (flow, from_entity, auth_source, auth_as) "
+            f"(increase(exchange_inbound_messages_total{{{FLOW}}}[1h]))",
+            "FromEntityHeader (HybridOnPrem for the connector), AuthSource (the server that authenticated).",
+            {
+                "flow": "Flow",
+                "from_entity": "From entity",
+                "auth_source": "Auth source",
+                "auth_as": "AuthAs",
+                "Value": "Last hour",
+            },
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Loops and hops",
+            [
+                (
+                    f"sum by (flow) (increase(exchange_inbound_message_loops_total{{{FLOW}}}[$__rate_interval]))",
+                    "loops {{flow}}",
+                ),
+                (
+                    f"sum by (flow) (rate(exchange_inbound_message_hops_sum{{{FLOW}}}[$__rate_interval])) / "
+                    f"sum by (flow) (rate(exchange_inbound_message_hops_count{{{FLOW}}}[$__rate_interval]))",
+                    "mean hops {{flow}}",
+                ),
+            ],
+            "Messages with a host twice in their Received chain, and the mean number of hops.",
+        ),
+        12,
+        8,
+    )
 
     lay.row("SMTP endpoints")
-    lay.add(table("Certificates presented", f"probe_tls_certificate_info{{{JOB}}}",
-                  "What each probed endpoint presents after STARTTLS: the Organisation is part of what the inbound "
-                  "connector matches.",
-                  {"instance": "Endpoint", "common_name": "CN", "organization": "O", "issuer": "Issuer",
-                   "sans": "SANs", "sha256": "SHA-256", "subject": "Subject", "Value": "Presented"},
-                  exclude=("Time", "__name__", "job")), 16, 8)
-    lay.add(table("Certificate expiry", f"probe_ssl_earliest_cert_expiry{{{JOB}}} - time()",
-                  "Time left before each presented certificate expires.",
-                  {"instance": "Endpoint", "Value": "Time left"}, exclude=("Time", "__name__", "job"), unit="s"),
-            8, 8)
-    lay.add(timeseries("Greeting codes", [(f"probe_smtp_greeting_code{{{JOB}}}", "{{instance}}")],
-                       "220 = ready; 421 = the service is not active (an Exchange front end with its transport "
-                       "offline)."), 12, 7)
-    lay.add(timeseries("Probe duration", [(f"probe_duration_seconds{{{JOB}}}", "{{instance}}")],
-                       "Time of the whole SMTP conversation, STARTTLS included.", unit="s"), 12, 7)
+    lay.add(
+        table(
+            "Certificates presented",
+            f"probe_tls_certificate_info{{{JOB}}}",
+            "What each probed endpoint presents after STARTTLS: the Organisation is part of what the inbound "
+            "connector matches.",
+            {
+                "instance": "Endpoint",
+                "common_name": "CN",
+                "organization": "O",
+                "issuer": "Issuer",
+                "sans": "SANs",
+                "sha256": "SHA-256",
+                "subject": "Subject",
+                "Value": "Presented",
+            },
+            exclude=("Time", "__name__", "job"),
+        ),
+        16,
+        8,
+    )
+    lay.add(
+        table(
+            "Certificate expiry",
+            f"probe_ssl_earliest_cert_expiry{{{JOB}}} - time()",
+            "Time left before each presented certificate expires.",
+            {"instance": "Endpoint", "Value": "Time left"},
+            exclude=("Time", "__name__", "job"),
+            unit="s",
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Greeting codes",
+            [(f"probe_smtp_greeting_code{{{JOB}}}", "{{instance}}")],
+            "220 = ready; 421 = the service is not active (an Exchange front end with its transport offline).",
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        timeseries(
+            "Probe duration",
+            [(f"probe_duration_seconds{{{JOB}}}", "{{instance}}")],
+            "Time of the whole SMTP conversation, STARTTLS included.",
+            unit="s",
+        ),
+        12,
+        7,
+    )
 
     lay.row("Canary")
-    lay.add(timeseries("Canary latency", [(f"exchange_canary_latency_seconds{{{JOB}}}", "{{canary}}")],
-                       "End-to-end time of each canary found.", unit="s"), 12, 7)
-    lay.add(timeseries("Canary failures by stage",
-                       [(f"sum by (canary, stage) (increase(exchange_canary_failures_total{{{JOB}}}"
-                         "[$__rate_interval]))", "{{canary}} {{stage}}")],
-                       "submit: the on-premises endpoint refused it; deliver: not found within late_seconds."), 12, 7)
-    return dashboard("Hybrid mail flow", "hybrid-mail", ["exchange", "hybrid"],
-                     variables("exchange_inbound_messages_total", "flow", "Flow"), lay.panels)
+    lay.add(
+        timeseries(
+            "Canary latency",
+            [(f"exchange_canary_latency_seconds{{{JOB}}}", "{{canary}}")],
+            "End-to-end time of each canary found.",
+            unit="s",
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        timeseries(
+            "Canary failures by stage",
+            [
+                (
+                    f"sum by (canary, stage) (increase(exchange_canary_failures_total{{{JOB}}}[$__rate_interval]))",
+                    "{{canary}} {{stage}}",
+                )
+            ],
+            "submit: the on-premises endpoint refused it; deliver: not found within late_seconds.",
+        ),
+        12,
+        7,
+    )
+    return dashboard(
+        "Hybrid mail flow",
+        "hybrid-mail",
+        ["exchange", "hybrid"],
+        variables("exchange_inbound_messages_total", "flow", "Flow"),
+        lay.panels,
+    )

@@ -35,8 +35,12 @@ log = logging.getLogger("exporter")
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-                 "logger": record.name, "msg": record.getMessage()}
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -62,8 +66,9 @@ _REDACTING_FILTER = _RedactingFilter()
 
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        _JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     handler.addFilter(_REDACTING_FILTER)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -74,8 +79,7 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("pypsrp").setLevel(logging.WARNING)
 
 
-def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor,
-                     state: StateStore) -> list[Collector]:
+def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor, state: StateStore) -> list[Collector]:
     collectors: list[Collector] = [ActiveDirectoryCollector(ad, guard, redact) for ad in config.active_directory]
     collectors += [ExchangeCollector(ex, guard, redact) for ex in config.exchange]
     collectors += [SecurityEventsCollector(se, guard, state, redact) for se in config.security_events]
@@ -121,8 +125,10 @@ class Exporter:
             security = load_security(config)
             tls = security.config.tls_server_config if security else None
             if (tls is None) != (self.tls is None):
-                raise ConfigError(str(config.web.config_file), [
-                    "tls_server_config: turning TLS on or off needs a restart (the listener keeps its scheme)"])
+                raise ConfigError(
+                    str(config.web.config_file),
+                    ["tls_server_config: turning TLS on or off needs a restart (the listener keeps its scheme)"],
+                )
             if tls is not None and self.tls is not None:
                 self.tls.update(tls)
         except (ConfigError, OSError, ssl.SSLError) as exc:
@@ -162,8 +168,9 @@ class _Delegate:
 
 
 async def serve(exporter: Exporter) -> None:
-    app = build_app(lambda: exporter.registry, lambda: exporter.prom, lambda: exporter.config.probes,
-                    lambda: exporter.security)
+    app = build_app(
+        lambda: exporter.registry, lambda: exporter.prom, lambda: exporter.config.probes, lambda: exporter.security
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     web_cfg = exporter.config.web
@@ -173,8 +180,9 @@ async def serve(exporter: Exporter) -> None:
     scheme = "https" if exporter.tls else "http"
     auth = " (basic auth)" if exporter.security and exporter.security.auth else ""
     log.info("listening on %s://%s:%d/metrics%s", scheme, web_cfg.host, web_cfg.port, auth)
-    print(f"ad-exchange-exporter {__version__} serving {scheme}://{web_cfg.host}:{web_cfg.port}/metrics{auth}",
-          flush=True)
+    print(
+        f"ad-exchange-exporter {__version__} serving {scheme}://{web_cfg.host}:{web_cfg.port}/metrics{auth}", flush=True
+    )
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -190,12 +198,25 @@ async def serve(exporter: Exporter) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="ad-exchange-exporter", description=__doc__)
     parser.add_argument("--config.file", dest="config_file", type=Path, default=Path("ad-exchange-exporter.yml"))
-    parser.add_argument("--config.check", dest="config_check", action="store_true",
-                        help="validate the configuration, report every error with its path, and exit")
-    parser.add_argument("--web.listen-address", dest="listen_address", default=None,
-                        help="override web.listen_address from the config (HOST:PORT)")
-    parser.add_argument("--web.config.file", dest="web_config_file", type=Path, default=None,
-                        help="TLS and basic auth in exporter-toolkit's format (overrides web.config_file)")
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, report every error with its path, and exit",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=None,
+        help="override web.listen_address from the config (HOST:PORT)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        default=None,
+        help="TLS and basic auth in exporter-toolkit's format (overrides web.config_file)",
+    )
     parser.add_argument("--log.level", dest="log_level", default=None)
     parser.add_argument("--log.format", dest="log_format", choices=["text", "json"], default=None)
     parser.add_argument("--version", action="version", version=__version__)
@@ -225,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {error}", file=sys.stderr)
         return 1
     if args.config_check:
-        print(f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s), "
-              f"{len(config.exchange)} Exchange organization(s), {len(config.security_events)} security event "
-              "source set(s))")
+        print(
+            f"{args.config_file}: configuration OK ({len(config.active_directory)} Active Directory domain(s), "
+            f"{len(config.exchange)} Exchange organization(s), {len(config.security_events)} security event "
+            "source set(s))"
+        )
         return 0
     setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     exporter = Exporter(args.config_file, config, web_overrides)

@@ -206,8 +206,9 @@ class ActiveDirectoryConfig(_Model):
     def _targets(self) -> ActiveDirectoryConfig:
         if self.tls.mode == "none" and self.bind.method in ("simple", "ntlm"):
             # A simple bind would send the password in clear; NTLM needs signing that ldap3 cannot provide.
-            raise ValueError(f"tls.mode: 'none' is not allowed with bind method {self.bind.method}; "
-                             "use ldaps or starttls")
+            raise ValueError(
+                f"tls.mode: 'none' is not allowed with bind method {self.bind.method}; use ldaps or starttls"
+            )
         if not self.domain_controllers and not self.discovery.dns_srv:
             raise ValueError("domain_controllers: give at least one DC, or enable discovery.dns_srv")
         if self.timeout_seconds >= self.interval_seconds:
@@ -297,12 +298,16 @@ class _Remoting(_Model):
         if self.auth.method == "basic" and self.encryption == "always":
             raise ValueError("encryption: basic authentication cannot encrypt messages; use https")
         if self.auth.method == "basic" and self.scheme == "http" and self.encryption == "auto":
-            raise ValueError("encryption: basic authentication over http cannot encrypt messages; use https "
-                             "(or encryption never with allow_unencrypted, for a lab)")
+            raise ValueError(
+                "encryption: basic authentication over http cannot encrypt messages; use https "
+                "(or encryption never with allow_unencrypted, for a lab)"
+            )
         plain = self.scheme == "http" and (self.auth.method == "basic" or self.encryption == "never")
         if plain and not self.allow_unencrypted:
-            raise ValueError("scheme: plain HTTP without message encryption (basic auth or encryption never) "
-                             "is refused; use https, or set allow_unencrypted for a lab")
+            raise ValueError(
+                "scheme: plain HTTP without message encryption (basic auth or encryption never) "
+                "is refused; use https, or set allow_unencrypted for a lab"
+            )
         return self
 
 
@@ -436,8 +441,7 @@ class ImapConfig(_Secret):
         if not self.user or secret is None:
             raise ValueError("user and password_file or password_env: required for IMAP")
         if self.security == "none" and not self.allow_unencrypted:
-            raise ValueError("security: plain IMAP is refused; use tls or starttls, or set allow_unencrypted "
-                             "for a lab")
+            raise ValueError("security: plain IMAP is refused; use tls or starttls, or set allow_unencrypted for a lab")
         return self
 
     @property

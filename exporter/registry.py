@@ -47,15 +47,20 @@ class Redactor:
 
 def capped_series_family() -> GaugeMetricFamily:
     """``ad_exchange_exporter_capped_series{collector,target,family}``: what a collector's caps left out."""
-    return GaugeMetricFamily("ad_exchange_exporter_capped_series",
-                             "Series left out of a family in the last refresh because of a configured cap.",
-                             labels=["collector", "target", "family"])
+    return GaugeMetricFamily(
+        "ad_exchange_exporter_capped_series",
+        "Series left out of a family in the last refresh because of a configured cap.",
+        labels=["collector", "target", "family"],
+    )
 
 
 def parse_errors_family(collector: str, target: str, count: float) -> CounterMetricFamily:
     """``ad_exchange_exporter_parse_errors_total{collector,target}``: values skipped because they did not parse."""
-    family = CounterMetricFamily("ad_exchange_exporter_parse_errors",
-                                 "Values that could not be parsed and were skipped.", labels=["collector", "target"])
+    family = CounterMetricFamily(
+        "ad_exchange_exporter_parse_errors",
+        "Values that could not be parsed and were skipped.",
+        labels=["collector", "target"],
+    )
     family.add_metric([collector, target], count)
     return family
 
@@ -173,8 +178,11 @@ class CollectorRegistry(PromCollector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily("ad_exchange_exporter_build_info", "The exporter's version and Python version.",
-                                  labels=["version", "python_version"])
+        build = GaugeMetricFamily(
+            "ad_exchange_exporter_build_info",
+            "The exporter's version and Python version.",
+            labels=["version", "python_version"],
+        )
         build.add_metric([__version__, platform.python_version()], 1.0)
         yield build
         for family_type, name, doc, read in _SELF_METRICS:
@@ -185,23 +193,45 @@ class CollectorRegistry(PromCollector):
         yield from _merge_families(s.snapshot for s in self._states)
 
 
-_SELF_METRICS: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str,
-                            Callable[[CollectorState], float]], ...] = (
-    (GaugeMetricFamily, "ad_exchange_exporter_collector_success",
-     "1 if the collector's last refresh succeeded. Its metrics are served from that refresh's cache.",
-     lambda s: 1.0 if s.success else 0.0),
-    (GaugeMetricFamily, "ad_exchange_exporter_collector_duration_seconds",
-     "How long the collector's last refresh took.", lambda s: s.last_duration),
-    (GaugeMetricFamily, "ad_exchange_exporter_collector_last_success_timestamp_seconds",
-     "When the collector last refreshed successfully (0 if never); cached metrics are this old.",
-     lambda s: s.last_success),
-    (CounterMetricFamily, "ad_exchange_exporter_collector_refreshes",
-     "Refreshes of the collector, successful or not. Scrapes never cause one: they read the cache.",
-     lambda s: s.attempts),
-    (CounterMetricFamily, "ad_exchange_exporter_collector_failures",
-     "Refreshes of the collector that failed as a whole (timeout or error).", lambda s: s.failures_total),
-    (GaugeMetricFamily, "ad_exchange_exporter_collector_interval_seconds",
-     "The collector's configured refresh interval.", lambda s: s.collector.interval),
+_SELF_METRICS: tuple[
+    tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, Callable[[CollectorState], float]], ...
+] = (
+    (
+        GaugeMetricFamily,
+        "ad_exchange_exporter_collector_success",
+        "1 if the collector's last refresh succeeded. Its metrics are served from that refresh's cache.",
+        lambda s: 1.0 if s.success else 0.0,
+    ),
+    (
+        GaugeMetricFamily,
+        "ad_exchange_exporter_collector_duration_seconds",
+        "How long the collector's last refresh took.",
+        lambda s: s.last_duration,
+    ),
+    (
+        GaugeMetricFamily,
+        "ad_exchange_exporter_collector_last_success_timestamp_seconds",
+        "When the collector last refreshed successfully (0 if never); cached metrics are this old.",
+        lambda s: s.last_success,
+    ),
+    (
+        CounterMetricFamily,
+        "ad_exchange_exporter_collector_refreshes",
+        "Refreshes of the collector, successful or not. Scrapes never cause one: they read the cache.",
+        lambda s: s.attempts,
+    ),
+    (
+        CounterMetricFamily,
+        "ad_exchange_exporter_collector_failures",
+        "Refreshes of the collector that failed as a whole (timeout or error).",
+        lambda s: s.failures_total,
+    ),
+    (
+        GaugeMetricFamily,
+        "ad_exchange_exporter_collector_interval_seconds",
+        "The collector's configured refresh interval.",
+        lambda s: s.collector.interval,
+    ),
 )
 
 

@@ -46,9 +46,13 @@ class StateStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+
                 def put(key: str, value: Any) -> None:
-                    self._db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                                     "value = excluded.value", (key, json.dumps(value, sort_keys=True)))
+                    self._db.execute(
+                        "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = excluded.value",
+                        (key, json.dumps(value, sort_keys=True)),
+                    )
 
                 yield put
             except BaseException:

@@ -32,9 +32,12 @@ class _Families:
         return self.families
 
 
-def build_app(get_registry: Callable[[], CollectorRegistry], prom: Callable[[], PromRegistry],
-              get_probes: Callable[[], ProbesConfig] | None = None,
-              get_security: Callable[[], WebSecurity | None] | None = None) -> web.Application:
+def build_app(
+    get_registry: Callable[[], CollectorRegistry],
+    prom: Callable[[], PromRegistry],
+    get_probes: Callable[[], ProbesConfig] | None = None,
+    get_security: Callable[[], WebSecurity | None] | None = None,
+) -> web.Application:
     """The registry and web security are fetched per request, so a config reload can swap them."""
     app = web.Application(middlewares=[security_middleware(get_security or (lambda: None))])
 
@@ -43,14 +46,23 @@ def build_app(get_registry: Callable[[], CollectorRegistry], prom: Callable[[], 
         module_name, target = request.query.get("module", ""), request.query.get("target", "")
         module = probes.modules.get(module_name)
         if module is None:
-            return web.Response(status=400, text=f"unknown module {module_name!r}; configured: "
-                                                 f"{', '.join(sorted(probes.modules)) or 'none'}\n")
+            return web.Response(
+                status=400,
+                text=f"unknown module {module_name!r}; configured: {', '.join(sorted(probes.modules)) or 'none'}\n",
+            )
         if target not in probes.allowed_targets:
             return web.Response(status=403, text=f"target {target!r} is not in probes.allowed_targets\n")
         host, _, port = target.rpartition(":")
-        result = await probe_smtp(host.strip("[]"), int(port), timeout=module.timeout_seconds,
-                                  ehlo_hostname=module.ehlo_hostname, starttls=module.starttls, verify=module.verify,
-                                  ca_file=module.ca_file, server_name=module.server_name)
+        result = await probe_smtp(
+            host.strip("[]"),
+            int(port),
+            timeout=module.timeout_seconds,
+            ehlo_hostname=module.ehlo_hostname,
+            starttls=module.starttls,
+            verify=module.verify,
+            ca_file=module.ca_file,
+            server_name=module.server_name,
+        )
         registry = PromRegistry(auto_describe=False)
         registry.register(_Families(probe_families(result, module)))
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -118,11 +130,11 @@ tr.ok td:nth-child(3){{color:#1a7f37}} tr.failing td:nth-child(3){{color:#cf222e
 <h2>Collectors</h2>
 <table><tr><th>collector</th><th>target</th><th>state</th><th>interval</th><th>last duration</th>
 <th>last success</th><th>last error</th></tr>
-{''.join(rows) or '<tr><td colspan=7>No collectors configured.</td></tr>'}
+{"".join(rows) or "<tr><td colspan=7>No collectors configured.</td></tr>"}
 </table>
 <h2>Targets</h2>
 <table><tr><th>collector</th><th>target</th><th>state</th><th>detail</th></tr>
-{''.join(target_rows) or '<tr><td colspan=4>No targets yet.</td></tr>'}
+{"".join(target_rows) or "<tr><td colspan=4>No targets yet.</td></tr>"}
 </table>
 </body></html>
 """

@@ -58,11 +58,20 @@ _IANA_SUITES = {
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": 0xCCA8,
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": 0xCCA9,
 }
-_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-             "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 # The headers exporter-toolkit lets a web config set.
-_SETTABLE_HEADERS = {"Strict-Transport-Security", "X-Frame-Options", "X-Content-Type-Options",
-                     "X-XSS-Protection", "Content-Security-Policy"}
+_SETTABLE_HEADERS = {
+    "Strict-Transport-Security",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+}
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 # Checked when a user name is unknown, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
@@ -73,8 +82,13 @@ TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 class TlsServerConfig(_Model):
     cert_file: ReadableFile
     key_file: ReadableFile
-    client_auth_type: Literal["NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert",
-                              "RequestClientCert", "RequireAnyClientCert"] = "NoClientCert"
+    client_auth_type: Literal[
+        "NoClientCert",
+        "VerifyClientCertIfGiven",
+        "RequireAndVerifyClientCert",
+        "RequestClientCert",
+        "RequireAnyClientCert",
+    ] = "NoClientCert"
     client_ca_file: ReadableFile | None = None
     client_allowed_sans: list[str] = Field(default_factory=list)
     min_version: TlsVersion = "TLS12"
@@ -90,8 +104,9 @@ class TlsServerConfig(_Model):
     def _known_suites(cls, suites: list[str]) -> list[str]:
         unknown = [s for s in suites if s not in _IANA_SUITES]
         if unknown:
-            raise ValueError(f"unknown TLS 1.2 cipher suite(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(_IANA_SUITES))}")
+            raise ValueError(
+                f"unknown TLS 1.2 cipher suite(s) {', '.join(unknown)}; known: {', '.join(sorted(_IANA_SUITES))}"
+            )
         return suites
 
     @field_validator("curve_preferences")
@@ -104,9 +119,11 @@ class TlsServerConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> TlsServerConfig:
         if self.client_auth_type in ("RequestClientCert", "RequireAnyClientCert"):
-            raise ValueError("client_auth_type: accepting client certificates without verifying them is not "
-                             "supported; use VerifyClientCertIfGiven or RequireAndVerifyClientCert with "
-                             "client_ca_file")
+            raise ValueError(
+                "client_auth_type: accepting client certificates without verifying them is not "
+                "supported; use VerifyClientCertIfGiven or RequireAndVerifyClientCert with "
+                "client_ca_file"
+            )
         if self.client_auth_type != "NoClientCert" and self.client_ca_file is None:
             raise ValueError(f"client_ca_file: required with client_auth_type {self.client_auth_type}")
         if self.client_allowed_sans and self.client_auth_type == "NoClientCert":
@@ -126,8 +143,9 @@ class HttpServerConfig(_Model):
     def _settable(cls, headers: dict[str, str]) -> dict[str, str]:
         refused = [h for h in headers if h not in _SETTABLE_HEADERS]
         if refused:
-            raise ValueError(f"header(s) {', '.join(refused)} cannot be set; allowed: "
-                             f"{', '.join(sorted(_SETTABLE_HEADERS))}")
+            raise ValueError(
+                f"header(s) {', '.join(refused)} cannot be set; allowed: {', '.join(sorted(_SETTABLE_HEADERS))}"
+            )
         return headers
 
 
@@ -145,9 +163,11 @@ class WebSecurityConfig(_Model):
             raw = hashed.encode()
             if not raw.startswith(_BCRYPT_PREFIXES) or len(raw) != 60:
                 # Never echo the value: it may be a password pasted by mistake.
-                raise ValueError(f"{user}: not a bcrypt hash (expected $2a$/$2b$/$2y$, 60 characters); "
-                                 "generate one with: python -c 'import bcrypt,getpass; "
-                                 "print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'")
+                raise ValueError(
+                    f"{user}: not a bcrypt hash (expected $2a$/$2b$/$2y$, 60 characters); "
+                    "generate one with: python -c 'import bcrypt,getpass; "
+                    "print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'"
+                )
         return users
 
 
@@ -207,8 +227,11 @@ class TlsContexts:
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
         if cfg.client_ca_file is not None:
             ctx.load_verify_locations(cafile=cfg.client_ca_file)
-        ctx.verify_mode = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-                           "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}[cfg.client_auth_type]
+        ctx.verify_mode = {
+            "NoClientCert": ssl.CERT_NONE,
+            "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+            "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+        }[cfg.client_auth_type]
         return ctx
 
     def current(self) -> ssl.SSLContext:
@@ -225,8 +248,7 @@ class TlsContexts:
                     pass
         return self._current
 
-    def _pick(self, sslobj: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None,
-              _ctx: ssl.SSLContext) -> None:
+    def _pick(self, sslobj: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
         sslobj.context = self.current()
 
 
@@ -283,8 +305,6 @@ class BasicAuth:
         return False
 
 
-
-
 class WebSecurity:
     """One loaded web config: its basic auth users, allowed client SANs and headers.
 
@@ -312,8 +332,11 @@ def security_middleware(get_security: Callable[[], WebSecurity | None]) -> Middl
         headers = security.headers
         if security.allowed_sans and not _client_san_allowed(request, security.allowed_sans):
             return web.Response(status=403, text="Forbidden\n", headers=headers)
-        if security.auth is not None and request.path not in security.open_paths and not await security.auth.check(
-                request.headers.get("Authorization", "")):
+        if (
+            security.auth is not None
+            and request.path not in security.open_paths
+            and not await security.auth.check(request.headers.get("Authorization", ""))
+        ):
             return web.Response(status=401, text="Unauthorized\n", headers={**headers, "WWW-Authenticate": "Basic"})
         response = await handler(request)
         response.headers.update(headers)

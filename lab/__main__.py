@@ -1,8 +1,8 @@
 """Lab command line.
 
-    python -m lab demo [--port 9733]   start the lab and the exporter, make failed logons until Ctrl-C
-    python -m lab up DIR               provision and start the lab in DIR, print its facts, and exit
-    python -m lab down DIR             stop the lab in DIR and remove it
+python -m lab demo [--port 9733]   start the lab and the exporter, make failed logons until Ctrl-C
+python -m lab up DIR               provision and start the lab in DIR, print its facts, and exit
+python -m lab down DIR             stop the lab in DIR and remove it
 """
 
 from __future__ import annotations
@@ -33,16 +33,32 @@ def hybrid_sections(smtp: SmtpLab) -> dict[str, object]:
     drop = [str(smtp.drop / "*.eml")]
     return {
         "hybrid_mail": [{"name": "onprem-to-exo", "drop_directories": drop, "interval_seconds": 10}],
-        "canaries": [{"name": "hybrid", "smtp": smtp.target("onprem"), "sender": "canary@contoso.com",
-                      "recipient": "canary@contoso.mail.onmicrosoft.com", "drop_directories": drop,
-                      "interval_seconds": 10, "timeout_seconds": 5, "late_seconds": 60}],
-        "probes": {"modules": {"hybrid": {"timeout_seconds": 5, "verify": True, "ca_file": str(smtp.ca_file),
-                                          "server_name": "mail.contoso.com",
-                                          "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd"}},
-                   "allowed_targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")],
-                   "scheduled": [{"module": "hybrid", "target": smtp.target(n)}
-                                 for n in ("onprem", "renewed", "offline")],
-                   "interval_seconds": 30},
+        "canaries": [
+            {
+                "name": "hybrid",
+                "smtp": smtp.target("onprem"),
+                "sender": "canary@contoso.com",
+                "recipient": "canary@contoso.mail.onmicrosoft.com",
+                "drop_directories": drop,
+                "interval_seconds": 10,
+                "timeout_seconds": 5,
+                "late_seconds": 60,
+            }
+        ],
+        "probes": {
+            "modules": {
+                "hybrid": {
+                    "timeout_seconds": 5,
+                    "verify": True,
+                    "ca_file": str(smtp.ca_file),
+                    "server_name": "mail.contoso.com",
+                    "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd",
+                }
+            },
+            "allowed_targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")],
+            "scheduled": [{"module": "hybrid", "target": smtp.target(n)} for n in ("onprem", "renewed", "offline")],
+            "interval_seconds": 30,
+        },
     }
 
 
@@ -64,8 +80,10 @@ def _demo(port: int) -> int:
     try:
         print("Provisioning a two-DC Samba AD domain on 127.0.0.2 and 127.0.0.6 ...", flush=True)
         lab.provision()
-        print("Starting the lab's Exchange endpoints (WS-Management/PSRP on 127.0.0.10 and 127.0.0.11:5985) ...",
-              flush=True)
+        print(
+            "Starting the lab's Exchange endpoints (WS-Management/PSRP on 127.0.0.10 and 127.0.0.11:5985) ...",
+            flush=True,
+        )
         exchange = ExchangeLab(lab.root / "exchange", port=5985).start()
         # The DCs' Security logs (recorded 4740/4625/4771/4776 events) over WinRM on the DC addresses.
         events = EventLab(lab.root / "events", port=5985).start()
@@ -73,15 +91,27 @@ def _demo(port: int) -> int:
         logs = LogWriter(lab.root / "exchange-logs", server="SOLO-E19A")
         # Hybrid mail flow: an on-premises relay, an inbound connector attributing by certificate, a canary.
         smtp = SmtpLab(lab.root / "smtp").start()
-        config = write_config(lab, lab.root / "exporter.yml", port=port, interval=10, exchange=exchange,
-                              events=events, state=lab.root / "state.db", logs=logs, sections=hybrid_sections(smtp))
+        config = write_config(
+            lab,
+            lab.root / "exporter.yml",
+            port=port,
+            interval=10,
+            exchange=exchange,
+            events=events,
+            state=lab.root / "state.db",
+            logs=logs,
+            sections=hybrid_sections(smtp),
+        )
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
-        print(f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
-              f"Landing page:     http://127.0.0.1:{port}/\n"
-              "Making real failed logons (LDAP, Kerberos, SMB) against both DCs. The Exchange servers SOLO-E16A and\n"
-              "SOLO-E19A are the lab's PSRP endpoint answering with recorded Exchange objects, not real Exchange.\n"
-              f"After {SWO_BREAKS_AT} s a 'failed update' leaves SOLO-E19A's ServerWideOffline Inactive (requester "
-              f"Functional); it is fixed after {SWO_FIXED_AT} s. Ctrl-C stops and tears down.\n", flush=True)
+        print(
+            f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
+            f"Landing page:     http://127.0.0.1:{port}/\n"
+            "Making real failed logons (LDAP, Kerberos, SMB) against both DCs. The Exchange servers SOLO-E16A and\n"
+            "SOLO-E19A are the lab's PSRP endpoint answering with recorded Exchange objects, not real Exchange.\n"
+            f"After {SWO_BREAKS_AT} s a 'failed update' leaves SOLO-E19A's ServerWideOffline Inactive (requester "
+            f"Functional); it is fixed after {SWO_FIXED_AT} s. Ctrl-C stops and tears down.\n",
+            flush=True,
+        )
         rng = random.Random(2)
         started = time.monotonic()
         next_lockout = started + 15
@@ -89,14 +119,18 @@ def _demo(port: int) -> int:
         while not stopping:
             elapsed = time.monotonic() - started
             if not swo_broken and elapsed >= SWO_BREAKS_AT:
-                print("SOLO-E19A: ServerWideOffline set Inactive by requester Functional (a failed update) ...",
-                      flush=True)
+                print(
+                    "SOLO-E19A: ServerWideOffline set Inactive by requester Functional (a failed update) ...",
+                    flush=True,
+                )
                 exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Inactive", "Functional")
                 logs.transport_inactive = True  # its front end now answers 421 4.3.2
                 swo_broken = True
             if not cert_renewed and elapsed >= CERT_RENEWED_AT:
-                print("on-premises now presents a renewed certificate (O=Contoso Holdings): mail arrives Anonymous",
-                      flush=True)
+                print(
+                    "on-premises now presents a renewed certificate (O=Contoso Holdings): mail arrives Anonymous",
+                    flush=True,
+                )
                 smtp.renew_onprem_certificate("Contoso Holdings")
                 cert_renewed = True
             if cert_renewed and not cert_fixed and elapsed >= CERT_FIXED_AT:
@@ -113,8 +147,10 @@ def _demo(port: int) -> int:
                 return 1
             logs.write(requests=200, sessions=4, messages=8)
             if rng.random() < 0.02:
-                logs.rotate(rng.choice(["iis", "smtp_receive", "smtp_send", "message_tracking"]),
-                            rng.choice(["rename", "copytruncate"]))
+                logs.rotate(
+                    rng.choice(["iis", "smtp_receive", "smtp_send", "message_tracking"]),
+                    rng.choice(["rename", "copytruncate"]),
+                )
             dc = rng.choice(lab.dcs)
             user = rng.choice(USERS[:4])
             method = rng.choice(["ldap", "kerberos", "smb"])

@@ -36,8 +36,9 @@ from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
 # What the hybrid configuration sample's TlsCertificateName holds; the send connector sample differs.
-EXPECTED_TLS_CERTIFICATE_NAME = ("<I>CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US"
-                                 "<S>CN=mail.contoso.com")
+EXPECTED_TLS_CERTIFICATE_NAME = (
+    "<I>CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US<S>CN=mail.contoso.com"
+)
 STATE_VALUES = {"Inactive": 0, "Active": 1, "Draining": 2}
 
 
@@ -98,19 +99,25 @@ class _Builder:
         ref = next(self._ids)
         n = f' N="{escape(name)}"' if name else ""
         tn = "".join(f"<T>{escape(t)}</T>" for t in types)
-        return (f'<Obj{n} RefId="{ref}"><TN RefId="{ref}">{tn}</TN><ToString>{escape(to_string)}</ToString>'
-                f"<Props>{props}</Props></Obj>")
+        return (
+            f'<Obj{n} RefId="{ref}"><TN RefId="{ref}">{tn}</TN><ToString>{escape(to_string)}</ToString>'
+            f"<Props>{props}</Props></Obj>"
+        )
 
     def enum(self, name: str, enum_type: str, text: str, number: int) -> str:
         ref = next(self._ids)
-        return (f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{enum_type}</T><T>System.Enum</T>'
-                f"<T>System.ValueType</T><T>System.Object</T></TN><ToString>{escape(text)}</ToString>"
-                f"<I32>{number}</I32></Obj>")
+        return (
+            f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{enum_type}</T><T>System.Enum</T>'
+            f"<T>System.ValueType</T><T>System.Object</T></TN><ToString>{escape(text)}</ToString>"
+            f"<I32>{number}</I32></Obj>"
+        )
 
     def wrapped(self, name: str, type_name: str, text: str) -> str:
         ref = next(self._ids)
-        return (f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{type_name}</T><T>System.Object</T></TN>'
-                f"<ToString>{escape(text)}</ToString></Obj>")
+        return (
+            f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{type_name}</T><T>System.Object</T></TN>'
+            f"<ToString>{escape(text)}</ToString></Obj>"
+        )
 
 
 def _s(name: str, value: str | None) -> str:
@@ -136,57 +143,96 @@ class LabQueue:
         b = _Builder()
         number = {"Active": 1, "Ready": 2, "Retry": 3, "Suspended": 4, "Connecting": 5}.get(self.status, 0)
         now = dt.datetime.now(dt.UTC)
-        props = "".join([
-            b.enum("DeliveryType", "Microsoft.Exchange.Data.DeliveryType", self.delivery_type, 0),
-            _s("NextHopDomain", self.next_hop), '<Nil N="TlsDomain" />',
-            '<G N="NextHopConnector">00000000-0000-0000-0000-000000000000</G>',
-            b.enum("Status", "Microsoft.Exchange.Data.QueueViewer.QueueStatus", self.status, number),
-            f'<I32 N="MessageCount">{self.message_count}</I32>', _s("LastError", self.last_error),
-            f'<I32 N="RetryCount">{3 if self.last_error else 0}</I32>',
-            _dt("LastRetryTime", now if self.last_error else None),
-            _dt("NextRetryTime", now + dt.timedelta(minutes=1) if self.last_error else None),
-            _dt("FirstRetryTime", now - dt.timedelta(minutes=10) if self.last_error else None),
-            '<I32 N="DeferredMessageCount">0</I32>', '<I32 N="LockedMessageCount">0</I32>',
-            f'<Db N="IncomingRate">{self.message_count / 10:.1f}</Db>', '<Db N="OutgoingRate">0</Db>',
-            '<Db N="Velocity">0</Db>',
-            b.enum("NextHopCategory", "Microsoft.Exchange.Data.QueueViewer.NextHopCategory",
-                   "External" if "." in self.next_hop else "Internal", 1),
-            b.wrapped("Identity", "Microsoft.Exchange.Data.QueueViewer.QueueIdentity", f"{server}\\{self.identity}"),
-            '<B N="IsValid">true</B>',
-            b.enum("ObjectState", "Microsoft.Exchange.Data.ObjectState", "New", 0),
-        ])
-        return b.obj(["Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
-                      "Microsoft.Exchange.Data.QueueViewer.ExtensibleQueueInfo",
-                      "Microsoft.Exchange.Data.QueueViewer.PagedDataObject", "System.Object"],
-                     f"{server}\\{self.identity}", props)
+        props = "".join(
+            [
+                b.enum("DeliveryType", "Microsoft.Exchange.Data.DeliveryType", self.delivery_type, 0),
+                _s("NextHopDomain", self.next_hop),
+                '<Nil N="TlsDomain" />',
+                '<G N="NextHopConnector">00000000-0000-0000-0000-000000000000</G>',
+                b.enum("Status", "Microsoft.Exchange.Data.QueueViewer.QueueStatus", self.status, number),
+                f'<I32 N="MessageCount">{self.message_count}</I32>',
+                _s("LastError", self.last_error),
+                f'<I32 N="RetryCount">{3 if self.last_error else 0}</I32>',
+                _dt("LastRetryTime", now if self.last_error else None),
+                _dt("NextRetryTime", now + dt.timedelta(minutes=1) if self.last_error else None),
+                _dt("FirstRetryTime", now - dt.timedelta(minutes=10) if self.last_error else None),
+                '<I32 N="DeferredMessageCount">0</I32>',
+                '<I32 N="LockedMessageCount">0</I32>',
+                f'<Db N="IncomingRate">{self.message_count / 10:.1f}</Db>',
+                '<Db N="OutgoingRate">0</Db>',
+                '<Db N="Velocity">0</Db>',
+                b.enum(
+                    "NextHopCategory",
+                    "Microsoft.Exchange.Data.QueueViewer.NextHopCategory",
+                    "External" if "." in self.next_hop else "Internal",
+                    1,
+                ),
+                b.wrapped(
+                    "Identity", "Microsoft.Exchange.Data.QueueViewer.QueueIdentity", f"{server}\\{self.identity}"
+                ),
+                '<B N="IsValid">true</B>',
+                b.enum("ObjectState", "Microsoft.Exchange.Data.ObjectState", "New", 0),
+            ]
+        )
+        return b.obj(
+            [
+                "Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
+                "Microsoft.Exchange.Data.QueueViewer.ExtensibleQueueInfo",
+                "Microsoft.Exchange.Data.QueueViewer.PagedDataObject",
+                "System.Object",
+            ],
+            f"{server}\\{self.identity}",
+            props,
+        )
 
 
 def _remote_mailbox(alias: str, routing_address: str) -> str:
     b = _Builder()
-    props = "".join([
-        _s("Name", alias), _s("Alias", alias),
-        b.wrapped("PrimarySmtpAddress", "Microsoft.Exchange.Data.SmtpAddress", f"{alias}@contoso.com"),
-        b.wrapped("RemoteRoutingAddress", "Microsoft.Exchange.Data.SmtpProxyAddress", f"SMTP:{routing_address}"),
-        b.enum("RecipientTypeDetails", "Microsoft.Exchange.Data.Directory.Recipient.RecipientTypeDetails",
-               "RemoteUserMailbox", -2147483648),
-        _s("Identity", f"contoso.com/Users/{alias}"),
-    ])
-    return b.obj(["Microsoft.Exchange.Data.Directory.Management.RemoteMailbox",
-                  "Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson", "System.Object"], alias, props)
+    props = "".join(
+        [
+            _s("Name", alias),
+            _s("Alias", alias),
+            b.wrapped("PrimarySmtpAddress", "Microsoft.Exchange.Data.SmtpAddress", f"{alias}@contoso.com"),
+            b.wrapped("RemoteRoutingAddress", "Microsoft.Exchange.Data.SmtpProxyAddress", f"SMTP:{routing_address}"),
+            b.enum(
+                "RecipientTypeDetails",
+                "Microsoft.Exchange.Data.Directory.Recipient.RecipientTypeDetails",
+                "RemoteUserMailbox",
+                -2147483648,
+            ),
+            _s("Identity", f"contoso.com/Users/{alias}"),
+        ]
+    )
+    return b.obj(
+        [
+            "Microsoft.Exchange.Data.Directory.Management.RemoteMailbox",
+            "Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson",
+            "System.Object",
+        ],
+        alias,
+        props,
+    )
 
 
 def _accepted_domain(domain: str, domain_type: str, default: bool) -> str:
     b = _Builder()
     number = {"Authoritative": 0, "ExternalRelay": 1, "InternalRelay": 2}[domain_type]
-    props = "".join([
-        _s("Name", domain),
-        b.wrapped("DomainName", "Microsoft.Exchange.Data.SmtpDomainWithSubdomains", domain),
-        b.enum("DomainType", "Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomainType",
-               domain_type, number),
-        f'<B N="Default">{"true" if default else "false"}</B>',
-    ])
-    return b.obj(["Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomain", "System.Object"],
-                 domain, props)
+    props = "".join(
+        [
+            _s("Name", domain),
+            b.wrapped("DomainName", "Microsoft.Exchange.Data.SmtpDomainWithSubdomains", domain),
+            b.enum(
+                "DomainType",
+                "Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomainType",
+                domain_type,
+                number,
+            ),
+            f'<B N="Default">{"true" if default else "false"}</B>',
+        ]
+    )
+    return b.obj(
+        ["Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomain", "System.Object"], domain, props
+    )
 
 
 def make_certificate(subject: str, organisation: str | None, days: float) -> bytes:
@@ -197,17 +243,30 @@ def make_certificate(subject: str, organisation: str | None, days: float) -> byt
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
     name = x509.Name(attributes)
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=365))
-            .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=365))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(Encoding.DER)
 
 
 def _certificate(der: bytes) -> str:
     b = _Builder()
-    return b.obj(["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
-                  "System.Security.Cryptography.X509Certificates.X509Certificate2", "System.Object"],
-                 "[Subject]", f'<BA N="RawData">{base64.b64encode(der).decode()}</BA>')
+    return b.obj(
+        [
+            "Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
+            "System.Security.Cryptography.X509Certificates.X509Certificate2",
+            "System.Object",
+        ],
+        "[Subject]",
+        f'<BA N="RawData">{base64.b64encode(der).decode()}</BA>',
+    )
 
 
 # --- the organisation ----------------------------------------------------------------------------------------
@@ -232,19 +291,35 @@ class LabServer:
     def exsetup_clixml(self) -> str:
         """``Get-Command -Name ExSetup.exe`` as Windows PowerShell serialises its ApplicationInfo."""
         b = _Builder()
-        long_form = ".".join(f"{int(p):0{w}d}" for p, w in zip(self.exsetup_version.split("."), (2, 2, 4, 3),
-                                                                strict=True))
+        long_form = ".".join(
+            f"{int(p):0{w}d}" for p, w in zip(self.exsetup_version.split("."), (2, 2, 4, 3), strict=True)
+        )
         path = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\bin\\ExSetup.exe"
-        info = (f"File:             {path}\nInternalName:     ExSetup\nOriginalFilename: ExSetup.exe\n"
-                f"FileVersion:      {long_form}\nProductVersion:   {long_form}\nLanguage:         Language Neutral")
-        props = "".join([
-            _s("Path", path), _s("Extension", ".exe"), _s("Definition", path), _s("Source", path),
-            f'<Version N="Version">{self.exsetup_version}</Version>', _s("FileVersionInfo", info),
-            _s("Name", "ExSetup.exe"),
-            b.enum("CommandType", "System.Management.Automation.CommandTypes", "Application", 32),
-        ])
-        return b.obj(["System.Management.Automation.ApplicationInfo", "System.Management.Automation.CommandInfo",
-                      "System.Object"], "ExSetup.exe", props)
+        info = (
+            f"File:             {path}\nInternalName:     ExSetup\nOriginalFilename: ExSetup.exe\n"
+            f"FileVersion:      {long_form}\nProductVersion:   {long_form}\nLanguage:         Language Neutral"
+        )
+        props = "".join(
+            [
+                _s("Path", path),
+                _s("Extension", ".exe"),
+                _s("Definition", path),
+                _s("Source", path),
+                f'<Version N="Version">{self.exsetup_version}</Version>',
+                _s("FileVersionInfo", info),
+                _s("Name", "ExSetup.exe"),
+                b.enum("CommandType", "System.Management.Automation.CommandTypes", "Application", 32),
+            ]
+        )
+        return b.obj(
+            [
+                "System.Management.Automation.ApplicationInfo",
+                "System.Management.Automation.CommandInfo",
+                "System.Object",
+            ],
+            "ExSetup.exe",
+            props,
+        )
 
     def component_state(self, component: str) -> str:
         held = self.requesters.get(component, {})
@@ -281,17 +356,21 @@ class LabServer:
                 ref = next(ids)
                 stamp = when.astimezone(dt.UTC)
                 shown = f"{stamp.month}/{stamp.day}/{stamp.year} {stamp.strftime('%I:%M:%S %p').lstrip('0')}"
-                lst.append(SafeET.fromstring(
-                    f'<Obj RefId="{ref}"><TN RefId="{ref}"><T>Microsoft.Exchange.Data.Directory.Management.'
-                    "ServerComponentStatePresentationObject+RequesterDetails</T><T>System.Object</T></TN>"
-                    f"<ToString>Requestor:{requester}; State:{rstate}; Timestamp:{shown}</ToString><Props>"
-                    f'<S N="Requester">{requester}</S><S N="State">{rstate}</S>{_dt("Timestamp", stamp)}'
-                    f'<S N="Component">{component}</S></Props></Obj>'))
+                lst.append(
+                    SafeET.fromstring(
+                        f'<Obj RefId="{ref}"><TN RefId="{ref}"><T>Microsoft.Exchange.Data.Directory.Management.'
+                        "ServerComponentStatePresentationObject+RequesterDetails</T><T>System.Object</T></TN>"
+                        f"<ToString>Requestor:{requester}; State:{rstate}; Timestamp:{shown}</ToString><Props>"
+                        f'<S N="Requester">{requester}</S><S N="State">{rstate}</S>{_dt("Timestamp", stamp)}'
+                        f'<S N="Component">{component}</S></Props></Obj>'
+                    )
+                )
         return _xml(element)
 
 
-def _component_templates(elements: list[ET.Element], rename: tuple[str, str] | None) -> tuple[
-        dict[str, ET.Element], dict[str, str], dict[str, dict[tuple[str, str], tuple[str, dt.datetime]]]]:
+def _component_templates(
+    elements: list[ET.Element], rename: tuple[str, str] | None
+) -> tuple[dict[str, ET.Element], dict[str, str], dict[str, dict[tuple[str, str], tuple[str, dt.datetime]]]]:
     templates, base, held = {}, {}, {}
     for element in elements:
         if rename:
@@ -307,7 +386,9 @@ def _component_templates(elements: list[ET.Element], rename: tuple[str, str] | N
             for details in props.findall(f"Obj[@N='{prop}']/LST/Obj/Props"):
                 when = dt.datetime.fromisoformat((details.findtext("DT[@N='Timestamp']") or "")[:26] + "+00:00")
                 entries[(details.findtext("S[@N='Requester']") or "", scope)] = (
-                    details.findtext("S[@N='State']") or "", when)
+                    details.findtext("S[@N='State']") or "",
+                    when,
+                )
         held[component] = entries
     return templates, base, held
 
@@ -325,8 +406,12 @@ class LabExchange:
             "solo-e16a": LabServer("SOLO-E16A", "Solo-E16A.Solo.local", _xml(e16_server), templates, base, held),
         }
         # SOLO-E19A: the same organisation's second server, on Exchange 2019 CU11.
-        e19 = SafeET.fromstring(_xml(e16_server).replace("Solo-E16A", "Solo-E19A").replace("SOLO-E16A", "SOLO-E19A")
-                            .replace("solo-e16a", "solo-e19a"))
+        e19 = SafeET.fromstring(
+            _xml(e16_server)
+            .replace("Solo-E16A", "Solo-E19A")
+            .replace("SOLO-E16A", "SOLO-E19A")
+            .replace("solo-e16a", "solo-e19a")
+        )
         props = e19.find("Props")
         assert props is not None
         old = props.find("Obj[@N='AdminDisplayVersion']")
@@ -335,8 +420,9 @@ class LabExchange:
             new.set("N", "AdminDisplayVersion")
             props[list(props).index(old)] = new
         templates19, base19, held19 = _component_templates(components, ("Solo-E16A", "Solo-E19A"))
-        self.servers["solo-e19a"] = LabServer("SOLO-E19A", "Solo-E19A.Solo.local", _xml(e19), templates19, base19,
-                                              held19)
+        self.servers["solo-e19a"] = LabServer(
+            "SOLO-E19A", "Solo-E19A.Solo.local", _xml(e19), templates19, base19, held19
+        )
         # SOLO-E19A has the CU11 March 2023 security update installed; SOLO-E16A none since its CU.
         self.servers["solo-e16a"].exsetup_version = "15.1.2375.7"
         self.servers["solo-e19a"].exsetup_version = "15.2.986.42"
@@ -347,28 +433,37 @@ class LabExchange:
                 LabQueue("2", "SmartHostConnectorDelivery", TENANT_ROUTING_DOMAIN, "Ready", 0),
             ]
         # SOLO-E19A's mail to Exchange Online is throttled: the hybrid story the dashboard should show.
-        self.set_queue("solo-e19a", "2", status="Retry", message_count=37, last_error=(
-            "[{LRT=11/27/2026 7:41:12 AM};{LED=451 4.7.500 Server busy. Please try again later from "
-            "[203.0.113.10]. (S77719) [AM4PEPF00027A6B.eurprd04.prod.outlook.com]};"
-            "{FQDN=contoso-com.mail.protection.outlook.com};{IP=192.0.2.25}]"))
+        self.set_queue(
+            "solo-e19a",
+            "2",
+            status="Retry",
+            message_count=37,
+            last_error=(
+                "[{LRT=11/27/2026 7:41:12 AM};{LED=451 4.7.500 Server busy. Please try again later from "
+                "[203.0.113.10]. (S77719) [AM4PEPF00027A6B.eurprd04.prod.outlook.com]};"
+                "{FQDN=contoso-com.mail.protection.outlook.com};{IP=192.0.2.25}]"
+            ),
+        )
         self.certificates = [_xml(c) for c in _load("E19_Exchange_GetExchangeCertificate.xml")]
         self.servers["solo-e16a"].certificates = [make_certificate("mail.contoso.com", "Contoso Ltd", 20)]
         self.send_connectors = [_xml(e) for e in _load("E19_Exchange_GetSendConnector.xml")]
         self.receive_connectors = [_xml(e) for e in _load("E19_Exchange_GetReceiveConnector.xml")]
         self.hybrid_configuration = [_xml(e) for e in _load("E19_Exchange_GetHybridConfiguration.xml")]
         aliases = [f"user{i:03d}" for i in range(remote_mailboxes - len(misrouted))] + list(misrouted)
-        self.remote_mailboxes = {a: (f"{a}@contoso.com" if a in misrouted else f"{a}@{TENANT_ROUTING_DOMAIN}")
-                                 for a in aliases}
-        self.accepted_domains = [("contoso.com", "Authoritative", True),
-                                 (TENANT_ROUTING_DOMAIN, "InternalRelay", False)]
+        self.remote_mailboxes = {
+            a: (f"{a}@contoso.com" if a in misrouted else f"{a}@{TENANT_ROUTING_DOMAIN}") for a in aliases
+        }
+        self.accepted_domains = [
+            ("contoso.com", "Authoritative", True),
+            (TENANT_ROUTING_DOMAIN, "InternalRelay", False),
+        ]
 
     def server(self, identity: str) -> LabServer | None:
         return self.servers.get(identity.split(".")[0].lower())
 
     # --- what tests and the demo change -----------------------------------------------------------------
 
-    def set_component_state(self, server: str, component: str, state: str, requester: str,
-                            scope: str = "both") -> None:
+    def set_component_state(self, server: str, component: str, state: str, requester: str, scope: str = "both") -> None:
         """As Set-ServerComponentState does: the requester's entry in the registry (local) and AD (remote)."""
         target = self.server(server)
         if target is None:
@@ -376,7 +471,7 @@ class LabExchange:
         now = dt.datetime.now(dt.UTC)
         with self._lock:
             held = target.requesters.setdefault(component, {})
-            for s in (("local", "remote") if scope == "both" else (scope,)):
+            for s in ("local", "remote") if scope == "both" else (scope,):
                 held[(requester, s)] = (state, now)
 
     def set_queue(self, server: str, identity: str, **changes: Any) -> None:
@@ -407,8 +502,9 @@ class LabExchange:
         local = self.server(invocation.server)
         with self._lock:
             if local is not None and name in local.cmdlet_errors:
-                return Output(error=(local.cmdlet_errors[name], f"{name},Microsoft.Exchange",
-                                     "ManagementObjectNotFound"))
+                return Output(
+                    error=(local.cmdlet_errors[name], f"{name},Microsoft.Exchange", "ManagementObjectNotFound")
+                )
             if invocation.configuration != "Microsoft.Exchange":
                 return self._plain_powershell(name, params, local)
             return self._answer(name, params, local)
@@ -417,8 +513,14 @@ class LabExchange:
         """The server's Microsoft.PowerShell endpoint: no Exchange cmdlets, but Get-Command finds ExSetup.exe."""
         if name.lower() == "get-command" and str(params.get("name", "")).lower() == "exsetup.exe" and local:
             return Output([local.exsetup_clixml()])
-        return Output(failure=(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
-                               "or operable program.", "CommandNotFoundException", "ObjectNotFound"))
+        return Output(
+            failure=(
+                f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
+                "or operable program.",
+                "CommandNotFoundException",
+                "ObjectNotFound",
+            )
+        )
 
     def _target(self, params: dict[str, Any], key: str, local: LabServer | None) -> LabServer | None:
         identity = params.get(key)
@@ -433,15 +535,26 @@ class LabExchange:
         if cmdlet == "get-servercomponentstate":
             server = self._target(params, "identity", local)
             if server is None:
-                return Output(error=(f"The operation couldn't be performed because object '{params.get('identity')}' "
-                                     "couldn't be found.", "ServerNotFound", "ManagementObjectNotFound"))
+                return Output(
+                    error=(
+                        f"The operation couldn't be performed because object '{params.get('identity')}' "
+                        "couldn't be found.",
+                        "ServerNotFound",
+                        "ManagementObjectNotFound",
+                    )
+                )
             components = [str(params["component"])] if "component" in params else list(server.component_templates)
             return Output([server.component_clixml(c) for c in components if c in server.component_templates])
         if cmdlet == "set-servercomponentstate":
             server = self._target(params, "identity", local)
             if server is None or "component" not in params or "state" not in params or "requester" not in params:
-                return Output(error=("Set-ServerComponentState needs -Identity, -Component, -State and -Requester.",
-                                     "ParameterBindingException", "InvalidArgument"))
+                return Output(
+                    error=(
+                        "Set-ServerComponentState needs -Identity, -Component, -State and -Requester.",
+                        "ParameterBindingException",
+                        "InvalidArgument",
+                    )
+                )
             now = dt.datetime.now(dt.UTC)
             held = server.requesters.setdefault(str(params["component"]), {})
             for scope in ("local", "remote"):
@@ -464,8 +577,14 @@ class LabExchange:
             return Output(list(self.receive_connectors))
         if cmdlet == "get-hybridconfiguration":
             return Output(list(self.hybrid_configuration))
-        return Output(failure=(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
-                               "or operable program.", "CommandNotFoundException", "ObjectNotFound"))
+        return Output(
+            failure=(
+                f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
+                "or operable program.",
+                "CommandNotFoundException",
+                "ObjectNotFound",
+            )
+        )
 
 
 # --- the endpoints ---------------------------------------------------------------------------------------------
@@ -497,22 +616,28 @@ class ExchangeLab(EndpointGroup):
         if https:
             tls, self.ca_file = make_tls(root / "tls", list(ADDRESSES), list(ADDRESSES.values()))
         self.scheme = "https" if https else "http"
-        self.endpoints = {name: PsrpEndpoint(name, address, port, self.org, {SERVICE_USER: self.password}, tls)
-                          for name, address in ADDRESSES.items()}
+        self.endpoints = {
+            name: PsrpEndpoint(name, address, port, self.org, {SERVICE_USER: self.password}, tls)
+            for name, address in ADDRESSES.items()
+        }
 
     def config(self, interval: float = 5, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
         """The exporter's ``exchange`` entry for this lab."""
         entry: dict[str, Any] = {
             "organization": "solo",
-            "servers": [{"name": self.org.servers[name].name, "host": address, "port": self.port}
-                        for name, address in ADDRESSES.items()],
+            "servers": [
+                {"name": self.org.servers[name].name, "host": address, "port": self.port}
+                for name, address in ADDRESSES.items()
+            ],
             "scheme": self.scheme,
             "auth": {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
             "interval_seconds": interval,
             "timeout_seconds": timeout,
-            "hybrid": {"tenant_routing_domain": TENANT_ROUTING_DOMAIN,
-                       "expected_tls_certificate_name": EXPECTED_TLS_CERTIFICATE_NAME,
-                       "interval_seconds": max(interval * 3, 10)},
+            "hybrid": {
+                "tenant_routing_domain": TENANT_ROUTING_DOMAIN,
+                "expected_tls_certificate_name": EXPECTED_TLS_CERTIFICATE_NAME,
+                "interval_seconds": max(interval * 3, 10),
+            },
         }
         # ExSetup's version comes from the same lab endpoint's /wsman (Microsoft.PowerShell).
         entry["security_update"] = {"enabled": True, "port": self.port}

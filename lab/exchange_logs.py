@@ -20,18 +20,29 @@ from pathlib import Path
 from typing import Any
 
 SERVER = "EX1"
-IIS_FIELDS = ("date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) cs(Referer) "
-              "sc-status sc-substatus sc-win32-status time-taken")
+IIS_FIELDS = (
+    "date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) cs(Referer) "
+    "sc-status sc-substatus sc-win32-status time-taken"
+)
 SMTP_FIELDS = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
-TRACKING_FIELDS = ("date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,connector-id,source,"
-                   "event-id,internal-message-id,message-id,network-message-id,recipient-address,recipient-status,"
-                   "total-bytes,recipient-count,related-recipient-address,reference,message-subject,sender-address,"
-                   "return-path,message-info,directionality,tenant-id,original-client-ip,original-server-ip,"
-                   "custom-data,transport-traffic-type,log-id,schema-version")
+TRACKING_FIELDS = (
+    "date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,connector-id,source,"
+    "event-id,internal-message-id,message-id,network-message-id,recipient-address,recipient-status,"
+    "total-bytes,recipient-count,related-recipient-address,reference,message-subject,sender-address,"
+    "return-path,message-info,directionality,tenant-id,original-client-ip,original-server-ip,"
+    "custom-data,transport-traffic-type,log-id,schema-version"
+)
 PROTOCOL_STEMS = {
-    "activesync": "/Microsoft-Server-ActiveSync/default.eas", "owa": "/owa/service.svc", "ews": "/EWS/Exchange.asmx",
-    "autodiscover": "/Autodiscover/Autodiscover.xml", "mapi": "/mapi/emsmdb/", "ecp": "/ecp/default.aspx",
-    "oab": "/OAB/8f1d2a/oab.xml", "rpc": "/rpc/rpcproxy.dll", "powershell": "/PowerShell", "other": "/favicon.ico",
+    "activesync": "/Microsoft-Server-ActiveSync/default.eas",
+    "owa": "/owa/service.svc",
+    "ews": "/EWS/Exchange.asmx",
+    "autodiscover": "/Autodiscover/Autodiscover.xml",
+    "mapi": "/mapi/emsmdb/",
+    "ecp": "/ecp/default.aspx",
+    "oab": "/OAB/8f1d2a/oab.xml",
+    "rpc": "/rpc/rpcproxy.dll",
+    "powershell": "/PowerShell",
+    "other": "/favicon.ico",
 }
 SEND_CONNECTOR = "Outbound to Office 365"
 
@@ -45,10 +56,18 @@ class LogWriter:
         self.receive_connector = f"{server}\\Default Frontend {server}"
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
-        self.dirs = {"iis": root / "W3SVC1", "smtp_receive": root / "ProtocolLog" / "SmtpReceive",
-                     "smtp_send": root / "ProtocolLog" / "SmtpSend", "message_tracking": root / "MessageTracking"}
-        self.names = {"iis": "u_ex261127.log", "smtp_receive": "RECV2026112707-1.LOG",
-                      "smtp_send": "SEND2026112707-1.LOG", "message_tracking": "MSGTRK2026112707-1.LOG"}
+        self.dirs = {
+            "iis": root / "W3SVC1",
+            "smtp_receive": root / "ProtocolLog" / "SmtpReceive",
+            "smtp_send": root / "ProtocolLog" / "SmtpSend",
+            "message_tracking": root / "MessageTracking",
+        }
+        self.names = {
+            "iis": "u_ex261127.log",
+            "smtp_receive": "RECV2026112707-1.LOG",
+            "smtp_send": "SEND2026112707-1.LOG",
+            "message_tracking": "MSGTRK2026112707-1.LOG",
+        }
         for directory in self.dirs.values():
             directory.mkdir(parents=True, exist_ok=True)
         self.truth: Counter[tuple[Any, ...]] = Counter()
@@ -72,18 +91,26 @@ class LogWriter:
         self.generation += 1
         now = dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=self.generation)
         if kind == "iis":
-            return ("#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n"
-                    f"#Date: {now:%Y-%m-%d %H:%M:%S}.{self.generation:03d}\n#Fields: {self.iis_fields}\n")
-        log_type = {"smtp_receive": "SMTP Receive Protocol Log", "smtp_send": "SMTP Send Protocol Log",
-                    "message_tracking": "Message Tracking Log"}[kind]
+            return (
+                "#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n"
+                f"#Date: {now:%Y-%m-%d %H:%M:%S}.{self.generation:03d}\n#Fields: {self.iis_fields}\n"
+            )
+        log_type = {
+            "smtp_receive": "SMTP Receive Protocol Log",
+            "smtp_send": "SMTP Send Protocol Log",
+            "message_tracking": "Message Tracking Log",
+        }[kind]
         fields = TRACKING_FIELDS if kind == "message_tracking" else SMTP_FIELDS
         version = "15.02.0986.042" if kind == "message_tracking" else "15.0.0.0"
-        return (f"#Software: Microsoft Exchange Server\n#Version: {version}\n#Log-type: {log_type}\n"
-                f"#Date: {now:%Y-%m-%dT%H:%M:%S.%f}Z\n#Fields: {fields}\n")
+        return (
+            f"#Software: Microsoft Exchange Server\n#Version: {version}\n#Log-type: {log_type}\n"
+            f"#Date: {now:%Y-%m-%dT%H:%M:%S.%f}Z\n#Fields: {fields}\n"
+        )
 
     def _create(self, kind: str) -> None:
-        self.path(kind).write_text(("\ufeff" if kind == "message_tracking" else "") + self._header(kind),
-                                   encoding="utf-8")
+        self.path(kind).write_text(
+            ("\ufeff" if kind == "message_tracking" else "") + self._header(kind), encoding="utf-8"
+        )
 
     def _append(self, kind: str, lines: list[str]) -> None:
         with self.path(kind).open("a", encoding="utf-8", newline="") as out:
@@ -138,8 +165,10 @@ class LogWriter:
                 status, substatus = "401", "1"
                 win32 = "1326" if self.truth[("iis_device", user, "1326")] < 5 else "1909"
                 self.truth[("iis_device", user, win32)] += 1
-            query = (f"User={user}&DeviceId=Appl{device:04d}XK&DeviceType=iPhone&Cmd=Sync"
-                     f"&Log=V161_Ers1_Sst{rng.randrange(9)}")
+            query = (
+                f"User={user}&DeviceId=Appl{device:04d}XK&DeviceType=iPhone&Cmd=Sync"
+                f"&Log=V161_Ers1_Sst{rng.randrange(9)}"
+            )
         elif roll < 0.03:
             status, substatus, win32 = "401", "2", "5"
         elif roll < 0.06:
@@ -154,19 +183,35 @@ class LogWriter:
         if status == "401":
             self.truth[("iis_unauthorized", protocol, substatus, win32)] += 1
         now = self._now()
-        fields = [f"{now:%Y-%m-%d}", f"{now:%H:%M:%S}", "10.0.0.10", rng.choice(["GET", "POST"]),
-                  PROTOCOL_STEMS[protocol], query, "443", username, f"203.0.113.{rng.randrange(1, 250)}",
-                  "Apple-iPhone14C2/2008.130" if protocol == "activesync" else "Microsoft+Office/16.0",
-                  "-", status, substatus, win32, str(rng.randrange(1, 900))]
+        fields = [
+            f"{now:%Y-%m-%d}",
+            f"{now:%H:%M:%S}",
+            "10.0.0.10",
+            rng.choice(["GET", "POST"]),
+            PROTOCOL_STEMS[protocol],
+            query,
+            "443",
+            username,
+            f"203.0.113.{rng.randrange(1, 250)}",
+            "Apple-iPhone14C2/2008.130" if protocol == "activesync" else "Microsoft+Office/16.0",
+            "-",
+            status,
+            substatus,
+            win32,
+            str(rng.randrange(1, 900)),
+        ]
         if "X-Forwarded-For" in self.iis_fields:
             fields.append(f"198.51.100.{rng.randrange(1, 250)}")
         return " ".join(fields)
 
-    def _smtp(self, connector: str, session: str, seq: int, remote: str, event: str, data: str,
-              context: str = "") -> str:
+    def _smtp(
+        self, connector: str, session: str, seq: int, remote: str, event: str, data: str, context: str = ""
+    ) -> str:
         quoted = f'"{data}"' if "," in data or '"' in data else data
-        return (f"{self._now():%Y-%m-%dT%H:%M:%S.%f}Z,{connector},{session},{seq},10.0.0.10:25,{remote},{event},"
-                f"{quoted},{context}")
+        return (
+            f"{self._now():%Y-%m-%dT%H:%M:%S.%f}Z,{connector},{session},{seq},10.0.0.10:25,{remote},{event},"
+            f"{quoted},{context}"
+        )
 
     def _receive_session(self) -> list[str]:
         self.session += 1
@@ -179,18 +224,28 @@ class LogWriter:
             replies = ["421 4.3.2 Service not active"]
         else:
             relay = self.rng.random() < 0.1
-            replies = [f"220 {self.server}.contoso.com Microsoft ESMTP MAIL Service ready at Thu, 27 Nov 2026",
-                       f"250  {self.server}.contoso.com Hello [{remote.split(':')[0]}] SIZE 37748736 STARTTLS",
-                       "220 2.0.0 SMTP server ready"]
+            replies = [
+                f"220 {self.server}.contoso.com Microsoft ESMTP MAIL Service ready at Thu, 27 Nov 2026",
+                f"250  {self.server}.contoso.com Hello [{remote.split(':')[0]}] SIZE 37748736 STARTTLS",
+                "220 2.0.0 SMTP server ready",
+            ]
             if self.rng.random() < 0.15:  # an authenticated submission; now and then with a wrong password
-                replies.append("535 5.7.3 Authentication unsuccessful" if self.rng.random() < 0.3
-                               else "235 2.7.0 Authentication successful")
-            replies += ["250 2.1.0 Sender OK",
-                       "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain" if relay
-                       else "250 2.1.5 Recipient OK"]
+                replies.append(
+                    "535 5.7.3 Authentication unsuccessful"
+                    if self.rng.random() < 0.3
+                    else "235 2.7.0 Authentication successful"
+                )
+            replies += [
+                "250 2.1.0 Sender OK",
+                "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
+                if relay
+                else "250 2.1.5 Recipient OK",
+            ]
             if not relay:
-                replies += ["354 Start mail input; end with <CRLF>.<CRLF>",
-                            "250 2.6.0 <a1b2@contoso.com> [InternalId=1, Hostname=mail.contoso.com] Queued mail"]
+                replies += [
+                    "354 Start mail input; end with <CRLF>.<CRLF>",
+                    "250 2.6.0 <a1b2@contoso.com> [InternalId=1, Hostname=mail.contoso.com] Queued mail",
+                ]
             replies.append("221 2.0.0 Service closing transmission channel")
         seq = 1
         for reply in replies:
@@ -202,8 +257,10 @@ class LogWriter:
             seq += 1
             if reply.startswith("220 2.0.0"):
                 lines.append(self._smtp(c, sid, seq, remote, "*", "", "Sending certificate"))
-                tls = ("TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm "
-                       "CALG_AES_256 with strength 256 bits")
+                tls = (
+                    "TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm "
+                    "CALG_AES_256 with strength 256 bits"
+                )
                 lines.append(self._smtp(c, sid, seq + 1, remote, "*", tls, ""))
                 self.truth[("smtp_tls", c, "receive", "success")] += 1
                 seq += 2
@@ -216,10 +273,13 @@ class LogWriter:
         lines = [self._smtp(c, sid, 0, remote, "+", "")]
         self.truth[("smtp_sessions", c, "send")] += 1
         throttled = self.rng.random() < 0.2
-        replies = ["220 AM4PEPF00027A6B.mail.protection.outlook.com Microsoft ESMTP MAIL Service ready",
-                   "250 AM4PEPF00027A6B.mail.protection.outlook.com Hello [192.0.2.25]",
-                   "451 4.7.500 Server busy. Please try again later from [192.0.2.25]. (S77719)" if throttled
-                   else "250 2.1.0 Sender OK"]
+        replies = [
+            "220 AM4PEPF00027A6B.mail.protection.outlook.com Microsoft ESMTP MAIL Service ready",
+            "250 AM4PEPF00027A6B.mail.protection.outlook.com Hello [192.0.2.25]",
+            "451 4.7.500 Server busy. Please try again later from [192.0.2.25]. (S77719)"
+            if throttled
+            else "250 2.1.0 Sender OK",
+        ]
         for seq, reply in enumerate(replies, start=1):
             lines.append(self._smtp(c, sid, seq, remote, "<", reply))
             code = reply.split(" ")[0]
@@ -230,23 +290,56 @@ class LogWriter:
 
     def _tracking(self) -> str:
         rng = self.rng
-        event, source, status, direction = rng.choice([
-            ("RECEIVE", "SMTP", "", "Incoming"),
-            ("SEND", "SMTP", "250 2.6.0 Queued mail for delivery", "Originating"),
-            ("DELIVER", "STOREDRIVER", "", "Incoming"), ("SUBMIT", "STOREDRIVER", "", "Originating"),
-            ("FAIL", "SMTP", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
-             "Originating"),
-            ("DSN", "DSN", "554 5.4.6 Hop count exceeded - possible mail loop ATTR34", "Originating"),
-        ])
+        event, source, status, direction = rng.choice(
+            [
+                ("RECEIVE", "SMTP", "", "Incoming"),
+                ("SEND", "SMTP", "250 2.6.0 Queued mail for delivery", "Originating"),
+                ("DELIVER", "STOREDRIVER", "", "Incoming"),
+                ("SUBMIT", "STOREDRIVER", "", "Originating"),
+                (
+                    "FAIL",
+                    "SMTP",
+                    "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+                    "Originating",
+                ),
+                ("DSN", "DSN", "554 5.4.6 Hop count exceeded - possible mail loop ATTR34", "Originating"),
+            ]
+        )
         self.truth[("tracking_events", event, source, self.receive_connector, direction)] += 1
         if event in ("FAIL", "DSN"):
             code, enhanced = status.split(" ")[:2]
             self.truth[("tracking_failures", event, code, enhanced)] += 1
         now = self._now()
-        values = [f"{now:%Y-%m-%dT%H:%M:%S.%f}Z", "10.0.0.10", f"{self.server}.contoso.com", "10.0.0.11",
-                  f"{self.server}.contoso.com", "08DD0F00000001;250 2.0.0 OK", self.receive_connector, source, event,
-                  str(rng.randrange(10**6)), f"<msg{rng.randrange(10**9)}@contoso.com>",
-                  "d3b0c4a2-1111-2222-3333-444455556666", f"user{rng.randrange(40)}@contoso.com", status, "4821", "1",
-                  "", "", "Quarterly numbers, final", "boss@contoso.com", "boss@contoso.com", "", direction,
-                  "", "", "", "", "Email", "MessageTrackingLog", "15.02.0986.042"]
+        values = [
+            f"{now:%Y-%m-%dT%H:%M:%S.%f}Z",
+            "10.0.0.10",
+            f"{self.server}.contoso.com",
+            "10.0.0.11",
+            f"{self.server}.contoso.com",
+            "08DD0F00000001;250 2.0.0 OK",
+            self.receive_connector,
+            source,
+            event,
+            str(rng.randrange(10**6)),
+            f"<msg{rng.randrange(10**9)}@contoso.com>",
+            "d3b0c4a2-1111-2222-3333-444455556666",
+            f"user{rng.randrange(40)}@contoso.com",
+            status,
+            "4821",
+            "1",
+            "",
+            "",
+            "Quarterly numbers, final",
+            "boss@contoso.com",
+            "boss@contoso.com",
+            "",
+            direction,
+            "",
+            "",
+            "",
+            "",
+            "Email",
+            "MessageTrackingLog",
+            "15.02.0986.042",
+        ]
         return ",".join(f'"{v}"' if "," in v or ";" in v else v for v in values)

@@ -13,12 +13,23 @@ from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
 from lab.winevent import EventLab
 
 
-def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, timeout: float = 3,
-               password_file: Path | None = None, exchange: ExchangeLab | None = None,
-               exchange_overrides: dict[str, Any] | None = None, events: EventLab | None = None,
-               events_overrides: dict[str, Any] | None = None, state: Path | None = None,
-               logs: LogWriter | None = None, sections: dict[str, Any] | None = None,
-               web_config_file: Path | None = None, **overrides: Any) -> dict[str, Any]:
+def lab_config(
+    lab: SambaLab | None,
+    *,
+    port: int = 9733,
+    interval: float = 5,
+    timeout: float = 3,
+    password_file: Path | None = None,
+    exchange: ExchangeLab | None = None,
+    exchange_overrides: dict[str, Any] | None = None,
+    events: EventLab | None = None,
+    events_overrides: dict[str, Any] | None = None,
+    state: Path | None = None,
+    logs: LogWriter | None = None,
+    sections: dict[str, Any] | None = None,
+    web_config_file: Path | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS.
 
     Security events come from the Samba DCs' own audit logs (when the Samba lab is given) and from the lab's
@@ -33,8 +44,11 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
             "domain": DOMAIN,
             "domain_controllers": [{"host": lab.dc1.host, "address": lab.dc1.address}],
             "discovery": {"ntds_settings": True, "dns_servers": [lab.dc1.address]},
-            "bind": {"method": "simple", "user": f"{SERVICE_ACCOUNT}@{DOMAIN}",
-                     "password_file": str(password_file or lab.service_password_file)},
+            "bind": {
+                "method": "simple",
+                "user": f"{SERVICE_ACCOUNT}@{DOMAIN}",
+                "password_file": str(password_file or lab.service_password_file),
+            },
             "tls": {"mode": "ldaps", "ca_file": str(lab.ca_bundle)},
             "interval_seconds": interval,
             "timeout_seconds": timeout,
@@ -48,15 +62,18 @@ def lab_config(lab: SambaLab | None, *, port: int = 9733, interval: float = 5, t
     if lab is not None or events is not None or events_overrides:
         source: dict[str, Any] = {"name": DOMAIN, "interval_seconds": interval, "top_sources": 5}
         if lab is not None:
-            source["files"] = [{"path": str(dc.auth_log), "format": "samba_auth_json", "dc": dc.host,
-                                "start_at": "beginning"} for dc in lab.dcs]
+            source["files"] = [
+                {"path": str(dc.auth_log), "format": "samba_auth_json", "dc": dc.host, "start_at": "beginning"}
+                for dc in lab.dcs
+            ]
         if events is not None:
             source["winrm"] = events.winrm_config(timeout=timeout)
         source.update(events_overrides or {})
         config["security_events"] = [source]
     if logs is not None:
-        config["exchange_logs"] = [{"server": logs.server, **logs.globs(), "start_at": "beginning",
-                                    "interval_seconds": interval}]
+        config["exchange_logs"] = [
+            {"server": logs.server, **logs.globs(), "start_at": "beginning", "interval_seconds": interval}
+        ]
     config.update(sections or {})
     return config
 

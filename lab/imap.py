@@ -101,8 +101,11 @@ service stats {{
         if binary is None:
             raise RuntimeError("dovecot is not installed (./run.sh installs dovecot-imapd)")
         config = self._write_config()
-        self._process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
-                                         stderr=(self.directory / "dovecot.stderr").open("w"))
+        self._process = subprocess.Popen(
+            [binary, "-F", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.directory / "dovecot.stderr").open("w"),
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

@@ -38,28 +38,50 @@ class LabCa:
         now = dt.datetime.now(dt.UTC)
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = _name(common_name, organization)
-        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.cert.public_bytes(Encoding.PEM))
         return path
 
-    def issue(self, directory: Path, stem: str, common_name: str, *, organization: str | None = None,
-              dns: list[str] | None = None, addresses: list[str] | None = None, days: float = 30,
-              client: bool = False, with_chain: bool = False) -> Issued:
+    def issue(
+        self,
+        directory: Path,
+        stem: str,
+        common_name: str,
+        *,
+        organization: str | None = None,
+        dns: list[str] | None = None,
+        addresses: list[str] | None = None,
+        days: float = 30,
+        client: bool = False,
+        with_chain: bool = False,
+    ) -> Issued:
         """Writes ``stem.pem`` and ``stem.key`` (0600); ``with_chain`` appends the CA to the certificate file."""
         now = dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns or []]
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses or []]
-        builder = (x509.CertificateBuilder().subject_name(_name(common_name, organization)).issuer_name(self.name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days)))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name, organization))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         if client:

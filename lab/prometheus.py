@@ -88,9 +88,14 @@ class PrometheusServer(_Process):
 
     def command(self) -> list[str]:
         # A short resend delay: without it the first alert waits for Alertmanager discovery and is dropped.
-        return [_binary("prometheus"), f"--config.file={self.config_file}",
-                f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.path={self.directory / 'tsdb'}",
-                "--rules.alert.resend-delay=1s", *self.extra_args]
+        return [
+            _binary("prometheus"),
+            f"--config.file={self.config_file}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.tsdb.path={self.directory / 'tsdb'}",
+            "--rules.alert.resend-delay=1s",
+            *self.extra_args,
+        ]
 
     def query(self, expr: str) -> dict[str, Any]:
         return dict(_get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
@@ -124,9 +129,13 @@ class AlertmanagerServer(_Process):
 
     def command(self) -> list[str]:
         # An empty cluster address turns gossip off: a lone test instance, nothing listening elsewhere.
-        return [_binary("prometheus-alertmanager", "alertmanager"), f"--config.file={self.config_file}",
-                f"--storage.path={self.directory / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address="]
+        return [
+            _binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={self.config_file}",
+            f"--storage.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+        ]
 
     def alerts(self) -> list[dict[str, Any]]:
         return list(_get_json(f"{self.url}/api/v2/alerts"))
@@ -159,8 +168,9 @@ class WebhookReceiver:
     def alert_names(self, path: str) -> set[str]:
         """Names of the alerts that reached the receiver at ``path`` (firing or resolved)."""
         with self._lock:
-            return {alert["labels"]["alertname"] for p, message in self.received if p == path
-                    for alert in message["alerts"]}
+            return {
+                alert["labels"]["alertname"] for p, message in self.received if p == path for alert in message["alerts"]
+            }
 
     def __enter__(self) -> Self:
         self._thread.start()

@@ -49,8 +49,10 @@ NS = {
     "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
     "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
 }
-_ACTION_PREFIXES = ("http://schemas.xmlsoap.org/ws/2004/09/transfer/",
-                    "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/")
+_ACTION_PREFIXES = (
+    "http://schemas.xmlsoap.org/ws/2004/09/transfer/",
+    "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/",
+)
 OPERATION_TIMEOUT_CODE = 2150858793
 # Receive answers carry at most this much PSRP data (pypsrp's envelope is 512000 bytes, base64 grows 4/3).
 _MAX_RECEIVE_BYTES = 300_000
@@ -85,10 +87,19 @@ class CommandHandler(Protocol):
 class _Pool(ServerRunspacePool):
     def queue_raw(self, clixml: str, pipeline_id: uuid.UUID) -> None:
         """Queue an output object as the exact CLIXML given (psrpcore would re-serialise it)."""
-        data = create_message(False, PSRPMessageType.PipelineOutput, clixml.encode("utf-8"), self.runspace_pool_id,
-                              pipeline_id)
-        self._send_buffer.append(PSRPMessage(PSRPMessageType.PipelineOutput, bytearray(data), self.runspace_pool_id,
-                                             pipeline_id, self._fragment_counter, StreamType.default))
+        data = create_message(
+            False, PSRPMessageType.PipelineOutput, clixml.encode("utf-8"), self.runspace_pool_id, pipeline_id
+        )
+        self._send_buffer.append(
+            PSRPMessage(
+                PSRPMessageType.PipelineOutput,
+                bytearray(data),
+                self.runspace_pool_id,
+                pipeline_id,
+                self._fragment_counter,
+                StreamType.default,
+            )
+        )
 
 
 @dataclass
@@ -120,9 +131,17 @@ class Behaviour:
 class PsrpEndpoint:
     """One lab host's WinRM listener: ``/PowerShell`` (Microsoft.Exchange) and ``/wsman`` (Microsoft.PowerShell)."""
 
-    def __init__(self, name: str, address: str, port: int, handler: CommandHandler,
-                 users: dict[str, str], tls: ssl.SSLContext | None = None,
-                 paths: dict[str, str] | None = None, receive_hold: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        port: int,
+        handler: CommandHandler,
+        users: dict[str, str],
+        tls: ssl.SSLContext | None = None,
+        paths: dict[str, str] | None = None,
+        receive_hold: float = 1.0,
+    ) -> None:
         self.name = name
         self.address = address
         self.port = port
@@ -224,8 +243,9 @@ class PsrpEndpoint:
         resource = _text(header, "w:ResourceURI")
         behaviour.count[action.rsplit("/", 1)[-1]] += 1
         if not resource.endswith("/" + configuration):
-            return self._fault(message_id, "w:InvalidParameter", 2150858843,
-                               f"The resource URI {resource} is not served at {path}.")
+            return self._fault(
+                message_id, "w:InvalidParameter", 2150858843, f"The resource URI {resource} is not served at {path}."
+            )
         shell_id = ""
         selector = header.find("w:SelectorSet/w:Selector[@Name='ShellId']", NS) if header is not None else None
         if selector is not None:
@@ -236,8 +256,12 @@ class PsrpEndpoint:
         body_el = envelope.find("s:Body", NS)
         assert body_el is not None
         handlers: dict[str, Callable[[str, str, ET.Element, str], tuple[int, dict[str, str], bytes]]] = {
-            "Create": self._create, "Command": self._command, "Send": self._send, "Receive": self._receive,
-            "Signal": self._signal, "Delete": self._delete,
+            "Create": self._create,
+            "Command": self._command,
+            "Send": self._send,
+            "Receive": self._receive,
+            "Signal": self._signal,
+            "Delete": self._delete,
         }
         handler = handlers.get(verb)
         if handler is None:
@@ -248,8 +272,9 @@ class PsrpEndpoint:
 
     # --- WSMan actions ---------------------------------------------------------------------------------------
 
-    def _create(self, message_id: str, _: str, body: ET.Element,
-                configuration: str) -> tuple[int, dict[str, str], bytes]:
+    def _create(
+        self, message_id: str, _: str, body: ET.Element, configuration: str
+    ) -> tuple[int, dict[str, str], bytes]:
         shell_el = body.find("rsp:Shell", NS)
         creation = body.find(".//{http://schemas.microsoft.com/powershell}creationXml")
         if shell_el is None or creation is None:
@@ -261,12 +286,15 @@ class PsrpEndpoint:
         with self._shells_lock:
             self._shells[shell_id] = shell
         uri = f"http://schemas.microsoft.com/powershell/{configuration}"
-        return self._ok(message_id, "http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse",
-                        f'<x:ResourceCreated><a:Address>{self.scheme}://{self.address}:{self.port}/wsman</a:Address>'
-                        f'<a:ReferenceParameters><w:ResourceURI>{uri}</w:ResourceURI><w:SelectorSet>'
-                        f'<w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet></a:ReferenceParameters>'
-                        f'</x:ResourceCreated><rsp:Shell><rsp:ShellId>{shell_id}</rsp:ShellId>'
-                        f'<rsp:ResourceUri>{uri}</rsp:ResourceUri><rsp:State>Connected</rsp:State></rsp:Shell>')
+        return self._ok(
+            message_id,
+            "http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse",
+            f"<x:ResourceCreated><a:Address>{self.scheme}://{self.address}:{self.port}/wsman</a:Address>"
+            f"<a:ReferenceParameters><w:ResourceURI>{uri}</w:ResourceURI><w:SelectorSet>"
+            f'<w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet></a:ReferenceParameters>'
+            f"</x:ResourceCreated><rsp:Shell><rsp:ShellId>{shell_id}</rsp:ShellId>"
+            f"<rsp:ResourceUri>{uri}</rsp:ResourceUri><rsp:State>Connected</rsp:State></rsp:Shell>",
+        )
 
     def _command(self, message_id: str, shell_id: str, body: ET.Element, _: str) -> tuple[int, dict[str, str], bytes]:
         shell = self._shells[shell_id]
@@ -278,8 +306,11 @@ class PsrpEndpoint:
         with shell.lock:
             shell.pipelines[pipeline_id] = ServerPipeline(shell.pool, pipeline_id)
             self._feed(shell, base64.b64decode(_text(line, "rsp:Arguments")), pipeline_id)
-        return self._ok(message_id, "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse",
-                        f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>")
+        return self._ok(
+            message_id,
+            "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse",
+            f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>",
+        )
 
     def _send(self, message_id: str, shell_id: str, body: ET.Element, _: str) -> tuple[int, dict[str, str], bytes]:
         shell = self._shells[shell_id]
@@ -287,8 +318,9 @@ class PsrpEndpoint:
             for stream in body.findall("rsp:Send/rsp:Stream", NS):
                 command_id = stream.get("CommandId")
                 self._feed(shell, base64.b64decode(stream.text or ""), uuid.UUID(command_id) if command_id else None)
-        return self._ok(message_id, "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse",
-                        "<rsp:SendResponse/>")
+        return self._ok(
+            message_id, "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse", "<rsp:SendResponse/>"
+        )
 
     def _receive(self, message_id: str, shell_id: str, body: ET.Element, _: str) -> tuple[int, dict[str, str], bytes]:
         shell = self._shells[shell_id]
@@ -308,18 +340,28 @@ class PsrpEndpoint:
                 size += len(chunk)
             finished = target is not None and target in shell.done and not outbox
         if not chunks and not finished:
-            return self._fault(message_id, "w:TimedOut", OPERATION_TIMEOUT_CODE,
-                               "The WS-Management service cannot complete the operation within the time specified "
-                               "in OperationTimeout.")
+            return self._fault(
+                message_id,
+                "w:TimedOut",
+                OPERATION_TIMEOUT_CODE,
+                "The WS-Management service cannot complete the operation within the time specified "
+                "in OperationTimeout.",
+            )
         attr = f' CommandId="{command_id}"' if command_id else ""
-        streams = "".join(f'<rsp:Stream Name="stdout"{attr}>{base64.b64encode(c).decode()}</rsp:Stream>'
-                          for c in chunks)
+        streams = "".join(
+            f'<rsp:Stream Name="stdout"{attr}>{base64.b64encode(c).decode()}</rsp:Stream>' for c in chunks
+        )
         state = ""
         if finished:
-            state = (f'<rsp:CommandState{attr} State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/'
-                     'CommandState/Done"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>')
-        return self._ok(message_id, "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
-                        f"<rsp:ReceiveResponse>{streams}{state}</rsp:ReceiveResponse>")
+            state = (
+                f'<rsp:CommandState{attr} State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/'
+                'CommandState/Done"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>'
+            )
+        return self._ok(
+            message_id,
+            "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
+            f"<rsp:ReceiveResponse>{streams}{state}</rsp:ReceiveResponse>",
+        )
 
     def _signal(self, message_id: str, shell_id: str, body: ET.Element, _: str) -> tuple[int, dict[str, str], bytes]:
         shell = self._shells[shell_id]
@@ -333,8 +375,11 @@ class PsrpEndpoint:
                     pipeline.stop()
                     shell.done.add(pipeline_id)
                     shell.drain()
-        return self._ok(message_id, "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse",
-                        "<rsp:SignalResponse/>")
+        return self._ok(
+            message_id,
+            "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse",
+            "<rsp:SignalResponse/>",
+        )
 
     def _delete(self, message_id: str, shell_id: str, _: ET.Element, __: str) -> tuple[int, dict[str, str], bytes]:
         with self._shells_lock:
@@ -357,14 +402,21 @@ class PsrpEndpoint:
         invocation = Invocation(shell.configuration, self.name, commands)
         self.invocations.append(invocation)
         pipeline.start()
-        threading.Thread(target=self._run, args=(shell, pipeline, invocation), daemon=True,
-                         name=f"pipeline-{pipeline_id}").start()
+        threading.Thread(
+            target=self._run, args=(shell, pipeline, invocation), daemon=True, name=f"pipeline-{pipeline_id}"
+        ).start()
 
     def _run(self, shell: _Shell, pipeline: ServerPipeline, invocation: Invocation) -> None:
         if shell.configuration == "Microsoft.Exchange" and any(is_script for _, is_script, _ in invocation.commands):
             # Exchange's runspace is in no-language mode: a script fails the pipeline.
-            output = Output(failure=("The syntax is not supported by this runspace. This can occur if the runspace "
-                                     "is in no-language mode.", "ScriptsNotAllowed", "ParseException"))
+            output = Output(
+                failure=(
+                    "The syntax is not supported by this runspace. This can occur if the runspace "
+                    "is in no-language mode.",
+                    "ScriptsNotAllowed",
+                    "ParseException",
+                )
+            )
         else:
             try:
                 output = self.handler(invocation)
@@ -379,12 +431,18 @@ class PsrpEndpoint:
                 shell.pool.queue_raw(clixml, pipeline.pipeline_id)
             if output.error is not None:
                 message, error_id, reason = output.error
-                pipeline.write_error(NETException(message), ErrorCategoryInfo(
-                    Category=ErrorCategory.NotSpecified, Reason=reason), fully_qualified_error_id=error_id)
+                pipeline.write_error(
+                    NETException(message),
+                    ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason=reason),
+                    fully_qualified_error_id=error_id,
+                )
             if output.failure is not None:
                 message, error_id, reason = output.failure
-                record = ErrorRecord(Exception=NETException(message), CategoryInfo=ErrorCategoryInfo(
-                    Category=ErrorCategory.ParserError, Reason=reason), FullyQualifiedErrorId=error_id)
+                record = ErrorRecord(
+                    Exception=NETException(message),
+                    CategoryInfo=ErrorCategoryInfo(Category=ErrorCategory.ParserError, Reason=reason),
+                    FullyQualifiedErrorId=error_id,
+                )
                 # psrpcore has no public call to fail a pipeline; this is what complete() does with Failed.
                 pipeline._change_state(PSInvocationState.Failed, error=record)
             else:
@@ -411,15 +469,18 @@ class PsrpEndpoint:
 
     def _fault(self, message_id: str, subcode: str, code: int, message: str) -> tuple[int, dict[str, str], bytes]:
         body = (
-            '<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode>'
+            "<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode>"
             f"<s:Value>{subcode}</s:Value></s:Subcode></s:Code>"
             f'<s:Reason><s:Text xml:lang="en-US">{escape(message)}</s:Text></s:Reason><s:Detail>'
             f'<f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="{code}" '
             f'Machine="{escape(self.name)}"><f:Message>{escape(message)}</f:Message></f:WSManFault>'
             "</s:Detail></s:Fault>"
         )
-        return 500, {"Content-Type": "application/soap+xml;charset=UTF-8"}, self._envelope(
-            message_id, "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", body)
+        return (
+            500,
+            {"Content-Type": "application/soap+xml;charset=UTF-8"},
+            self._envelope(message_id, "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", body),
+        )
 
 
 def _text(parent: ET.Element | None, path: str) -> str:

@@ -63,8 +63,14 @@ class DC:
 
 
 class SambaLab:
-    def __init__(self, root: Path | None = None, *, lockout_threshold: int = 3,
-                 lockout_duration: float = 15.0, observation_window: float = 15.0) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        lockout_threshold: int = 3,
+        lockout_duration: float = 15.0,
+        observation_window: float = 15.0,
+    ) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="ad-exchange-lab-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.dc1 = DC("DC1", "127.0.0.2", self.root / "dc1")
@@ -84,35 +90,53 @@ class SambaLab:
     # --- running commands ------------------------------------------------------------------------------
 
     def _in_namespace(self, command: list[str]) -> list[str]:
-        inner = (f"mount --bind {shlex.quote(str(self.resolv_conf))} /etc/resolv.conf && "
-                 f"mount --bind {shlex.quote(str(self.hosts))} /etc/hosts && exec {shlex.join(command)}")
+        inner = (
+            f"mount --bind {shlex.quote(str(self.resolv_conf))} /etc/resolv.conf && "
+            f"mount --bind {shlex.quote(str(self.hosts))} /etc/hosts && exec {shlex.join(command)}"
+        )
         return ["unshare", "--mount", "sh", "-c", inner]
 
-    def run(self, command: list[str], *, namespace: bool = False, check: bool = True,
-            env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        command: list[str],
+        *,
+        namespace: bool = False,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
         argv = self._in_namespace(command) if namespace else command
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                env={**os.environ, **(env or {})}, check=False)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"{shlex.join(command)} failed ({result.returncode}):\n"
-                               f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"{shlex.join(command)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
         return result
 
     # --- life cycle -----------------------------------------------------------------------------------
 
     def _common_options(self, dc: DC) -> list[str]:
         d = dc.directory
-        return [f"--option=interfaces={dc.address}/30", "--option=bind interfaces only=yes",
-                f"--option=pid directory={d}/run", f"--option=ncalrpc dir={d}/run/ncalrpc",
-                f"--option=winbindd socket directory={d}/run/winbindd", f"--option=log file={d}/log/%m.log"]
+        return [
+            f"--option=interfaces={dc.address}/30",
+            "--option=bind interfaces only=yes",
+            f"--option=pid directory={d}/run",
+            f"--option=ncalrpc dir={d}/run/ncalrpc",
+            f"--option=winbindd socket directory={d}/run/winbindd",
+            f"--option=log file={d}/log/%m.log",
+        ]
 
     def _finish_conf(self, dc: DC) -> None:
         """Settings samba-tool does not write: no DNS forwarding off the machine, simple binds, auth audit."""
         (dc.directory / "log").mkdir(parents=True, exist_ok=True)
         lines = [ln for ln in dc.conf.read_text().splitlines() if "dns forwarder" not in ln]
         at = lines.index("[global]") + 1
-        lines[at:at] = ["\tldap server require strong auth = no",
-                        f"\tlog level = 1 auth_audit:3 auth_json_audit:3@{dc.auth_log}"]
+        lines[at:at] = [
+            "\tldap server require strong auth = no",
+            f"\tlog level = 1 auth_audit:3 auth_json_audit:3@{dc.auth_log}",
+        ]
         dc.conf.write_text("\n".join(lines) + "\n")
 
     def _check_addresses_free(self) -> None:
@@ -120,18 +144,35 @@ class SambaLab:
             with socket.socket() as sock:
                 sock.settimeout(1)
                 if sock.connect_ex((dc.address, 389)) == 0:
-                    raise RuntimeError(f"something already listens on {dc.address}:389 (another lab still running?); "
-                                       "stop it first, e.g. python -m lab down DIR")
+                    raise RuntimeError(
+                        f"something already listens on {dc.address}:389 (another lab still running?); "
+                        "stop it first, e.g. python -m lab down DIR"
+                    )
 
     def provision(self) -> None:
         self._check_addresses_free()
         self.resolv_conf.write_text(f"nameserver {self.dc1.address}\n")
-        self.hosts.write_text("127.0.0.1 localhost\n" + "".join(
-            f"{dc.address} {dc.host} {dc.name.lower()}\n" for dc in self.dcs))
-        self.run(["samba-tool", "domain", "provision", "--use-rfc2307", f"--realm={REALM}",
-                  f"--domain={NETBIOS}", "--server-role=dc", "--dns-backend=SAMBA_INTERNAL",
-                  f"--adminpass={ADMIN_PASSWORD}", f"--targetdir={self.dc1.directory}", "--host-name=dc1",
-                  f"--host-ip={self.dc1.address}", *self._common_options(self.dc1)], namespace=True)
+        self.hosts.write_text(
+            "127.0.0.1 localhost\n" + "".join(f"{dc.address} {dc.host} {dc.name.lower()}\n" for dc in self.dcs)
+        )
+        self.run(
+            [
+                "samba-tool",
+                "domain",
+                "provision",
+                "--use-rfc2307",
+                f"--realm={REALM}",
+                f"--domain={NETBIOS}",
+                "--server-role=dc",
+                "--dns-backend=SAMBA_INTERNAL",
+                f"--adminpass={ADMIN_PASSWORD}",
+                f"--targetdir={self.dc1.directory}",
+                "--host-name=dc1",
+                f"--host-ip={self.dc1.address}",
+                *self._common_options(self.dc1),
+            ],
+            namespace=True,
+        )
         self._finish_conf(self.dc1)
         self.start(self.dc1)
         self.set_policy()
@@ -140,10 +181,22 @@ class SambaLab:
         self.samba_tool("user", "create", SERVICE_ACCOUNT, SERVICE_PASSWORD)
         self.service_password_file.write_text(SERVICE_PASSWORD)
         self.service_password_file.chmod(0o600)
-        self.run(["samba-tool", "domain", "join", DOMAIN, "DC", f"--targetdir={self.dc2.directory}",
-                  f"--server={self.dc1.address}", "--dns-backend=SAMBA_INTERNAL", "--option=netbios name=DC2",
-                  f"-U{NETBIOS}\\Administrator%{ADMIN_PASSWORD}", *self._common_options(self.dc2)],
-                 namespace=True)
+        self.run(
+            [
+                "samba-tool",
+                "domain",
+                "join",
+                DOMAIN,
+                "DC",
+                f"--targetdir={self.dc2.directory}",
+                f"--server={self.dc1.address}",
+                "--dns-backend=SAMBA_INTERNAL",
+                "--option=netbios name=DC2",
+                f"-U{NETBIOS}\\Administrator%{ADMIN_PASSWORD}",
+                *self._common_options(self.dc2),
+            ],
+            namespace=True,
+        )
         self._finish_conf(self.dc2)
         # The join adds no DNS records for the new DC; replication needs its A record and _msdcs alias.
         self._dns_add(DOMAIN, "dc2", "A", self.dc2.address)
@@ -158,21 +211,36 @@ class SambaLab:
                 f"[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n dns_lookup_realm = false\n"
                 # No canonicalisation: the host's resolver must never be asked for lab names.
                 f" rdns = false\n dns_canonicalize_hostname = false\n"
-                f"[realms]\n {REALM} = {{\n  kdc = {dc.address}\n }}\n")
+                f"[realms]\n {REALM} = {{\n  kdc = {dc.address}\n }}\n"
+            )
 
     def krb5_conf(self, dc: DC) -> Path:
         """A krb5.conf whose only KDC is this DC, so a kinit's failure lands on the DC we choose."""
         return self.root / f"krb5-{dc.name.lower()}.conf"
 
     def _dns_add(self, zone: str, name: str, kind: str, value: str) -> None:
-        self.run(["samba-tool", "dns", "add", self.dc1.address, zone, name, kind, value,
-                  f"-U{NETBIOS}\\Administrator%{ADMIN_PASSWORD}"])
+        self.run(
+            [
+                "samba-tool",
+                "dns",
+                "add",
+                self.dc1.address,
+                zone,
+                name,
+                kind,
+                value,
+                f"-U{NETBIOS}\\Administrator%{ADMIN_PASSWORD}",
+            ]
+        )
 
     def _ntds_guid(self, dc: DC) -> str:
         conn = self.admin_connection(self.dc1)
-        conn.search(f"CN=NTDS Settings,CN={dc.name},CN=Servers,CN=Default-First-Site-Name,CN=Sites,"
-                    f"CN=Configuration,{BASE_DN}", "(objectClass=*)", search_scope=ldap3.BASE,
-                    attributes=["objectGUID"])
+        conn.search(
+            f"CN=NTDS Settings,CN={dc.name},CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,{BASE_DN}",
+            "(objectClass=*)",
+            search_scope=ldap3.BASE,
+            attributes=["objectGUID"],
+        )
         return str(conn.entries[0].objectGUID.value).strip("{}")
 
     def start(self, dc: DC, wait: float = 30) -> None:
@@ -185,8 +253,10 @@ class SambaLab:
             with contextlib.suppress(OSError):
                 if dc.ca_file.exists():
                     context = ssl.create_default_context(cafile=str(dc.ca_file))
-                    with socket.create_connection((dc.address, 636), timeout=3) as raw, \
-                            context.wrap_socket(raw, server_hostname=dc.host):
+                    with (
+                        socket.create_connection((dc.address, 636), timeout=3) as raw,
+                        context.wrap_socket(raw, server_hostname=dc.host),
+                    ):
                         self.admin_connection(dc).unbind()
                         return
             time.sleep(0.3)
@@ -246,18 +316,22 @@ class SambaLab:
     def samba_tool(self, *args: str) -> str:
         return self.run(["samba-tool", *args, "-s", str(self.dc1.conf)]).stdout
 
-    def set_policy(self, threshold: int | None = None, duration: float | None = None,
-                   window: float | None = None) -> None:
+    def set_policy(
+        self, threshold: int | None = None, duration: float | None = None, window: float | None = None
+    ) -> None:
         """Set the domain lockout policy in seconds (samba-tool only takes whole minutes)."""
         self.threshold = threshold if threshold is not None else self.threshold
         self.duration = duration if duration is not None else self.duration
         self.window = window if window is not None else self.window
         conn = self.admin_connection(self.dc1)
-        conn.modify(BASE_DN, {
-            "lockoutThreshold": [(ldap3.MODIFY_REPLACE, [str(self.threshold)])],
-            "lockoutDuration": [(ldap3.MODIFY_REPLACE, [str(-int(self.duration * 10_000_000))])],
-            "lockOutObservationWindow": [(ldap3.MODIFY_REPLACE, [str(-int(self.window * 10_000_000))])],
-        })
+        conn.modify(
+            BASE_DN,
+            {
+                "lockoutThreshold": [(ldap3.MODIFY_REPLACE, [str(self.threshold)])],
+                "lockoutDuration": [(ldap3.MODIFY_REPLACE, [str(-int(self.duration * 10_000_000))])],
+                "lockOutObservationWindow": [(ldap3.MODIFY_REPLACE, [str(-int(self.window * 10_000_000))])],
+            },
+        )
         if conn.result["result"] != 0:
             raise RuntimeError(f"setting the lockout policy failed: {conn.result}")
         conn.unbind()
@@ -277,27 +351,46 @@ class SambaLab:
         --local writes straight into the destination's database: right after a join the destination's
         inbound neighbour for the new DC is not usable yet (DsReplicaSync answers WERR_FILE_NOT_FOUND).
         """
-        self.run(["samba-tool", "drs", "replicate", destination.host, source.host, BASE_DN, "--local",
-                  "-s", str(destination.conf), f"-U{NETBIOS}\\Administrator%{ADMIN_PASSWORD}"], namespace=True)
+        self.run(
+            [
+                "samba-tool",
+                "drs",
+                "replicate",
+                destination.host,
+                source.host,
+                BASE_DN,
+                "--local",
+                "-s",
+                str(destination.conf),
+                f"-U{NETBIOS}\\Administrator%{ADMIN_PASSWORD}",
+            ],
+            namespace=True,
+        )
 
     def admin_connection(self, dc: DC) -> ldap3.Connection:
         server = ldap3.Server(dc.address, get_info=ldap3.NONE, connect_timeout=5)
-        return ldap3.Connection(server, f"Administrator@{DOMAIN}", ADMIN_PASSWORD, auto_bind=True,
-                                receive_timeout=10)
+        return ldap3.Connection(server, f"Administrator@{DOMAIN}", ADMIN_PASSWORD, auto_bind=True, receive_timeout=10)
 
     def account(self, user: str, dc: DC) -> dict[str, int]:
         """Ground truth as the DC holds it: badPwdCount, lockoutTime (FILETIME), computed UAC."""
         conn = self.admin_connection(dc)
-        conn.search(BASE_DN, f"(sAMAccountName={user})",
-                    attributes=["badPwdCount", "lockoutTime", "msDS-User-Account-Control-Computed"])
+        conn.search(
+            BASE_DN,
+            f"(sAMAccountName={user})",
+            attributes=["badPwdCount", "lockoutTime", "msDS-User-Account-Control-Computed"],
+        )
         raw = conn.response[0]["raw_attributes"]
         conn.unbind()
 
         def number(name: str) -> int:
             values = raw.get(name) or [b"0"]
             return int(values[0])
-        return {"badPwdCount": number("badPwdCount"), "lockoutTime": number("lockoutTime"),
-                "uac_computed": number("msDS-User-Account-Control-Computed")}
+
+        return {
+            "badPwdCount": number("badPwdCount"),
+            "lockoutTime": number("lockoutTime"),
+            "uac_computed": number("msDS-User-Account-Control-Computed"),
+        }
 
     # --- real failed logons --------------------------------------------------------------------------------
 
@@ -310,16 +403,32 @@ class SambaLab:
 
     def fail_kerberos(self, user: str, dc: DC, password: str = "wrong-password") -> str:
         cache = self.root / f"krb5cc-{user}"
-        result = subprocess.run(["kinit", f"{user}@{REALM}"], input=password + "\n", capture_output=True,
-                                text=True, timeout=30, check=False,
-                                env={**os.environ, "KRB5_CONFIG": str(self.krb5_conf(dc)),
-                                     "KRB5CCNAME": f"FILE:{cache}"})
+        result = subprocess.run(
+            ["kinit", f"{user}@{REALM}"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "KRB5_CONFIG": str(self.krb5_conf(dc)), "KRB5CCNAME": f"FILE:{cache}"},
+        )
         return result.stderr.strip()
 
     def fail_smb(self, user: str, dc: DC, password: str = "wrong-password") -> str:
-        result = subprocess.run(["smbclient", f"//{dc.address}/netlogon", f"-U{NETBIOS}\\{user}%{password}",
-                                 "--use-kerberos=off", "-c", "ls"], capture_output=True, text=True, timeout=30,
-                                check=False)
+        result = subprocess.run(
+            [
+                "smbclient",
+                f"//{dc.address}/netlogon",
+                f"-U{NETBIOS}\\{user}%{password}",
+                "--use-kerberos=off",
+                "-c",
+                "ls",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         return (result.stdout + result.stderr).strip().splitlines()[-1] if (result.stdout + result.stderr) else ""
 
     def fail(self, method: str, user: str, dc: DC) -> str:

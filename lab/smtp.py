@@ -28,7 +28,6 @@ from lab.pki import LabCa
 EXPECTED_SUBJECT = "CN=mail.contoso.com, O=Contoso Ltd"
 
 
-
 class _CloudInbound:
     """Exchange Online's inbound connector for mail from on-premises, attributing it by the client certificate."""
 
@@ -45,12 +44,14 @@ class _CloudInbound:
         subject = {k: v for rdn in peer.get("subject", ()) for k, v in rdn}
         internal = bool(subject) and all(subject.get(k) == v for k, v in self.expected.items())
         now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        stamp = (f"Received: from {session.host_name} ({session.peer[0]}) by AM4PEPF00027A6B.mail.protection.outlook"
-                 f".com (10.167.16.1) with Microsoft SMTP Server (version=TLS1_3) id 15.20.8000.1 via Frontend "
-                 f"Transport; {now}\r\n"
-                 f"X-MS-Exchange-CrossTenant-AuthAs: {'Internal' if internal else 'Anonymous'}\r\n"
-                 f"X-MS-Exchange-CrossTenant-AuthSource: AM4PEPF00027A6B.eurprd04.prod.outlook.com\r\n"
-                 f"X-MS-Exchange-CrossTenant-FromEntityHeader: {'HybridOnPrem' if internal else 'Internet'}\r\n")
+        stamp = (
+            f"Received: from {session.host_name} ({session.peer[0]}) by AM4PEPF00027A6B.mail.protection.outlook"
+            f".com (10.167.16.1) with Microsoft SMTP Server (version=TLS1_3) id 15.20.8000.1 via Frontend "
+            f"Transport; {now}\r\n"
+            f"X-MS-Exchange-CrossTenant-AuthAs: {'Internal' if internal else 'Anonymous'}\r\n"
+            f"X-MS-Exchange-CrossTenant-AuthSource: AM4PEPF00027A6B.eurprd04.prod.outlook.com\r\n"
+            f"X-MS-Exchange-CrossTenant-FromEntityHeader: {'HybridOnPrem' if internal else 'Internet'}\r\n"
+        )
         self.count += 1
         partial = self.drop / f".{self.count:08d}.tmp"
         partial.write_bytes(stamp.encode() + envelope.original_content)
@@ -68,8 +69,10 @@ class _OnpremRelay:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        received = (f"Received: from {session.host_name} ({session.peer[0]}) by mail.contoso.com (203.0.113.10) "
-                    f"with Microsoft SMTP Server id 15.2.986.42; {now}\r\n").encode()
+        received = (
+            f"Received: from {session.host_name} ({session.peer[0]}) by mail.contoso.com (203.0.113.10) "
+            f"with Microsoft SMTP Server id 15.2.986.42; {now}\r\n"
+        ).encode()
         try:
             await self.lab.relay(envelope.mail_from, envelope.rcpt_tos, received + envelope.original_content)
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -86,14 +89,21 @@ class _LoopRelay:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        content = (f"Received: from {session.host_name} ({session.peer[0]}) by {self.host} with ESMTP id "
-                   f"{self.lab.inbound.count}; {now}\r\n").encode() + envelope.original_content
+        content = (
+            f"Received: from {session.host_name} ({session.peer[0]}) by {self.host} with ESMTP id "
+            f"{self.lab.inbound.count}; {now}\r\n"
+        ).encode() + envelope.original_content
         if content.count(b"\nReceived:") + content.startswith(b"Received:") >= self.limit:
             self.lab.inbound.count += 1
             (self.lab.drop / f"loop-{self.lab.inbound.count:08d}.eml").write_bytes(content)
             return "554 5.4.6 Hop count exceeded - possible mail loop"
-        client = aiosmtplib.SMTP(hostname=self.lab.address, port=self.lab.ports[self.peer], start_tls=False,
-                                 local_hostname=self.host, timeout=5)
+        client = aiosmtplib.SMTP(
+            hostname=self.lab.address,
+            port=self.lab.ports[self.peer],
+            start_tls=False,
+            local_hostname=self.host,
+            timeout=5,
+        )
         await client.connect()
         try:
             await client.sendmail(envelope.mail_from, envelope.rcpt_tos, content)
@@ -134,25 +144,55 @@ class SmtpLab:
         self.ca_file = ca.write(directory / "smtp-ca.pem")
         self.ports: dict[str, int] = {}
         self._controllers: dict[str, Controller] = {}
-        contexts = {"onprem": self._issue("onprem", "mail.contoso.com", "Contoso Ltd", 300),
-                    "renewed": self._issue("renewed", "mail.contoso.com", "Contoso Holdings", 20)}
+        contexts = {
+            "onprem": self._issue("onprem", "mail.contoso.com", "Contoso Ltd", 300),
+            "renewed": self._issue("renewed", "mail.contoso.com", "Contoso Holdings", 20),
+        }
         for name, context in contexts.items():
             handler: Any = _OnpremRelay(self) if name == "onprem" else _Accept()
-            self._add(name, Controller(handler, hostname=address, port=free_port(address), tls_context=context,
-                                       server_hostname="mail.contoso.com", ident="Microsoft ESMTP MAIL Service"))
+            self._add(
+                name,
+                Controller(
+                    handler,
+                    hostname=address,
+                    port=free_port(address),
+                    tls_context=context,
+                    server_hostname="mail.contoso.com",
+                    ident="Microsoft ESMTP MAIL Service",
+                ),
+            )
         self._add("offline", _OfflineController(_Accept(), hostname=address, port=free_port(address)))
         # The cloud asks for a client certificate and trusts the lab CA, as the inbound connector does.
         cloud = self._issue("cloud", "mail.protection.outlook.com", "Microsoft Corporation", 300)
         cloud.verify_mode = ssl.CERT_OPTIONAL
         cloud.load_verify_locations(self.ca_file)
         self.inbound = _CloudInbound(self.drop, {"commonName": "mail.contoso.com", "organizationName": "Contoso Ltd"})
-        self._add("cloud", Controller(self.inbound, hostname=address, port=free_port(address), tls_context=cloud,
-                                      server_hostname="mail.protection.outlook.com", require_starttls=True))
+        self._add(
+            "cloud",
+            Controller(
+                self.inbound,
+                hostname=address,
+                port=free_port(address),
+                tls_context=cloud,
+                server_hostname="mail.protection.outlook.com",
+                require_starttls=True,
+            ),
+        )
         # A loop between on-premises and the cloud (a routing mistake): each hands the message to the other.
-        self._add("loop_onprem", Controller(_LoopRelay(self, "mail.contoso.com", "loop_cloud", 12), hostname=address,
-                                            port=free_port(address)))
-        self._add("loop_cloud", Controller(_LoopRelay(self, "am4pepf00027a6b.mail.protection.outlook.com",
-                                                      "loop_onprem", 12), hostname=address, port=free_port(address)))
+        self._add(
+            "loop_onprem",
+            Controller(
+                _LoopRelay(self, "mail.contoso.com", "loop_cloud", 12), hostname=address, port=free_port(address)
+            ),
+        )
+        self._add(
+            "loop_cloud",
+            Controller(
+                _LoopRelay(self, "am4pepf00027a6b.mail.protection.outlook.com", "loop_onprem", 12),
+                hostname=address,
+                port=free_port(address),
+            ),
+        )
         self.renew_onprem_certificate("Contoso Ltd")
         self._lock = threading.Lock()
 
@@ -162,25 +202,42 @@ class SmtpLab:
 
     def _issue(self, stem: str, common_name: str, organization: str, days: float) -> ssl.SSLContext:
         domain = common_name.split(".", 1)[1]
-        return self._ca.issue(self.directory, stem, common_name, organization=organization,
-                              dns=[common_name, f"autodiscover.{domain}"], days=days, with_chain=True).server_context()
+        return self._ca.issue(
+            self.directory,
+            stem,
+            common_name,
+            organization=organization,
+            dns=[common_name, f"autodiscover.{domain}"],
+            days=days,
+            with_chain=True,
+        ).server_context()
 
     async def relay(self, sender: str, recipients: list[str], content: bytes) -> None:
         """Hand a message to the cloud over STARTTLS, presenting the on-premises client certificate."""
-        client = aiosmtplib.SMTP(hostname=self.address, port=self.ports["cloud"], start_tls=False,
-                                 local_hostname="mail.contoso.com", timeout=5)
+        client = aiosmtplib.SMTP(
+            hostname=self.address,
+            port=self.ports["cloud"],
+            start_tls=False,
+            local_hostname="mail.contoso.com",
+            timeout=5,
+        )
         await client.connect()
         try:
-            await client.starttls(validate_certs=False, client_cert=str(self.directory / "sender.pem"),
-                                  client_key=str(self.directory / "sender.key"))
+            await client.starttls(
+                validate_certs=False,
+                client_cert=str(self.directory / "sender.pem"),
+                client_key=str(self.directory / "sender.key"),
+            )
             await client.sendmail(sender, recipients, content)
         finally:
             client.close()
 
     async def send_into_loop(self, message_id: str) -> str:
         """A message into the loop; returns the reply (554 5.4.6 once the hop limit is reached)."""
-        message = (f"From: someone@contoso.com\r\nTo: someone@contoso.com\r\nSubject: looping\r\n"
-                   f"Message-ID: {message_id}\r\n\r\nround and round\r\n").encode()
+        message = (
+            f"From: someone@contoso.com\r\nTo: someone@contoso.com\r\nSubject: looping\r\n"
+            f"Message-ID: {message_id}\r\n\r\nround and round\r\n"
+        ).encode()
         client = aiosmtplib.SMTP(hostname=self.address, port=self.ports["loop_onprem"], start_tls=False, timeout=10)
         await client.connect()
         try:
@@ -194,9 +251,11 @@ class SmtpLab:
     async def send_from_onprem(self, subject: str, message_id: str) -> None:
         """A message from on-premises to Exchange Online, over STARTTLS with the on-premises client certificate."""
         now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        message = (f"Received: from EX1.contoso.com (10.0.0.10) by mail.contoso.com (203.0.113.10) with Microsoft "
-                   f"SMTP Server id 15.2.986.42; {now}\r\nFrom: canary@contoso.com\r\nTo: canary@contoso.com\r\n"
-                   f"Subject: {subject}\r\nMessage-ID: {message_id}\r\nDate: {now}\r\n\r\nHello.\r\n")
+        message = (
+            f"Received: from EX1.contoso.com (10.0.0.10) by mail.contoso.com (203.0.113.10) with Microsoft "
+            f"SMTP Server id 15.2.986.42; {now}\r\nFrom: canary@contoso.com\r\nTo: canary@contoso.com\r\n"
+            f"Subject: {subject}\r\nMessage-ID: {message_id}\r\nDate: {now}\r\n\r\nHello.\r\n"
+        )
         await self.relay("canary@contoso.com", ["canary@contoso.com"], message.encode())
 
     def _add(self, name: str, controller: Controller) -> None:

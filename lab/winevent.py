@@ -26,11 +26,18 @@ SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "winev
 SERVICE_USER = "svc_events"
 # Which sample files each lab DC's Security log holds: the PDC has the lockout and the Kerberos failures.
 DC_SAMPLES = {
-    "dc1.lab.example": ("4740_msdocs_event-4740_xml_block.txt", "4771_mdecrevoisier_kerberos_bruteforce_valid_user.xml",
-                        "4771_mdecrevoisier_kerbrute_user_enum.xml", "4776_mdecrevoisier_sam_the_admin.xml"),
-    "dc2.lab.example": ("4625_4776_mdecrevoisier_local_bruteforce.xml",
-                        "4625_4776_mdecrevoisier_openssh_nonexisting_users.xml",
-                        "4625_mdecrevoisier_account_restriction.xml", "4625_mdecrevoisier_openssh_valid_users.xml"),
+    "dc1.lab.example": (
+        "4740_msdocs_event-4740_xml_block.txt",
+        "4771_mdecrevoisier_kerberos_bruteforce_valid_user.xml",
+        "4771_mdecrevoisier_kerbrute_user_enum.xml",
+        "4776_mdecrevoisier_sam_the_admin.xml",
+    ),
+    "dc2.lab.example": (
+        "4625_4776_mdecrevoisier_local_bruteforce.xml",
+        "4625_4776_mdecrevoisier_openssh_nonexisting_users.xml",
+        "4625_mdecrevoisier_account_restriction.xml",
+        "4625_mdecrevoisier_openssh_valid_users.xml",
+    ),
 }
 ADDRESSES = {"dc1.lab.example": "127.0.0.2", "dc2.lab.example": "127.0.0.6"}
 _EVENT = re.compile(r"<Event[ >].*?</Event>", re.S)
@@ -57,12 +64,20 @@ def winlogbeat_line(xml: str) -> str:
         raise ValueError("an event without System/TimeCreated")
     computer = system.findtext("e:Computer", namespaces=ns)
     event_id = system.findtext("e:EventID", namespaces=ns)
-    return json.dumps({
-        "@timestamp": (created.get("SystemTime") or "").replace(" ", "T"), "host": {"name": computer},
-        "event": {"code": event_id, "provider": "Microsoft-Windows-Security-Auditing"},
-        "winlog": {"channel": "Security", "computer_name": computer, "event_id": event_id, "event_data": data,
-                   "record_id": int(system.findtext("e:EventRecordID", namespaces=ns) or 0)},
-    })
+    return json.dumps(
+        {
+            "@timestamp": (created.get("SystemTime") or "").replace(" ", "T"),
+            "host": {"name": computer},
+            "event": {"code": event_id, "provider": "Microsoft-Windows-Security-Auditing"},
+            "winlog": {
+                "channel": "Security",
+                "computer_name": computer,
+                "event_id": event_id,
+                "event_data": data,
+                "record_id": int(system.findtext("e:EventRecordID", namespaces=ns) or 0),
+            },
+        }
+    )
 
 
 def _clixml_string(text: str) -> str:
@@ -117,14 +132,23 @@ class LabEventLog:
         commands = invocation.commands
         names = [name.lower() for name, _, _ in commands]
         if not names or names[0] != "get-winevent":
-            return Output(failure=(f"The lab's DC answers only Get-WinEvent, not {names}.", "LabPipeline",
-                                   "InvalidOperation"))
+            return Output(
+                failure=(f"The lab's DC answers only Get-WinEvent, not {names}.", "LabPipeline", "InvalidOperation")
+            )
         params = {str(k).lower(): v for k, v in commands[0][2] if k is not None}
-        to_xml = len(commands) == 2 and names[1] == "foreach-object" and any(
-            str(k).lower() == "membername" and str(v) == "ToXml" for k, v in commands[1][2])
+        to_xml = (
+            len(commands) == 2
+            and names[1] == "foreach-object"
+            and any(str(k).lower() == "membername" and str(v) == "ToXml" for k, v in commands[1][2])
+        )
         if not to_xml:
-            return Output(failure=("The lab's DC sends events only as ToXml() strings: pipe into "
-                                   "ForEach-Object -MemberName ToXml.", "LabPipeline", "InvalidOperation"))
+            return Output(
+                failure=(
+                    "The lab's DC sends events only as ToXml() strings: pipe into ForEach-Object -MemberName ToXml.",
+                    "LabPipeline",
+                    "InvalidOperation",
+                )
+            )
         if str(params.get("logname", "")).lower() != "security":
             return Output(failure=("The lab's DC has only the Security log.", "LabPipeline", "InvalidOperation"))
         xpath = str(params.get("filterxpath", ""))
@@ -133,9 +157,13 @@ class LabEventLog:
         limit = int(params["maxevents"]) if "maxevents" in params else None
         records = self.select(ids or None, after, bool(params.get("oldest")), limit)
         if not records:
-            return Output(error=("No events were found that match the specified selection criteria.",
-                                 "NoMatchingEventsFound,Microsoft.PowerShell.Commands.GetWinEventCommand",
-                                 "ObjectNotFound"))
+            return Output(
+                error=(
+                    "No events were found that match the specified selection criteria.",
+                    "NoMatchingEventsFound,Microsoft.PowerShell.Commands.GetWinEventCommand",
+                    "ObjectNotFound",
+                )
+            )
         return Output([_clixml_string(r.xml) for r in records])
 
 
@@ -150,11 +178,20 @@ class EventLab(EndpointGroup):
         self.password_file = root / "events.password"
         self.password_file.write_text(self.password)
         self.password_file.chmod(0o600)
-        self.logs = {dc: LabEventLog([x for name in files for x in sample_events(name)])
-                     for dc, files in DC_SAMPLES.items()}
-        self.endpoints = {dc: PsrpEndpoint(dc, ADDRESSES[dc], port, self.logs[dc], {SERVICE_USER: self.password},
-                                           paths={"/wsman": "Microsoft.PowerShell"})
-                          for dc in DC_SAMPLES}
+        self.logs = {
+            dc: LabEventLog([x for name in files for x in sample_events(name)]) for dc, files in DC_SAMPLES.items()
+        }
+        self.endpoints = {
+            dc: PsrpEndpoint(
+                dc,
+                ADDRESSES[dc],
+                port,
+                self.logs[dc],
+                {SERVICE_USER: self.password},
+                paths={"/wsman": "Microsoft.PowerShell"},
+            )
+            for dc in DC_SAMPLES
+        }
 
     def winrm_config(self, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
         """The ``winrm`` part of the exporter's ``security_events`` entry for this lab."""
@@ -162,7 +199,8 @@ class EventLab(EndpointGroup):
             "domain_controllers": [{"name": dc, "host": ADDRESSES[dc], "port": self.port} for dc in DC_SAMPLES],
             "auth": {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
             # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
-            "encryption": "never", "allow_unencrypted": True,
+            "encryption": "never",
+            "allow_unencrypted": True,
             "timeout_seconds": timeout,
             "start_at": "beginning",
         }

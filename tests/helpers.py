@@ -25,8 +25,9 @@ def require_binary(name: str) -> str:
 
 def recorded_ldap(section: str) -> list[tuple[str, dict[str, list[bytes]]]]:
     data = json.loads((FIXTURES / "samba_lab_ldap.json").read_text())
-    return [(e["dn"], {k: [base64.b64decode(v) for v in vs] for k, vs in e["attributes"].items()})
-            for e in data[section]]
+    return [
+        (e["dn"], {k: [base64.b64decode(v) for v in vs] for k, vs in e["attributes"].items()}) for e in data[section]
+    ]
 
 
 def samples(families: Iterable[Metric]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -42,8 +43,9 @@ def value(flat: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, 
     return flat.get((name, frozenset(labels.items())))
 
 
-def series(flat: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-           **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+def series(
+    flat: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> dict[frozenset[tuple[str, str]], float]:
     """All samples of ``name`` whose labels include ``labels``."""
     want = set(labels.items())
     return {lbls: v for (n, lbls), v in flat.items() if n == name and want <= lbls}

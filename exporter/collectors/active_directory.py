@@ -35,8 +35,14 @@ _T = TypeVar("_T")
 OTHER = "<other>"  # '<' and '>' cannot occur in a sAMAccountName, so this never names a real account
 
 _BAD_PASSWORD_ATTRS = ("sAMAccountName", "badPwdCount", "badPasswordTime")
-_LOCKOUT_ATTRS = ("sAMAccountName", "lockoutTime", "msDS-User-Account-Control-Computed",
-                  "replPropertyMetaData", "badPwdCount", "badPasswordTime")
+_LOCKOUT_ATTRS = (
+    "sAMAccountName",
+    "lockoutTime",
+    "msDS-User-Account-Control-Computed",
+    "replPropertyMetaData",
+    "badPwdCount",
+    "badPasswordTime",
+)
 
 
 @dataclass
@@ -64,11 +70,19 @@ class DomainState:
 class ActiveDirectoryCollector(Collector):
     name = "active_directory"
 
-    def __init__(self, config: ActiveDirectoryConfig, guard: CredentialGuard,
-                 redact: Redactor | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ActiveDirectoryConfig,
+        guard: CredentialGuard,
+        redact: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         # The registry's timeout is a backstop; each DC has its own, shorter deadline.
-        super().__init__(config.domain.lower(), config.interval_seconds,
-                         timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1))
+        super().__init__(
+            config.domain.lower(),
+            config.interval_seconds,
+            timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1),
+        )
         self.config = config
         self.guard = guard
         self.redact = redact or Redactor()
@@ -76,11 +90,14 @@ class ActiveDirectoryCollector(Collector):
         self.domain = config.domain.lower()
         self.base_dn = config.effective_base_dn
         self.credential = LdapCredential(
-            method=config.bind.method, user=config.bind.user, password=config.bind.password,
+            method=config.bind.method,
+            user=config.bind.user,
+            password=config.bind.password,
             keytab=config.bind.keytab_file,
         )
-        self._executor = ThreadPoolExecutor(max_workers=config.max_concurrent_dcs + 1,
-                                            thread_name_prefix=f"ldap-{self.domain}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.max_concurrent_dcs + 1, thread_name_prefix=f"ldap-{self.domain}"
+        )
         self._semaphore = asyncio.Semaphore(config.max_concurrent_dcs)
         self._clients: dict[str, LdapClient] = {}
         self._state = DomainState()
@@ -95,9 +112,15 @@ class ActiveDirectoryCollector(Collector):
     def _endpoint(self, host: str, address: str | None, port: int | None) -> LdapEndpoint:
         tls = self.config.tls
         default_port = 636 if tls.mode == "ldaps" else 389
-        return LdapEndpoint(host=host.lower(), address=address or host, port=port or default_port,
-                            tls_mode=tls.mode, verify=tls.verify, ca_file=tls.ca_file,
-                            timeout=self.config.timeout_seconds)
+        return LdapEndpoint(
+            host=host.lower(),
+            address=address or host,
+            port=port or default_port,
+            tls_mode=tls.mode,
+            verify=tls.verify,
+            ca_file=tls.ca_file,
+            timeout=self.config.timeout_seconds,
+        )
 
     def _client(self, endpoint: LdapEndpoint) -> LdapClient:
         client = self._clients.get(endpoint.host)
@@ -110,8 +133,9 @@ class ActiveDirectoryCollector(Collector):
 
     async def _targets(self) -> list[LdapEndpoint]:
         """Configured DCs, then those discovered by DNS SRV and in the Configuration partition."""
-        endpoints = {dc.host.lower(): self._endpoint(dc.host, dc.address, dc.port)
-                     for dc in self.config.domain_controllers}
+        endpoints = {
+            dc.host.lower(): self._endpoint(dc.host, dc.address, dc.port) for dc in self.config.domain_controllers
+        }
         discovery = self.config.discovery
         if discovery.dns_srv:
             for host, port in await self._srv_lookup():
@@ -128,8 +152,7 @@ class ActiveDirectoryCollector(Collector):
                 if host not in configured:
                     address = await self._resolve(host)
                     if address:
-                        endpoints[host] = self._endpoint(host, address, ep.port if ep.port not in (389, 636)
-                                                         else None)
+                        endpoints[host] = self._endpoint(host, address, ep.port if ep.port not in (389, 636) else None)
         return list(endpoints.values())
 
     def _resolver(self) -> dns.asyncresolver.Resolver:
@@ -170,8 +193,9 @@ class ActiveDirectoryCollector(Collector):
         policy = self._state.policy
         if policy is not None:
             for client in self._clients.values():
-                client.retry_after = max(self.config.bind_retry_after_seconds,
-                                         _finite(policy.observation_window_seconds) + 60)
+                client.retry_after = max(
+                    self.config.bind_retry_after_seconds, _finite(policy.observation_window_seconds) + 60
+                )
         sweeps = await asyncio.gather(*(self._sweep(ep, now) for ep in endpoints))
         self._last_sweeps = list(sweeps)
         for sweep in sweeps:
@@ -207,24 +231,38 @@ class ActiveDirectoryCollector(Collector):
     def _read_domain_state(self, client: LdapClient) -> DomainState:
         rootdse = client.search("", "(objectClass=*)", ["configurationNamingContext"], scope="base")
         config_nc = ad.str_attr(rootdse[0][1], "configurationNamingContext") if rootdse else None
-        root = client.search(self.base_dn, "(objectClass=*)",
-                             ["lockoutThreshold", "lockoutDuration", "lockOutObservationWindow", "fSMORoleOwner"],
-                             scope="base")
+        root = client.search(
+            self.base_dn,
+            "(objectClass=*)",
+            ["lockoutThreshold", "lockoutDuration", "lockOutObservationWindow", "fSMORoleOwner"],
+            scope="base",
+        )
         if not root:
             raise LdapError("search_failed", f"domain root {self.base_dn} not found")
         policy = ad.parse_domain_policy(root[0][1])
         sites: list[RawEntry] = []
         if config_nc:
-            sites = client.search(f"CN=Sites,{config_nc}", "(|(objectClass=nTDSDSA)(objectClass=server))",
-                                  ["objectClass", "invocationId", "dNSHostName", "serverReference",
-                                   "msDS-hasMasterNCs", "hasMasterNCs"], page_size=self.config.page_size)
+            sites = client.search(
+                f"CN=Sites,{config_nc}",
+                "(|(objectClass=nTDSDSA)(objectClass=server))",
+                ["objectClass", "invocationId", "dNSHostName", "serverReference", "msDS-hasMasterNCs", "hasMasterNCs"],
+                page_size=self.config.page_size,
+            )
         topology = ad.parse_topology(sites, root[0][1], self.base_dn)
         psos = []
         try:
-            entries = client.search(f"CN=Password Settings Container,CN=System,{self.base_dn}",
-                                    "(objectClass=msDS-PasswordSettings)",
-                                    ["msDS-LockoutThreshold", "msDS-LockoutDuration", "msDS-LockoutObservationWindow",
-                                     "msDS-PasswordSettingsPrecedence", "msDS-PSOAppliesTo"], scope="level")
+            entries = client.search(
+                f"CN=Password Settings Container,CN=System,{self.base_dn}",
+                "(objectClass=msDS-PasswordSettings)",
+                [
+                    "msDS-LockoutThreshold",
+                    "msDS-LockoutDuration",
+                    "msDS-LockoutObservationWindow",
+                    "msDS-PasswordSettingsPrecedence",
+                    "msDS-PSOAppliesTo",
+                ],
+                scope="level",
+            )
         except LdapError as exc:
             if exc.reason != "search_failed":
                 raise
@@ -264,13 +302,23 @@ class ActiveDirectoryCollector(Collector):
         except LdapError as exc:
             return DcSweep(ep.host, False, time.monotonic() - started, exc.reason, self.redact(str(exc)))
         except TimeoutError:
-            return DcSweep(ep.host, False, time.monotonic() - started, "timeout",
-                           f"{ep.url}: no answer within {self.config.timeout_seconds:g}s")
+            return DcSweep(
+                ep.host,
+                False,
+                time.monotonic() - started,
+                "timeout",
+                f"{ep.url}: no answer within {self.config.timeout_seconds:g}s",
+            )
         except Exception as exc:  # one DC's surprise must not stop the others
             log.exception("%s: sweep of %s failed", self.domain, ep.host)
             client.close()
-            return DcSweep(ep.host, False, time.monotonic() - started, "error",
-                           self.redact(f"{ep.url}: {type(exc).__name__}: {exc}"))
+            return DcSweep(
+                ep.host,
+                False,
+                time.monotonic() - started,
+                "error",
+                self.redact(f"{ep.url}: {type(exc).__name__}: {exc}"),
+            )
         sweep = DcSweep(ep.host, True, time.monotonic() - started)
         for dn, attrs in bad:
             parsed = ad.parse_account(dn, attrs)
@@ -298,12 +346,16 @@ class ActiveDirectoryCollector(Collector):
     def _search_accounts(self, client: LdapClient, now: float) -> tuple[list[RawEntry], list[RawEntry]]:
         users = f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})"
         watch = "".join(f"(sAMAccountName={escape_filter_chars(name)})" for name in self.config.watch_accounts)
-        bad = client.search(self.base_dn, f"(&{users}(|(badPwdCount>=1){watch}))", _BAD_PASSWORD_ATTRS,
-                            page_size=self.config.page_size)
-        locked = client.search(self.base_dn, f"(&{users}(lockoutTime>={self._lockout_floor(now)}))",
-                               _LOCKOUT_ATTRS, page_size=self.config.page_size)
-        missing_metadata = [dn for dn, attrs in locked
-                            if not any(k.lower() == "replpropertymetadata" for k in attrs)]
+        bad = client.search(
+            self.base_dn, f"(&{users}(|(badPwdCount>=1){watch}))", _BAD_PASSWORD_ATTRS, page_size=self.config.page_size
+        )
+        locked = client.search(
+            self.base_dn,
+            f"(&{users}(lockoutTime>={self._lockout_floor(now)}))",
+            _LOCKOUT_ATTRS,
+            page_size=self.config.page_size,
+        )
+        missing_metadata = [dn for dn, attrs in locked if not any(k.lower() == "replpropertymetadata" for k in attrs)]
         if missing_metadata:
             # Where replPropertyMetaData is not readable, the constructed XML form may be (base scope only).
             by_dn = dict(locked)
@@ -335,28 +387,42 @@ class ActiveDirectoryCollector(Collector):
             return GaugeMetricFamily(name, doc, labels=list(labels))
 
         up = gauge("ad_dc_up", "1 if the DC answered the last LDAP sweep (bind and searches).", ["domain", "dc"])
-        error = gauge("ad_dc_error_reason", "1 for the reason the DC did not answer the last sweep.",
-                      ["domain", "dc", "reason"])
-        sweep_seconds = gauge("ad_dc_sweep_duration_seconds", "Time the DC took to answer the last sweep.",
-                              ["domain", "dc"])
+        error = gauge(
+            "ad_dc_error_reason", "1 for the reason the DC did not answer the last sweep.", ["domain", "dc", "reason"]
+        )
+        sweep_seconds = gauge(
+            "ad_dc_sweep_duration_seconds", "Time the DC took to answer the last sweep.", ["domain", "dc"]
+        )
         info = gauge("ad_dc_info", "A domain controller of the domain, with its site.", ["domain", "dc", "site"])
-        is_pdc = gauge("ad_dc_is_pdc_emulator", "1 if the DC holds the PDC emulator role (fSMORoleOwner).",
-                       ["domain", "dc"])
-        locked_per_dc = gauge("ad_accounts_locked",
-                              "Accounts locked now as this DC sees them (lockoutTime + lockoutDuration > now).",
-                              ["domain", "dc"])
-        bad_per_dc = gauge("ad_accounts_with_bad_password",
-                           "Accounts whose badPwdCount on this DC is >= 1 within the observation window.",
-                           ["domain", "dc"])
-        recent = gauge("ad_lockouts_in_observation_window",
-                       "Accounts this DC says were locked out within the last observation window.",
-                       ["domain", "dc"])
-        bad_count = gauge("ad_account_bad_passwords",
-                          f"badPwdCount per DC for watched accounts and the top accounts (cap top_accounts); "
-                          f"user=\"{OTHER}\" sums the rest.", ["domain", "dc", "user"])
-        bad_time = gauge("ad_account_last_bad_password_timestamp_seconds",
-                         "badPasswordTime per DC for watched accounts and the top accounts.",
-                         ["domain", "dc", "user"])
+        is_pdc = gauge(
+            "ad_dc_is_pdc_emulator", "1 if the DC holds the PDC emulator role (fSMORoleOwner).", ["domain", "dc"]
+        )
+        locked_per_dc = gauge(
+            "ad_accounts_locked",
+            "Accounts locked now as this DC sees them (lockoutTime + lockoutDuration > now).",
+            ["domain", "dc"],
+        )
+        bad_per_dc = gauge(
+            "ad_accounts_with_bad_password",
+            "Accounts whose badPwdCount on this DC is >= 1 within the observation window.",
+            ["domain", "dc"],
+        )
+        recent = gauge(
+            "ad_lockouts_in_observation_window",
+            "Accounts this DC says were locked out within the last observation window.",
+            ["domain", "dc"],
+        )
+        bad_count = gauge(
+            "ad_account_bad_passwords",
+            f"badPwdCount per DC for watched accounts and the top accounts (cap top_accounts); "
+            f'user="{OTHER}" sums the rest.',
+            ["domain", "dc", "user"],
+        )
+        bad_time = gauge(
+            "ad_account_last_bad_password_timestamp_seconds",
+            "badPasswordTime per DC for watched accounts and the top accounts.",
+            ["domain", "dc", "user"],
+        )
         capped_bad_password = 0
         for sweep in sweeps:
             labels = [domain, sweep.dc]
@@ -372,8 +438,9 @@ class ActiveDirectoryCollector(Collector):
                 continue
             locked_per_dc.add_metric(labels, sum(ad.is_locked(a, policy, now) for a in sweep.lockouts))
             window_start = now - policy.observation_window_seconds
-            recent.add_metric(labels, sum(1 for a in sweep.lockouts
-                                          if a.lockout_time is not None and a.lockout_time >= window_start))
+            recent.add_metric(
+                labels, sum(1 for a in sweep.lockouts if a.lockout_time is not None and a.lockout_time >= window_start)
+            )
             counting = [a for a in sweep.bad_password if ad.counts_toward_lockout(a, policy, now)]
             bad_per_dc.add_metric(labels, len(counting))
             capped_bad_password += self._add_top_accounts(sweep, labels, bad_count, bad_time)
@@ -389,14 +456,17 @@ class ActiveDirectoryCollector(Collector):
         families.append(parse_errors_family(self.name, domain, self._parse_errors_total))
         return families
 
-    def _add_top_accounts(self, sweep: DcSweep, labels: list[str], count: GaugeMetricFamily,
-                          last: GaugeMetricFamily) -> int:
+    def _add_top_accounts(
+        self, sweep: DcSweep, labels: list[str], count: GaugeMetricFamily, last: GaugeMetricFamily
+    ) -> int:
         """Watched accounts, then the top accounts by badPwdCount; returns how many were summed as other."""
         watched = {name.lower() for name in self.config.watch_accounts}
-        ranked = sorted((a for a in sweep.bad_password if a.user.lower() not in watched and a.bad_pwd_count),
-                        key=lambda a: (-(a.bad_pwd_count or 0), -(a.bad_password_time or 0), a.user))
+        ranked = sorted(
+            (a for a in sweep.bad_password if a.user.lower() not in watched and a.bad_pwd_count),
+            key=lambda a: (-(a.bad_pwd_count or 0), -(a.bad_password_time or 0), a.user),
+        )
         shown = [a for a in sweep.bad_password if a.user.lower() in watched] + ranked[: self.config.top_accounts]
-        rest = ranked[self.config.top_accounts:]
+        rest = ranked[self.config.top_accounts :]
         for account in shown:
             count.add_metric([*labels, account.user], account.bad_pwd_count or 0)
             last.add_metric([*labels, account.user], account.bad_password_time or 0)
@@ -406,34 +476,52 @@ class ActiveDirectoryCollector(Collector):
 
     def _policy_metrics(self, policy: ad.LockoutPolicy) -> list[Metric]:
         domain = self.domain
-        threshold = GaugeMetricFamily("ad_lockout_policy_threshold",
-                                      "Bad passwords before lockout (0: lockout disabled).", labels=["domain"])
-        duration = GaugeMetricFamily("ad_lockout_policy_duration_seconds",
-                                     "How long a lockout lasts (+Inf: until an administrator unlocks).",
-                                     labels=["domain"])
-        window = GaugeMetricFamily("ad_lockout_policy_observation_window_seconds",
-                                   "Time after which badPwdCount starts again from 0.", labels=["domain"])
+        threshold = GaugeMetricFamily(
+            "ad_lockout_policy_threshold", "Bad passwords before lockout (0: lockout disabled).", labels=["domain"]
+        )
+        duration = GaugeMetricFamily(
+            "ad_lockout_policy_duration_seconds",
+            "How long a lockout lasts (+Inf: until an administrator unlocks).",
+            labels=["domain"],
+        )
+        window = GaugeMetricFamily(
+            "ad_lockout_policy_observation_window_seconds",
+            "Time after which badPwdCount starts again from 0.",
+            labels=["domain"],
+        )
         threshold.add_metric([domain], policy.threshold)
         duration.add_metric([domain], policy.duration_seconds)
         window.add_metric([domain], policy.observation_window_seconds)
         pso_labels = ["domain", "pso"]
-        pso_threshold = GaugeMetricFamily("ad_password_settings_lockout_threshold",
-                                          "Lockout threshold of a fine-grained password settings object.",
-                                          labels=pso_labels)
-        pso_duration = GaugeMetricFamily("ad_password_settings_lockout_duration_seconds",
-                                         "Lockout duration of a fine-grained password settings object.",
-                                         labels=pso_labels)
-        pso_window = GaugeMetricFamily("ad_password_settings_observation_window_seconds",
-                                       "Observation window of a fine-grained password settings object.",
-                                       labels=pso_labels)
+        pso_threshold = GaugeMetricFamily(
+            "ad_password_settings_lockout_threshold",
+            "Lockout threshold of a fine-grained password settings object.",
+            labels=pso_labels,
+        )
+        pso_duration = GaugeMetricFamily(
+            "ad_password_settings_lockout_duration_seconds",
+            "Lockout duration of a fine-grained password settings object.",
+            labels=pso_labels,
+        )
+        pso_window = GaugeMetricFamily(
+            "ad_password_settings_observation_window_seconds",
+            "Observation window of a fine-grained password settings object.",
+            labels=pso_labels,
+        )
         for pso in self._state.password_settings:
             pso_threshold.add_metric([domain, pso.name], pso.policy.threshold)
             pso_duration.add_metric([domain, pso.name], pso.policy.duration_seconds)
             pso_window.add_metric([domain, pso.name], pso.policy.observation_window_seconds)
         return [threshold, duration, window, pso_threshold, pso_duration, pso_window]
 
-    def _locked_account_metrics(self, sweeps: Sequence[DcSweep], policy: ad.LockoutPolicy,
-                                topology: ad.Topology, now: float, capped: GaugeMetricFamily) -> list[Metric]:
+    def _locked_account_metrics(
+        self,
+        sweeps: Sequence[DcSweep],
+        policy: ad.LockoutPolicy,
+        topology: ad.Topology,
+        now: float,
+        capped: GaugeMetricFamily,
+    ) -> list[Metric]:
         domain = self.domain
         # An account is locked if any DC that answered says so; the newest lockoutTime names the origin.
         newest: dict[str, ad.Account] = {}
@@ -443,29 +531,40 @@ class ActiveDirectoryCollector(Collector):
                     continue
                 key = account.user.lower()
                 seen = newest.get(key)
-                if seen is None or (account.lockout_time or 0) > (seen.lockout_time or 0) or (
-                        seen.lockout_origin is None and account.lockout_origin is not None):
+                if (
+                    seen is None
+                    or (account.lockout_time or 0) > (seen.lockout_time or 0)
+                    or (seen.lockout_origin is None and account.lockout_origin is not None)
+                ):
                     newest[key] = account
         ordered = sorted(newest.values(), key=lambda a: (-(a.lockout_time or 0), a.user.lower()))
-        locked = GaugeMetricFamily("ad_account_locked",
-                                   "1 per account locked now (cap max_locked_accounts), with the DC the lockout "
-                                   "originated on (replication metadata of lockoutTime, like LockoutStatus' "
-                                   "Orig Lock).", labels=["domain", "user", "origin_dc"])
-        locked_at = GaugeMetricFamily("ad_account_lockout_timestamp_seconds",
-                                      "lockoutTime of each account locked now (cap max_locked_accounts).",
-                                      labels=["domain", "user", "origin_dc"])
+        locked = GaugeMetricFamily(
+            "ad_account_locked",
+            "1 per account locked now (cap max_locked_accounts), with the DC the lockout "
+            "originated on (replication metadata of lockoutTime, like LockoutStatus' "
+            "Orig Lock).",
+            labels=["domain", "user", "origin_dc"],
+        )
+        locked_at = GaugeMetricFamily(
+            "ad_account_lockout_timestamp_seconds",
+            "lockoutTime of each account locked now (cap max_locked_accounts).",
+            labels=["domain", "user", "origin_dc"],
+        )
         shown = ordered[: self.config.max_locked_accounts]
         for account in shown:
             origin = ad.resolve_origin(account.lockout_origin, topology)
             locked.add_metric([domain, account.user, origin], 1.0)
             locked_at.add_metric([domain, account.user, origin], account.lockout_time or 0)
-        total_locked = GaugeMetricFamily("ad_domain_accounts_locked",
-                                         "Accounts locked now on at least one DC (not capped).", labels=["domain"])
+        total_locked = GaugeMetricFamily(
+            "ad_domain_accounts_locked", "Accounts locked now on at least one DC (not capped).", labels=["domain"]
+        )
         total_locked.add_metric([domain], len(ordered))
 
-        watched = GaugeMetricFamily("ad_watched_account_locked",
-                                    "1 if a watched (service) account is locked now on any DC that answered.",
-                                    labels=["domain", "user"])
+        watched = GaugeMetricFamily(
+            "ad_watched_account_locked",
+            "1 if a watched (service) account is locked now on any DC that answered.",
+            labels=["domain", "user"],
+        )
         for name in self.config.watch_accounts:
             watched.add_metric([domain, name], 1.0 if name.lower() in newest else 0.0)
 
@@ -503,9 +602,11 @@ class ActiveDirectoryCollector(Collector):
         # Every known origin starts at 0, so that increase() sees the first lockout of a new series.
         for dc in topology.controllers:
             self._lockouts_total.setdefault(dc.host or dc.name.lower(), 0)
-        family = CounterMetricFamily("ad_account_lockouts",
-                                     "Lockouts first seen by the exporter, by the DC they originated on.",
-                                     labels=["domain", "origin_dc"])
+        family = CounterMetricFamily(
+            "ad_account_lockouts",
+            "Lockouts first seen by the exporter, by the DC they originated on.",
+            labels=["domain", "origin_dc"],
+        )
         for origin, count in sorted(self._lockouts_total.items()):
             family.add_metric([self.domain, origin], count)
         return family

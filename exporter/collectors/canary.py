@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 class CanaryCollector(Collector):
     name = "canary"
 
-    def __init__(self, config: CanaryConfig, redact: Redactor | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: CanaryConfig, redact: Redactor | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__(config.name.lower(), config.interval_seconds, timeout=config.interval_seconds)
         self.config = config
         self.redact = redact or Redactor()
@@ -64,8 +65,9 @@ class CanaryCollector(Collector):
         message["Message-ID"], message["Date"] = message_id, formatdate(usegmt=True)
         message["X-Canary"] = config.name
         message.set_content("A canary: it proves mail flows end to end. It can be deleted.")
-        client = aiosmtplib.SMTP(hostname=host.strip("[]"), port=int(port), timeout=config.timeout_seconds,
-                                 start_tls=False, use_tls=False)
+        client = aiosmtplib.SMTP(
+            hostname=host.strip("[]"), port=int(port), timeout=config.timeout_seconds, start_tls=False, use_tls=False
+        )
         started = self.clock()  # the relay may deliver before the submission's last reply reaches us
         try:
             await client.connect()
@@ -123,35 +125,51 @@ class CanaryCollector(Collector):
     def _metrics(self) -> list[Metric]:
         label = [self.target]
 
-        def family(kind: type[GaugeMetricFamily | CounterMetricFamily], name: str, doc: str,
-                   value: float) -> Metric:
+        def family(kind: type[GaugeMetricFamily | CounterMetricFamily], name: str, doc: str, value: float) -> Metric:
             metric = kind(name, doc, labels=["canary"])
             metric.add_metric(label, value)
             return metric
 
-        failures = CounterMetricFamily("exchange_canary_failures", "Canaries that failed, by stage: submit (the "
-                                       "SMTP conversation), deliver (not found within late_seconds), mailbox "
-                                       "(the destination mailbox could not be read).",
-                                       labels=["canary", "stage"])
+        failures = CounterMetricFamily(
+            "exchange_canary_failures",
+            "Canaries that failed, by stage: submit (the "
+            "SMTP conversation), deliver (not found within late_seconds), mailbox "
+            "(the destination mailbox could not be read).",
+            labels=["canary", "stage"],
+        )
         for stage in ("submit", "deliver", "mailbox"):
             failures.add_metric([self.target, stage], self.failures.get(stage, 0))
         families = [
             family(CounterMetricFamily, "exchange_canary_sent", "Canaries submitted.", self.sent),
-            family(CounterMetricFamily, "exchange_canary_received", "Canaries found at the destination.",
-                   self.received),
+            family(
+                CounterMetricFamily, "exchange_canary_received", "Canaries found at the destination.", self.received
+            ),
             failures,
-            family(GaugeMetricFamily, "exchange_canary_in_flight", "Canaries sent and not yet found.",
-                   len(self.in_flight)),
-            family(GaugeMetricFamily, "exchange_canary_latency_seconds", "End-to-end time of the last canary found.",
-                   self.latency),
-            family(GaugeMetricFamily, "exchange_canary_last_received_timestamp_seconds",
-                   "When the last canary arrived (0 if none yet).", self.last_received),
-            family(GaugeMetricFamily, "exchange_canary_hops", "Received headers of the last canary found.",
-                   self.last_hops),
+            family(
+                GaugeMetricFamily, "exchange_canary_in_flight", "Canaries sent and not yet found.", len(self.in_flight)
+            ),
+            family(
+                GaugeMetricFamily,
+                "exchange_canary_latency_seconds",
+                "End-to-end time of the last canary found.",
+                self.latency,
+            ),
+            family(
+                GaugeMetricFamily,
+                "exchange_canary_last_received_timestamp_seconds",
+                "When the last canary arrived (0 if none yet).",
+                self.last_received,
+            ),
+            family(
+                GaugeMetricFamily, "exchange_canary_hops", "Received headers of the last canary found.", self.last_hops
+            ),
         ]
         if self.last_auth_as:
-            auth = GaugeMetricFamily("exchange_canary_auth_as_info", "How the last canary was attributed at the "
-                                     "destination (Internal expected).", labels=["canary", "auth_as"])
+            auth = GaugeMetricFamily(
+                "exchange_canary_auth_as_info",
+                "How the last canary was attributed at the destination (Internal expected).",
+                labels=["canary", "auth_as"],
+            )
             auth.add_metric([self.target, self.last_auth_as], 1.0)
             families.append(auth)
         return families

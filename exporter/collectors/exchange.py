@@ -29,8 +29,13 @@ from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError
 log = logging.getLogger(__name__)
 
 SERVER_CMDLETS = ("Get-ExchangeServer", "Get-ServerComponentState", "Get-Queue", "Get-ExchangeCertificate")
-HYBRID_CMDLETS = ("Get-RemoteMailbox", "Get-AcceptedDomain", "Get-SendConnector", "Get-ReceiveConnector",
-                  "Get-HybridConfiguration")
+HYBRID_CMDLETS = (
+    "Get-RemoteMailbox",
+    "Get-AcceptedDomain",
+    "Get-SendConnector",
+    "Get-ReceiveConnector",
+    "Get-HybridConfiguration",
+)
 OTHER = "<other>"
 FILE_VERSION_CMDLET = "Get-Command ExSetup.exe"
 
@@ -75,11 +80,19 @@ def _parse_all(xml_objects: list[str], parse: Callable[[Any], Any], errors: list
 class ExchangeCollector(Collector):
     name = "exchange"
 
-    def __init__(self, config: ExchangeConfig, guard: CredentialGuard, redact: Redactor | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        guard: CredentialGuard,
+        redact: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         # Four cmdlets per server, each bounded by the timeout; the registry's deadline is a backstop.
-        super().__init__(config.organization.lower(), config.interval_seconds,
-                         timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1))
+        super().__init__(
+            config.organization.lower(),
+            config.interval_seconds,
+            timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1),
+        )
         self.config = config
         self.redact = redact or Redactor()
         self.clock = clock
@@ -87,22 +100,37 @@ class ExchangeCollector(Collector):
 
         def client(server: str, host: str, port: int, path: str, configuration: str) -> PsrpClient:
             target = RemotingTarget(
-                name=server, host=host, port=port, scheme=config.scheme, path=path, configuration=configuration,
-                verify=config.tls.verify, ca_file=config.tls.ca_file, encryption=config.encryption,
-                timeout=config.timeout_seconds)
+                name=server,
+                host=host,
+                port=port,
+                scheme=config.scheme,
+                path=path,
+                configuration=configuration,
+                verify=config.tls.verify,
+                ca_file=config.tls.ca_file,
+                encryption=config.encryption,
+                timeout=config.timeout_seconds,
+            )
             return PsrpClient(target, credential, guard, config.bind_retry_after_seconds)
 
-        self.clients = {s.name.lower(): client(s.name.lower(), s.host or s.name, s.port or config.default_port,
-                                                config.path, config.configuration_name) for s in config.servers}
+        self.clients = {
+            s.name.lower(): client(
+                s.name.lower(), s.host or s.name, s.port or config.default_port, config.path, config.configuration_name
+            )
+            for s in config.servers
+        }
         su = config.security_update
         winrm_port = su.port or (5986 if config.scheme == "https" else 5985)
         # Only when enabled: ExSetup's version through the server's plain PowerShell endpoint.
         self.file_version_clients = {
             s.name.lower(): client(s.name.lower(), s.host or s.name, winrm_port, su.path, su.configuration_name)
-            for s in config.servers if su.enabled}
+            for s in config.servers
+            if su.enabled
+        }
         self._names = {s.name.lower(): s.name for s in config.servers}
-        self._executor = ThreadPoolExecutor(max_workers=config.max_concurrent_servers + 1,
-                                            thread_name_prefix=f"psrp-{self.target}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.max_concurrent_servers + 1, thread_name_prefix=f"psrp-{self.target}"
+        )
         self._semaphore = asyncio.Semaphore(config.max_concurrent_servers)
         self._last: list[ServerSweep] = []
         self._hybrid = HybridState()
@@ -218,7 +246,8 @@ class ExchangeCollector(Collector):
             hybrid.connectors = (
                 _parse_all(results["Get-SendConnector"], lambda o: ex.parse_connector(o, "send"), errors)
                 + _parse_all(results["Get-ReceiveConnector"], lambda o: ex.parse_connector(o, "receive"), errors)
-                + _parse_all(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors))
+                + _parse_all(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors)
+            )
             hybrid.up, hybrid.detail, hybrid.at, hybrid.server = True, "", self.clock(), server
             break
         self._parse_errors_total += len(errors)
@@ -231,47 +260,83 @@ class ExchangeCollector(Collector):
         def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=labels)
 
-        up = gauge("exchange_server_up", "1 if every cmdlet the exporter runs on the server answered in the last "
-                   "refresh (cached between refreshes).", ["server"])
-        error = gauge("exchange_server_error_reason", "Why the server's last refresh failed (1 for the reason).",
-                      ["server", "reason"])
+        up = gauge(
+            "exchange_server_up",
+            "1 if every cmdlet the exporter runs on the server answered in the last "
+            "refresh (cached between refreshes).",
+            ["server"],
+        )
+        error = gauge(
+            "exchange_server_error_reason",
+            "Why the server's last refresh failed (1 for the reason).",
+            ["server", "reason"],
+        )
         duration = gauge("exchange_server_sweep_duration_seconds", "How long the server took to answer.", ["server"])
-        cmdlet_ok = gauge("exchange_cmdlet_success", "1 if the cmdlet answered on the server in the last refresh.",
-                          ["server", "cmdlet"])
-        info = gauge("exchange_server_info", "The server as Get-ExchangeServer describes it.",
-                     ["server", "fqdn", "edition", "roles", "site"])
-        build = gauge("exchange_build_info", "The server's build, the product and cumulative update (CU) it "
-                      "belongs to, and the security/hotfix update when known.",
-                      ["server", "version", "product", "cu", "update"])
-        cu_release = gauge("exchange_build_cu_release_timestamp_seconds",
-                           "Release date of the CU the server runs (0 if the build is not in the exporter's table).",
-                           ["server"])
-        window = gauge("exchange_build_in_hybrid_support_window",
-                       "1 if the server runs one of its product's two newest CUs (what the Hybrid Configuration "
-                       "Wizard supports).", ["server"])
-        end_of_support = gauge("exchange_build_product_end_of_support_timestamp_seconds",
-                               "End of support of the server's product (absent when it has none announced).",
-                               ["server", "product"])
-        component = gauge("exchange_component_state", "Get-ServerComponentState per component: 0 Inactive, "
-                          "1 Active, 2 Draining (Exchange's ServiceState), -1 anything else.",
-                          ["server", "component"])
-        requester = gauge("exchange_component_requester_state",
-                          "A requester's entry for a component: 0 Inactive, 1 Active, 2 Draining. A component is "
-                          "Inactive while any requester holds it Inactive; scope local is the server's registry, "
-                          "remote is Active Directory.", ["server", "component", "requester", "scope"])
-        requester_ts = gauge("exchange_component_requester_timestamp_seconds",
-                             "When the requester last set its state for the component.",
-                             ["server", "component", "requester", "scope"])
-        queue_messages = gauge("exchange_queue_messages", "Messages in the server's queues, summed by next hop, "
-                               "delivery type and status.", ["server", "next_hop", "delivery_type", "status"])
-        queue_error = gauge("exchange_queue_last_error_info",
-                            "1 for a queue group whose last error carries these SMTP codes: code/enhanced_code as "
-                            "Exchange reported it, remote_* as the next hop answered (when quoted).",
-                            ["server", "next_hop", "delivery_type", "code", "enhanced_code", "remote_code",
-                             "remote_enhanced_code"])
-        certificate = gauge("exchange_certificate_not_after_timestamp_seconds",
-                            "When each Exchange certificate on the server expires.",
-                            ["server", "thumbprint", "subject"])
+        cmdlet_ok = gauge(
+            "exchange_cmdlet_success",
+            "1 if the cmdlet answered on the server in the last refresh.",
+            ["server", "cmdlet"],
+        )
+        info = gauge(
+            "exchange_server_info",
+            "The server as Get-ExchangeServer describes it.",
+            ["server", "fqdn", "edition", "roles", "site"],
+        )
+        build = gauge(
+            "exchange_build_info",
+            "The server's build, the product and cumulative update (CU) it "
+            "belongs to, and the security/hotfix update when known.",
+            ["server", "version", "product", "cu", "update"],
+        )
+        cu_release = gauge(
+            "exchange_build_cu_release_timestamp_seconds",
+            "Release date of the CU the server runs (0 if the build is not in the exporter's table).",
+            ["server"],
+        )
+        window = gauge(
+            "exchange_build_in_hybrid_support_window",
+            "1 if the server runs one of its product's two newest CUs (what the Hybrid Configuration Wizard supports).",
+            ["server"],
+        )
+        end_of_support = gauge(
+            "exchange_build_product_end_of_support_timestamp_seconds",
+            "End of support of the server's product (absent when it has none announced).",
+            ["server", "product"],
+        )
+        component = gauge(
+            "exchange_component_state",
+            "Get-ServerComponentState per component: 0 Inactive, "
+            "1 Active, 2 Draining (Exchange's ServiceState), -1 anything else.",
+            ["server", "component"],
+        )
+        requester = gauge(
+            "exchange_component_requester_state",
+            "A requester's entry for a component: 0 Inactive, 1 Active, 2 Draining. A component is "
+            "Inactive while any requester holds it Inactive; scope local is the server's registry, "
+            "remote is Active Directory.",
+            ["server", "component", "requester", "scope"],
+        )
+        requester_ts = gauge(
+            "exchange_component_requester_timestamp_seconds",
+            "When the requester last set its state for the component.",
+            ["server", "component", "requester", "scope"],
+        )
+        queue_messages = gauge(
+            "exchange_queue_messages",
+            "Messages in the server's queues, summed by next hop, delivery type and status.",
+            ["server", "next_hop", "delivery_type", "status"],
+        )
+        queue_error = gauge(
+            "exchange_queue_last_error_info",
+            "1 for a queue group whose last error carries these SMTP codes: code/enhanced_code as "
+            "Exchange reported it, remote_* as the next hop answered (when quoted).",
+            ["server", "next_hop", "delivery_type", "code", "enhanced_code", "remote_code", "remote_enhanced_code"],
+        )
+        certificate = gauge(
+            "exchange_certificate_not_after_timestamp_seconds",
+            "When each Exchange certificate on the server expires.",
+            ["server", "thumbprint", "subject"],
+        )
         capped = capped_series_family()
         capped_queues = 0
         for sweep in sweeps:
@@ -301,15 +366,31 @@ class ExchangeCollector(Collector):
             for cert in sweep.certificates:
                 certificate.add_metric([server, cert.thumbprint, cert.subject], cert.not_after)
         capped.add_metric([self.name, self.target, "exchange_queue_messages"], float(capped_queues))
-        families: list[Metric] = [up, error, duration, cmdlet_ok, info, build, cu_release, window, end_of_support,
-                                  component, requester, requester_ts, queue_messages, queue_error, certificate]
+        families: list[Metric] = [
+            up,
+            error,
+            duration,
+            cmdlet_ok,
+            info,
+            build,
+            cu_release,
+            window,
+            end_of_support,
+            component,
+            requester,
+            requester_ts,
+            queue_messages,
+            queue_error,
+            certificate,
+        ]
         families.extend(self._hybrid_metrics(capped))
         families.append(capped)
         families.append(parse_errors_family(self.name, self.target, self._parse_errors_total))
         return families
 
-    def _add_queues(self, server: str, queues: list[ex.Queue], messages: GaugeMetricFamily,
-                    errors: GaugeMetricFamily) -> int:
+    def _add_queues(
+        self, server: str, queues: list[ex.Queue], messages: GaugeMetricFamily, errors: GaugeMetricFamily
+    ) -> int:
         groups: dict[tuple[str, str, str], int] = {}
         replies: set[tuple[str, str, str, str, str, str]] = set()
         for q in queues:
@@ -317,8 +398,16 @@ class ExchangeCollector(Collector):
             groups[key] = groups.get(key, 0) + q.message_count
             reported, remote = q.reply.reported, q.reply.remote
             if reported is not None:
-                replies.add((q.next_hop, q.delivery_type, reported.code, reported.enhanced,
-                             remote.code if remote else "", remote.enhanced if remote else ""))
+                replies.add(
+                    (
+                        q.next_hop,
+                        q.delivery_type,
+                        reported.code,
+                        reported.enhanced,
+                        remote.code if remote else "",
+                        remote.enhanced if remote else "",
+                    )
+                )
         # The biggest queues are the ones worth a series each; the rest is summed under next_hop="<other>".
         ordered = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
         cap = self.config.max_queues
@@ -329,8 +418,9 @@ class ExchangeCollector(Collector):
             messages.add_metric([server, OTHER, OTHER, OTHER], float(sum(c for _, c in rest)))
         kept_hops = {k[0] for k, _ in kept}
         for hop, delivery, code, enhanced, rcode, renhanced in sorted(replies):
-            errors.add_metric([server, hop if hop in kept_hops else OTHER, delivery, code, enhanced, rcode, renhanced],
-                              1.0)
+            errors.add_metric(
+                [server, hop if hop in kept_hops else OTHER, delivery, code, enhanced, rcode, renhanced], 1.0
+            )
         return len(rest)
 
     def _hybrid_metrics(self, capped: GaugeMetricFamily) -> list[Metric]:
@@ -338,51 +428,81 @@ class ExchangeCollector(Collector):
         if config is None:
             return []
         org = self.target
-        up = GaugeMetricFamily("exchange_hybrid_settings_up", "1 if the organisation's hybrid settings were read "
-                               "in their last refresh (they refresh on their own, longer interval).",
-                               labels=["organization"])
+        up = GaugeMetricFamily(
+            "exchange_hybrid_settings_up",
+            "1 if the organisation's hybrid settings were read "
+            "in their last refresh (they refresh on their own, longer interval).",
+            labels=["organization"],
+        )
         up.add_metric([org], 1.0 if state.up else 0.0)
-        last = GaugeMetricFamily("exchange_hybrid_settings_last_success_timestamp_seconds",
-                                 "When the hybrid settings were last read successfully (0 if never).",
-                                 labels=["organization"])
+        last = GaugeMetricFamily(
+            "exchange_hybrid_settings_last_success_timestamp_seconds",
+            "When the hybrid settings were last read successfully (0 if never).",
+            labels=["organization"],
+        )
         last.add_metric([org], state.at)
         families: list[Metric] = [up, last]
         if state.at == 0:
             return families
-        total = GaugeMetricFamily("exchange_remote_mailboxes", "Remote mailboxes (Get-RemoteMailbox).",
-                                  labels=["organization"])
+        total = GaugeMetricFamily(
+            "exchange_remote_mailboxes", "Remote mailboxes (Get-RemoteMailbox).", labels=["organization"]
+        )
         total.add_metric([org], float(len(state.remote_mailboxes)))
         misrouted = GaugeMetricFamily(
             "exchange_remote_mailboxes_misrouted",
             "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain; mail to them "
-            "does not reach Exchange Online.", labels=["organization", "tenant_routing_domain"])
-        listed = GaugeMetricFamily("exchange_remote_mailbox_misrouted_info",
-                                   "1 for each misrouted remote mailbox, up to the configured cap.",
-                                   labels=["organization", "mailbox", "routing_domain"])
+            "does not reach Exchange Online.",
+            labels=["organization", "tenant_routing_domain"],
+        )
+        listed = GaugeMetricFamily(
+            "exchange_remote_mailbox_misrouted_info",
+            "1 for each misrouted remote mailbox, up to the configured cap.",
+            labels=["organization", "mailbox", "routing_domain"],
+        )
         families += [total, misrouted, listed]
         if config.tenant_routing_domain:
-            wrong = sorted((m for m in state.remote_mailboxes if not m.routed_to(config.tenant_routing_domain)),
-                           key=lambda m: m.name)
+            wrong = sorted(
+                (m for m in state.remote_mailboxes if not m.routed_to(config.tenant_routing_domain)),
+                key=lambda m: m.name,
+            )
             misrouted.add_metric([org, config.tenant_routing_domain.lower()], float(len(wrong)))
-            for m in wrong[:config.max_listed_mailboxes]:
+            for m in wrong[: config.max_listed_mailboxes]:
                 listed.add_metric([org, m.name, m.routing_domain or "(none)"], 1.0)
-            capped.add_metric([self.name, self.target, "exchange_remote_mailbox_misrouted_info"],
-                              float(max(0, len(wrong) - config.max_listed_mailboxes)))
-        domains = GaugeMetricFamily("exchange_accepted_domain_info", "The organisation's accepted domains.",
-                                    labels=["organization", "domain", "type", "default"])
+            capped.add_metric(
+                [self.name, self.target, "exchange_remote_mailbox_misrouted_info"],
+                float(max(0, len(wrong) - config.max_listed_mailboxes)),
+            )
+        domains = GaugeMetricFamily(
+            "exchange_accepted_domain_info",
+            "The organisation's accepted domains.",
+            labels=["organization", "domain", "type", "default"],
+        )
         for d in state.accepted_domains:
             domains.add_metric([org, d.domain, d.domain_type, "true" if d.default else "false"], 1.0)
-        tls = GaugeMetricFamily("exchange_connector_tls_certificate_info",
-                                "The TlsCertificateName of each connector that sets one; hybrid=true for the "
-                                "connectors the Hybrid Configuration Wizard manages.",
-                                labels=["organization", "kind", "connector", "issuer", "subject", "hybrid"])
-        matches = GaugeMetricFamily("exchange_connector_tls_certificate_matches",
-                                    "1 if a hybrid connector's TlsCertificateName matches the configured one, 0 if "
-                                    "it differs or is not set.", labels=["organization", "kind", "connector"])
+        tls = GaugeMetricFamily(
+            "exchange_connector_tls_certificate_info",
+            "The TlsCertificateName of each connector that sets one; hybrid=true for the "
+            "connectors the Hybrid Configuration Wizard manages.",
+            labels=["organization", "kind", "connector", "issuer", "subject", "hybrid"],
+        )
+        matches = GaugeMetricFamily(
+            "exchange_connector_tls_certificate_matches",
+            "1 if a hybrid connector's TlsCertificateName matches the configured one, 0 if it differs or is not set.",
+            labels=["organization", "kind", "connector"],
+        )
         for c in state.connectors:
             if c.tls_certificate_name is not None:
-                tls.add_metric([org, c.kind, c.name, c.tls_certificate_name.issuer, c.tls_certificate_name.subject,
-                                "true" if c.hybrid else "false"], 1.0)
+                tls.add_metric(
+                    [
+                        org,
+                        c.kind,
+                        c.name,
+                        c.tls_certificate_name.issuer,
+                        c.tls_certificate_name.subject,
+                        "true" if c.hybrid else "false",
+                    ],
+                    1.0,
+                )
             if c.hybrid and c.enabled and config.expected_tls_certificate_name:
                 ok = ex.identifier_matches(c.tls_certificate_name, config.expected_tls_certificate_name)
                 matches.add_metric([org, c.kind, c.name], 1.0 if ok else 0.0)

@@ -61,8 +61,13 @@ class LogSource:
 class ExchangeLogsCollector(Collector):
     name = "exchange_logs"
 
-    def __init__(self, config: ExchangeLogsConfig, state: StateStore, redact: Redactor | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ExchangeLogsConfig,
+        state: StateStore,
+        redact: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(config.server.lower(), config.interval_seconds, timeout=config.interval_seconds)
         self.config = config
         self.state = state
@@ -76,13 +81,20 @@ class ExchangeLogsCollector(Collector):
             if not patterns:
                 continue
             saved = state.get(f"{self._key}/{kind}", {})
-            counts: Any = (iis.IisCounts() if kind == "iis" else xl.TrackingCounts() if kind == "message_tracking"
-                           else xl.SmtpCounts("receive" if kind == "smtp_receive" else "send"))
+            counts: Any = (
+                iis.IisCounts()
+                if kind == "iis"
+                else xl.TrackingCounts()
+                if kind == "message_tracking"
+                else xl.SmtpCounts("receive" if kind == "smtp_receive" else "send")
+            )
             counts.load(saved.get("counts"))
-            tailer = Tailer(patterns, start_at=config.start_at, max_line_bytes=config.max_line_bytes,
-                            saved=saved.get("checkpoint"))
-            self.sources.append(LogSource(kind, tailer, counts, dict(saved.get("fields", {})),
-                                          int(saved.get("lines", 0))))
+            tailer = Tailer(
+                patterns, start_at=config.start_at, max_line_bytes=config.max_line_bytes, saved=saved.get("checkpoint")
+            )
+            self.sources.append(
+                LogSource(kind, tailer, counts, dict(saved.get("fields", {})), int(saved.get("lines", 0)))
+            )
         self.users = SourceWindow(config.window_seconds)
         self.devices: dict[tuple[str, str, str], Device] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"logs-{self.server}")
@@ -106,9 +118,15 @@ class ExchangeLogsCollector(Collector):
 
     def _commit(self, source: LogSource) -> None:
         with self.state.transaction() as put:
-            put(f"{self._key}/{source.kind}", {"checkpoint": source.tailer.checkpoint(),
-                                               "counts": source.counts.state(), "fields": source.fields,
-                                               "lines": source.lines})
+            put(
+                f"{self._key}/{source.kind}",
+                {
+                    "checkpoint": source.tailer.checkpoint(),
+                    "counts": source.counts.state(),
+                    "fields": source.fields,
+                    "lines": source.lines,
+                },
+            )
 
     def _header(self, path: str, upto: int) -> str:
         """The last #Fields: directive before ``upto``, for a file first met past its header (started at its end,
@@ -122,7 +140,7 @@ class ExchangeLogsCollector(Collector):
                     if not block:
                         break
                     found = block.rfind(b"#Fields:")
-                    if found != -1 and (found == 0 or block[found - 1:found] == b"\n" or position + found <= 3):
+                    if found != -1 and (found == 0 or block[found - 1 : found] == b"\n" or position + found <= 3):
                         last = position + found
                     position += len(block) - 16 if len(block) > 16 else len(block)  # a directive split across reads
                     handle.seek(position)
@@ -238,12 +256,19 @@ class ExchangeLogsCollector(Collector):
         by_kind = {s.kind: s.counts for s in self.sources}
         web = by_kind.get("iis")
         if isinstance(web, iis.IisCounts):
-            counter("exchange_http_requests", "Requests in the front end's IIS logs by protocol and sc-status.",
-                    ["protocol", "status"], [([p, s], n) for (p, s), n in sorted(web.requests.items())])
-            counter("exchange_http_unauthorized", "HTTP 401s by protocol, sc-substatus and sc-win32-status (1326 "
-                    "wrong password, 1330 expired, 1331 disabled, 1909 locked out).",
-                    ["protocol", "substatus", "win32_status", "reason"],
-                    [([p, ss, w, iis.win32_reason(w)], n) for (p, ss, w), n in sorted(web.unauthorized.items())])
+            counter(
+                "exchange_http_requests",
+                "Requests in the front end's IIS logs by protocol and sc-status.",
+                ["protocol", "status"],
+                [([p, s], n) for (p, s), n in sorted(web.requests.items())],
+            )
+            counter(
+                "exchange_http_unauthorized",
+                "HTTP 401s by protocol, sc-substatus and sc-win32-status (1326 "
+                "wrong password, 1330 expired, 1331 disabled, 1909 locked out).",
+                ["protocol", "substatus", "win32_status", "reason"],
+                [([p, ss, w, iis.win32_reason(w)], n) for (p, ss, w), n in sorted(web.unauthorized.items())],
+            )
             families.extend(self._top_tables())
         smtp = [s for s in self.sources if isinstance(s.counts, xl.SmtpCounts)]
         if smtp:
@@ -251,40 +276,82 @@ class ExchangeLogsCollector(Collector):
             for s in smtp:
                 c = s.counts
                 rows += [([conn, c.direction, code, enh], n) for (conn, code, enh), n in sorted(c.responses.items())]
-            counter("exchange_smtp_responses", "SMTP replies in the protocol logs by connector and direction: what "
-                    "this server answered (receive) or the remote host answered (send).",
-                    ["connector", "direction", "code", "enhanced_code"], rows)
-            counter("exchange_smtp_sessions", "SMTP sessions opened, by connector and direction.",
-                    ["connector", "direction"],
-                    [([conn, s.counts.direction], n) for s in smtp for conn, n in sorted(s.counts.sessions.items())])
-            counter("exchange_smtp_tls", "TLS negotiations in the protocol logs by outcome.",
-                    ["connector", "direction", "outcome"],
-                    [([conn, s.counts.direction, o], n) for s in smtp for (conn, o), n in sorted(s.counts.tls.items())])
-            counter("exchange_smtp_auth", "SMTP AUTH outcomes on receive connectors (235 success, 535 failure).",
-                    ["connector", "outcome"],
-                    [([conn, o], n) for s in smtp for (conn, o), n in sorted(s.counts.auth.items())])
+            counter(
+                "exchange_smtp_responses",
+                "SMTP replies in the protocol logs by connector and direction: what "
+                "this server answered (receive) or the remote host answered (send).",
+                ["connector", "direction", "code", "enhanced_code"],
+                rows,
+            )
+            counter(
+                "exchange_smtp_sessions",
+                "SMTP sessions opened, by connector and direction.",
+                ["connector", "direction"],
+                [([conn, s.counts.direction], n) for s in smtp for conn, n in sorted(s.counts.sessions.items())],
+            )
+            counter(
+                "exchange_smtp_tls",
+                "TLS negotiations in the protocol logs by outcome.",
+                ["connector", "direction", "outcome"],
+                [([conn, s.counts.direction, o], n) for s in smtp for (conn, o), n in sorted(s.counts.tls.items())],
+            )
+            counter(
+                "exchange_smtp_auth",
+                "SMTP AUTH outcomes on receive connectors (235 success, 535 failure).",
+                ["connector", "outcome"],
+                [([conn, o], n) for s in smtp for (conn, o), n in sorted(s.counts.auth.items())],
+            )
         tracking = by_kind.get("message_tracking")
         if isinstance(tracking, xl.TrackingCounts):
-            counter("exchange_message_tracking_events", "Message tracking events by event-id, source, connector and "
-                    "directionality.", ["event_id", "source", "connector", "directionality"],
-                    [(list(k), n) for k, n in sorted(tracking.events.items())])
-            counter("exchange_message_tracking_failures", "FAIL, DSN and DEFER events by the SMTP code of their "
-                    "recipient status (554 5.4.6: a loop; 550 5.1.10: recipient not found).",
-                    ["event_id", "code", "enhanced_code"], [(list(k), n) for k, n in sorted(tracking.failures.items())])
-        counter("exchange_log_lines", "Lines read from the server's logs.", ["log"],
-                [([s.kind], s.lines) for s in self.sources])
-        counter("exchange_log_malformed_lines", "Lines that could not be counted (wrong field count, garbage status "
-                "codes, a #Fields: header without the needed columns), skipped.", ["log"],
-                [([s.kind], s.counts.malformed + getattr(s.counts, "layout_errors", 0)) for s in self.sources])
-        counter("exchange_log_overlong_lines", "Lines longer than max_line_bytes, skipped.", ["log"],
-                [([s.kind], s.tailer.stats.overlong_lines) for s in self.sources])
-        counter("exchange_log_rotations", "Rotations followed (rename, or a copy of a truncated file) since start.",
-                ["log"], [([s.kind], s.tailer.stats.rotations) for s in self.sources])
-        counter("exchange_log_truncations", "Files found truncated (copytruncate) since start.", ["log"],
-                [([s.kind], s.tailer.stats.truncations) for s in self.sources])
-        last = GaugeMetricFamily("exchange_log_last_read_timestamp_seconds",
-                                 "When the server's logs of this kind were last read without error.",
-                                 labels=["server", "log"])
+            counter(
+                "exchange_message_tracking_events",
+                "Message tracking events by event-id, source, connector and directionality.",
+                ["event_id", "source", "connector", "directionality"],
+                [(list(k), n) for k, n in sorted(tracking.events.items())],
+            )
+            counter(
+                "exchange_message_tracking_failures",
+                "FAIL, DSN and DEFER events by the SMTP code of their "
+                "recipient status (554 5.4.6: a loop; 550 5.1.10: recipient not found).",
+                ["event_id", "code", "enhanced_code"],
+                [(list(k), n) for k, n in sorted(tracking.failures.items())],
+            )
+        counter(
+            "exchange_log_lines",
+            "Lines read from the server's logs.",
+            ["log"],
+            [([s.kind], s.lines) for s in self.sources],
+        )
+        counter(
+            "exchange_log_malformed_lines",
+            "Lines that could not be counted (wrong field count, garbage status "
+            "codes, a #Fields: header without the needed columns), skipped.",
+            ["log"],
+            [([s.kind], s.counts.malformed + getattr(s.counts, "layout_errors", 0)) for s in self.sources],
+        )
+        counter(
+            "exchange_log_overlong_lines",
+            "Lines longer than max_line_bytes, skipped.",
+            ["log"],
+            [([s.kind], s.tailer.stats.overlong_lines) for s in self.sources],
+        )
+        counter(
+            "exchange_log_rotations",
+            "Rotations followed (rename, or a copy of a truncated file) since start.",
+            ["log"],
+            [([s.kind], s.tailer.stats.rotations) for s in self.sources],
+        )
+        counter(
+            "exchange_log_truncations",
+            "Files found truncated (copytruncate) since start.",
+            ["log"],
+            [([s.kind], s.tailer.stats.truncations) for s in self.sources],
+        )
+        last = GaugeMetricFamily(
+            "exchange_log_last_read_timestamp_seconds",
+            "When the server's logs of this kind were last read without error.",
+            labels=["server", "log"],
+        )
         files = GaugeMetricFamily("exchange_log_files", "Files being followed.", labels=["server", "log"])
         for s in self.sources:
             last.add_metric([server, s.kind], s.last_read)
@@ -294,40 +361,50 @@ class ExchangeLogsCollector(Collector):
 
     def _top_tables(self) -> list[Metric]:
         server, config = self.server, self.config
-        users = GaugeMetricFamily("exchange_http_unauthorized_user_failures",
-                                  "401s per user over the window, top top_users; user=\"<other>\" sums the rest.",
-                                  labels=["server", "user"])
+        users = GaugeMetricFamily(
+            "exchange_http_unauthorized_user_failures",
+            '401s per user over the window, top top_users; user="<other>" sums the rest.',
+            labels=["server", "user"],
+        )
         ranked = sorted(self.users.totals("user").items(), key=lambda kv: (-kv[1][0], kv[0]))
-        for user, (count, _) in ranked[:config.top_users]:
+        for user, (count, _) in ranked[: config.top_users]:
             users.add_metric([server, user], count)
-        rest = sum(c for _, (c, _) in ranked[config.top_users:])
+        rest = sum(c for _, (c, _) in ranked[config.top_users :])
         if rest:
             users.add_metric([server, OTHER], rest)
-        devices = GaugeMetricFamily("exchange_activesync_device_failures",
-                                    "ActiveSync 401s per device over the window (top top_devices), with the device's "
-                                    "last client address and win32 status.",
-                                    labels=["server", "user", "device_id", "device_type", "client_ip", "win32_status"])
-        locking = GaugeMetricFamily("exchange_activesync_device_locking_out",
-                                    "1 for a device that failed with 1326 (wrong password) and then 1909 (locked out) "
-                                    "within the window: a phone with an old password locking its user out.",
-                                    labels=["server", "user", "device_id", "device_type"])
+        devices = GaugeMetricFamily(
+            "exchange_activesync_device_failures",
+            "ActiveSync 401s per device over the window (top top_devices), with the device's "
+            "last client address and win32 status.",
+            labels=["server", "user", "device_id", "device_type", "client_ip", "win32_status"],
+        )
+        locking = GaugeMetricFamily(
+            "exchange_activesync_device_locking_out",
+            "1 for a device that failed with 1326 (wrong password) and then 1909 (locked out) "
+            "within the window: a phone with an old password locking its user out.",
+            labels=["server", "user", "device_id", "device_type"],
+        )
         top = sorted(self.devices.items(), key=lambda kv: (-kv[1].locking_out, -kv[1].failures, kv[0]))
-        for (user, device_id, device_type), d in top[:config.top_devices]:
+        for (user, device_id, device_type), d in top[: config.top_devices]:
             devices.add_metric([server, user, device_id, device_type, d.client_ip, d.win32_status], d.failures)
             locking.add_metric([server, user, device_id, device_type], 1.0 if d.locking_out else 0.0)
-        rest_devices = sum(d.failures for _, d in top[config.top_devices:])
+        rest_devices = sum(d.failures for _, d in top[config.top_devices :])
         if rest_devices:
             devices.add_metric([server, OTHER, OTHER, OTHER, OTHER, OTHER], rest_devices)
         capped = capped_series_family()
-        capped.add_metric([self.name, server, "exchange_http_unauthorized_user_failures"],
-                          max(0, len(ranked) - config.top_users))
-        capped.add_metric([self.name, server, "exchange_activesync_device_failures"],
-                          max(0, len(top) - config.top_devices))
+        capped.add_metric(
+            [self.name, server, "exchange_http_unauthorized_user_failures"], max(0, len(ranked) - config.top_users)
+        )
+        capped.add_metric(
+            [self.name, server, "exchange_activesync_device_failures"], max(0, len(top) - config.top_devices)
+        )
         return [users, devices, locking, capped]
 
     def target_status(self) -> list[TargetStatus]:
-        return [TargetStatus(f"{self.server} {s.kind} logs ({len(s.tailer.files)} files)", not s.error, s.error)
-                for s in self.sources]
+        return [
+            TargetStatus(f"{self.server} {s.kind} logs ({len(s.tailer.files)} files)", not s.error, s.error)
+            for s in self.sources
+        ]
 
     async def close(self) -> None:
         # A read in flight commits its checkpoint before a reloaded collector reads it.

@@ -59,8 +59,13 @@ class _Histogram:
 class HybridMailCollector(Collector):
     name = "hybrid_mail"
 
-    def __init__(self, config: HybridMailConfig, state: StateStore, redact: Redactor | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: HybridMailConfig,
+        state: StateStore,
+        redact: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(config.name.lower(), config.interval_seconds, timeout=config.interval_seconds)
         self.config = config
         self.state = state
@@ -69,7 +74,8 @@ class HybridMailCollector(Collector):
         self._key = f"hybrid_mail/{self.target}"
         saved = state.get(self._key, {})
         self.messages: dict[tuple[str, str, str], int] = {
-            (entity, source, auth): n for entity, source, auth, n in saved.get("messages", [])}
+            (entity, source, auth): n for entity, source, auth, n in saved.get("messages", [])
+        }
         self.loops = int(saved.get("loops", 0))
         self.parse_errors = int(saved.get("parse_errors", 0))
         self.drop = DropDirectory(config.drop_directories, saved.get("read", {}))
@@ -102,11 +108,20 @@ class HybridMailCollector(Collector):
                 self.imap_validity, self.imap_last_uid, self.imap_error = validity, last, ""
         # Commit what was counted with what was read, together.
         with self.state.transaction() as put:
-            put(self._key, {"messages": [[*k, n] for k, n in sorted(self.messages.items())], "loops": self.loops,
-                            "parse_errors": self.parse_errors, "read": self.drop.seen, "hops": self.hops.state(),
-                            "transit": self.transit.state(), "hop_delay": self.hop_delay.state(),
-                            "imap_validity": self.imap_validity,
-                            "imap_uid": self.imap_last_uid})
+            put(
+                self._key,
+                {
+                    "messages": [[*k, n] for k, n in sorted(self.messages.items())],
+                    "loops": self.loops,
+                    "parse_errors": self.parse_errors,
+                    "read": self.drop.seen,
+                    "hops": self.hops.state(),
+                    "transit": self.transit.state(),
+                    "hop_delay": self.hop_delay.state(),
+                    "imap_validity": self.imap_validity,
+                    "imap_uid": self.imap_last_uid,
+                },
+            )
 
     def _count(self, raw: bytes, where: str) -> None:
         try:
@@ -128,28 +143,42 @@ class HybridMailCollector(Collector):
     def target_status(self) -> list[TargetStatus]:
         if self._imap is None:
             return []
-        return [TargetStatus(f"{self.target} mailbox {self._imap.user}@{self._imap.host}", not self.imap_error,
-                             self.imap_error)]
+        return [
+            TargetStatus(
+                f"{self.target} mailbox {self._imap.user}@{self._imap.host}", not self.imap_error, self.imap_error
+            )
+        ]
 
     async def collect(self) -> list[Metric]:
         await asyncio.to_thread(self._scan)
         target = self.target
-        messages = CounterMetricFamily("exchange_inbound_messages", "Messages read from the drop directories by "
-                                       "how Exchange Online attributed them: FromEntityHeader (HybridOnPrem for the "
-                                       "inbound connector), AuthSource and AuthAs (Internal, Anonymous, Partner).",
-                                       labels=["flow", "from_entity", "auth_source", "auth_as"])
+        messages = CounterMetricFamily(
+            "exchange_inbound_messages",
+            "Messages read from the drop directories by "
+            "how Exchange Online attributed them: FromEntityHeader (HybridOnPrem for the "
+            "inbound connector), AuthSource and AuthAs (Internal, Anonymous, Partner).",
+            labels=["flow", "from_entity", "auth_source", "auth_as"],
+        )
         for (entity, source, auth), n in sorted(self.messages.items()):
             messages.add_metric([target, entity, source, auth], n)
-        loops = CounterMetricFamily("exchange_inbound_message_loops", "Messages whose Received chain names a host "
-                                    "twice or is longer than hop_limit.", labels=["flow"])
+        loops = CounterMetricFamily(
+            "exchange_inbound_message_loops",
+            "Messages whose Received chain names a host twice or is longer than hop_limit.",
+            labels=["flow"],
+        )
         loops.add_metric([target], self.loops)
-        hops = HistogramMetricFamily("exchange_inbound_message_hops", "Received headers per message.",
-                                     labels=["flow"])
+        hops = HistogramMetricFamily("exchange_inbound_message_hops", "Received headers per message.", labels=["flow"])
         hops.add_metric([target], self.hops.buckets(), self.hops.total)
-        transit = HistogramMetricFamily("exchange_inbound_message_transit_seconds", "Time between the first and "
-                                        "the last Received header.", labels=["flow"])
+        transit = HistogramMetricFamily(
+            "exchange_inbound_message_transit_seconds",
+            "Time between the first and the last Received header.",
+            labels=["flow"],
+        )
         transit.add_metric([target], self.transit.buckets(), self.transit.total)
-        hop_delay = HistogramMetricFamily("exchange_inbound_message_hop_delay_seconds", "Time a message spent "
-                                          "before each hop (between consecutive Received headers).", labels=["flow"])
+        hop_delay = HistogramMetricFamily(
+            "exchange_inbound_message_hop_delay_seconds",
+            "Time a message spent before each hop (between consecutive Received headers).",
+            labels=["flow"],
+        )
         hop_delay.add_metric([target], self.hop_delay.buckets(), self.hop_delay.total)
         return [messages, loops, hops, transit, hop_delay, parse_errors_family(self.name, target, self.parse_errors)]

@@ -66,8 +66,14 @@ class _FileSource:
 class SecurityEventsCollector(Collector):
     name = "security_events"
 
-    def __init__(self, config: SecurityEventsConfig, guard: CredentialGuard, state: StateStore,
-                 redact: Redactor | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SecurityEventsConfig,
+        guard: CredentialGuard,
+        state: StateStore,
+        redact: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         timeout = config.winrm.timeout_seconds * 2 * config.winrm.max_batches_per_refresh if config.winrm else 10.0
         super().__init__(config.name.lower(), config.interval_seconds, timeout=min(config.interval_seconds, timeout))
         self.config = config
@@ -78,9 +84,9 @@ class SecurityEventsCollector(Collector):
         self._key = f"security_events/{self.target}"
         saved = state.get(f"{self._key}/counters", {})
         self.counts: Counter[tuple[str, int, str, str]] = Counter(
-            {(dc, int(eid), reason, proto): n for dc, eid, reason, proto, n in saved.get("events", [])})
-        self.lockouts: Counter[tuple[str, str]] = Counter(
-            {(dc, kind): n for dc, kind, n in saved.get("lockouts", [])})
+            {(dc, int(eid), reason, proto): n for dc, eid, reason, proto, n in saved.get("events", [])}
+        )
+        self.lockouts: Counter[tuple[str, str]] = Counter({(dc, kind): n for dc, kind, n in saved.get("lockouts", [])})
         self.window = SourceWindow(config.source_window_seconds)
         self.status: dict[tuple[str, str], DcStatus] = {}  # (dc, source): a DC can have several sources
         self.parse_errors_total = 0
@@ -91,24 +97,40 @@ class SecurityEventsCollector(Collector):
             credential = RemotingCredential(remoting.auth.method, remoting.auth.user, remoting.auth.password)
             for dc in remoting.domain_controllers:
                 target = RemotingTarget(
-                    name=dc.name.lower(), host=dc.host or dc.name, port=dc.port or remoting.default_port,
-                    scheme=remoting.scheme, path=remoting.path, configuration=remoting.configuration_name,
-                    verify=remoting.tls.verify, ca_file=remoting.tls.ca_file, encryption=remoting.encryption,
-                    timeout=remoting.timeout_seconds)
-                self.clients[dc.name.lower()] = PsrpClient(target, credential, guard,
-                                                           remoting.bind_retry_after_seconds)
-        self.files = [_FileSource(f, Tailer([f.path], start_at=f.start_at, max_line_bytes=f.max_line_bytes,
-                                             saved=state.get(f"{self._key}/file/{f.path}")),
-                                  state.get(f"{self._key}/pending/{f.path}", {}))
-                      for f in config.files]
+                    name=dc.name.lower(),
+                    host=dc.host or dc.name,
+                    port=dc.port or remoting.default_port,
+                    scheme=remoting.scheme,
+                    path=remoting.path,
+                    configuration=remoting.configuration_name,
+                    verify=remoting.tls.verify,
+                    ca_file=remoting.tls.ca_file,
+                    encryption=remoting.encryption,
+                    timeout=remoting.timeout_seconds,
+                )
+                self.clients[dc.name.lower()] = PsrpClient(target, credential, guard, remoting.bind_retry_after_seconds)
+        self.files = [
+            _FileSource(
+                f,
+                Tailer(
+                    [f.path],
+                    start_at=f.start_at,
+                    max_line_bytes=f.max_line_bytes,
+                    saved=state.get(f"{self._key}/file/{f.path}"),
+                ),
+                state.get(f"{self._key}/pending/{f.path}", {}),
+            )
+            for f in config.files
+        ]
         workers = (remoting.max_concurrent_servers if remoting else 0) + 1
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"events-{self.target}")
         self._semaphore = asyncio.Semaphore(workers)
 
     # --- counting and committing -------------------------------------------------------------------------------
 
-    def _commit_events(self, events: Iterable[ev.SecurityEvent], dc_of: Callable[[ev.SecurityEvent], str],
-                       extra: dict[str, Any]) -> tuple[int, float]:
+    def _commit_events(
+        self, events: Iterable[ev.SecurityEvent], dc_of: Callable[[ev.SecurityEvent], str], extra: dict[str, Any]
+    ) -> tuple[int, float]:
         """Count the events and store the counters with ``extra`` (a bookmark, a checkpoint) atomically."""
         with self._commit:
             counts, lockouts = self.counts.copy(), self.lockouts.copy()
@@ -132,10 +154,15 @@ class SecurityEventsCollector(Collector):
                     if event.workstation:
                         sources.append((when, "workstation", event.workstation.upper(), event.user))
             with self.state.transaction() as put:
-                put(f"{self._key}/counters", {
-                    "events": [[dc, eid, reason, proto, n] for (dc, eid, reason, proto), n in sorted(counts.items())],
-                    "lockouts": [[dc, kind, n] for (dc, kind), n in sorted(lockouts.items())],
-                })
+                put(
+                    f"{self._key}/counters",
+                    {
+                        "events": [
+                            [dc, eid, reason, proto, n] for (dc, eid, reason, proto), n in sorted(counts.items())
+                        ],
+                        "lockouts": [[dc, kind, n] for (dc, kind), n in sorted(lockouts.items())],
+                    },
+                )
                 for key, value in extra.items():
                     put(key, value)
             self.counts, self.lockouts = counts, lockouts
@@ -185,9 +212,20 @@ class SecurityEventsCollector(Collector):
                 self.state.put_many({bookmark_key: bookmark})
             for _ in range(remoting.max_batches_per_refresh):
                 answer = client.run_pipeline(
-                    [("Get-WinEvent", {"LogName": "Security", "FilterXPath": self._xpath(bookmark),
-                                       "MaxEvents": remoting.batch_size, "Oldest": True}),
-                     ("ForEach-Object", {"MemberName": "ToXml"})], tolerate=(NO_EVENTS,))
+                    [
+                        (
+                            "Get-WinEvent",
+                            {
+                                "LogName": "Security",
+                                "FilterXPath": self._xpath(bookmark),
+                                "MaxEvents": remoting.batch_size,
+                                "Oldest": True,
+                            },
+                        ),
+                        ("ForEach-Object", {"MemberName": "ToXml"}),
+                    ],
+                    tolerate=(NO_EVENTS,),
+                )
                 events, ids = self._parse_xml_strings(answer, errors)
                 # The bookmark moves past every record returned, also those that could not be parsed (counted
                 # as parse errors), so one bad record never blocks the log.
@@ -208,8 +246,10 @@ class SecurityEventsCollector(Collector):
 
     def _newest_record(self, client: PsrpClient, errors: list[str]) -> int:
         """Without a bookmark and starting at the end: the newest record of the Security log, whatever its ID."""
-        answer = client.run_pipeline([("Get-WinEvent", {"LogName": "Security", "MaxEvents": 1}),
-                                      ("ForEach-Object", {"MemberName": "ToXml"})], tolerate=(NO_EVENTS,))
+        answer = client.run_pipeline(
+            [("Get-WinEvent", {"LogName": "Security", "MaxEvents": 1}), ("ForEach-Object", {"MemberName": "ToXml"})],
+            tolerate=(NO_EVENTS,),
+        )
         _, ids = self._parse_xml_strings(answer, [])
         if answer and not ids:
             errors.append("the newest Security event has no EventRecordID")
@@ -224,13 +264,20 @@ class SecurityEventsCollector(Collector):
         loop = asyncio.get_running_loop()
         async with self._semaphore:
             try:
-                status = await asyncio.wait_for(loop.run_in_executor(self._executor, self._collect_dc, dc),
-                                                timeout=self.timeout)
+                status = await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, self._collect_dc, dc), timeout=self.timeout
+                )
             except (RemotingError, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, RemotingError) else "timeout"
                 previous = self.status.get((dc, "winrm"), DcStatus("winrm"))
-                status = DcStatus("winrm", False, reason, self.redact(f"{reason}: {exc}"),
-                                  previous.last_collection, previous.newest_event)
+                status = DcStatus(
+                    "winrm",
+                    False,
+                    reason,
+                    self.redact(f"{reason}: {exc}"),
+                    previous.last_collection,
+                    previous.newest_event,
+                )
                 log.warning("security events from %s: %s", dc, status.detail)
         self.status[(dc, "winrm")] = status
 
@@ -271,9 +318,13 @@ class SecurityEventsCollector(Collector):
                     errors.append(f"{chunk.path}: {exc}")
         fixed_dc = (source.config.dc or "").lower()
         _, newest = self._commit_events(
-            events, lambda e: fixed_dc or e.computer or "unknown",
-            {f"{self._key}/file/{source.config.path}": source.tailer.checkpoint(),
-             f"{self._key}/pending/{source.config.path}": source.pending})
+            events,
+            lambda e: fixed_dc or e.computer or "unknown",
+            {
+                f"{self._key}/file/{source.config.path}": source.tailer.checkpoint(),
+                f"{self._key}/pending/{source.config.path}": source.pending,
+            },
+        )
         now = self.clock()
         for dc in {fixed_dc} if fixed_dc else {e.computer or "unknown" for e in events}:
             status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
@@ -295,7 +346,7 @@ class SecurityEventsCollector(Collector):
             source.pending[path] = []
             start = joined.find("<Event ") if "<Event " in joined else joined.find("<Event>")
             try:
-                out.append(ev.parse_event_xml(joined[start:joined.rfind("</Event>") + len("</Event>")]))
+                out.append(ev.parse_event_xml(joined[start : joined.rfind("</Event>") + len("</Event>")]))
             except ev.EventParseError as exc:
                 errors.append(str(exc))
         elif len(pending) > 2000:
@@ -318,22 +369,34 @@ class SecurityEventsCollector(Collector):
 
     def _metrics(self) -> list[Metric]:
         target = self.target
-        events = CounterMetricFamily("ad_security_events", "Security events read from the DCs (persisted across "
-                                     "restarts with the bookmark that read them).",
-                                     labels=["dc", "event_id", "reason", "protocol"])
+        events = CounterMetricFamily(
+            "ad_security_events",
+            "Security events read from the DCs (persisted across restarts with the bookmark that read them).",
+            labels=["dc", "event_id", "reason", "protocol"],
+        )
         for (dc, event_id, reason, protocol), n in sorted(self.counts.items()):
             events.add_metric([dc, str(event_id), reason, protocol], n)
-        lockouts = CounterMetricFamily("ad_security_lockouts", "Lockout events (4740) by where the lockout came "
-                                       "from: a domain computer, or a non-domain source (blank caller computer: "
-                                       "a phone on ActiveSync, a proxy, a Unix host).", labels=["dc", "caller_kind"])
+        lockouts = CounterMetricFamily(
+            "ad_security_lockouts",
+            "Lockout events (4740) by where the lockout came "
+            "from: a domain computer, or a non-domain source (blank caller computer: "
+            "a phone on ActiveSync, a proxy, a Unix host).",
+            labels=["dc", "caller_kind"],
+        )
         for (dc, kind), n in sorted(self.lockouts.items()):
             lockouts.add_metric([dc, kind], n)
-        top = GaugeMetricFamily("ad_security_event_source_failures",
-                                "Failed logons and lockouts per source over the source window, for the top sources "
-                                "(cap top_sources); source=\"<other>\" sums the rest.", labels=["kind", "source"])
-        spread = GaugeMetricFamily("ad_security_event_source_accounts",
-                                   "Distinct accounts each top source failed on over the source window: one source, "
-                                   "many accounts is a password spray.", labels=["kind", "source"])
+        top = GaugeMetricFamily(
+            "ad_security_event_source_failures",
+            "Failed logons and lockouts per source over the source window, for the top sources "
+            '(cap top_sources); source="<other>" sums the rest.',
+            labels=["kind", "source"],
+        )
+        spread = GaugeMetricFamily(
+            "ad_security_event_source_accounts",
+            "Distinct accounts each top source failed on over the source window: one source, "
+            "many accounts is a password spray.",
+            labels=["kind", "source"],
+        )
         capped = capped_series_family()
         left_out = 0
         for kind in SOURCE_KINDS:
@@ -353,16 +416,29 @@ class SecurityEventsCollector(Collector):
             if rest:
                 top.add_metric([kind, OTHER], rest)
         capped.add_metric([self.name, target, "ad_security_event_source_failures"], left_out)
-        up = GaugeMetricFamily("ad_security_events_source_up", "1 if the DC's events were read in the last refresh.",
-                               labels=["dc", "source"])
-        error_reason = GaugeMetricFamily("ad_security_events_source_error_reason",
-                                         "Why reading the DC's events failed.", labels=["dc", "source", "reason"])
-        last = GaugeMetricFamily("ad_security_events_last_collection_timestamp_seconds",
-                                 "When the DC's events were last read successfully.", labels=["dc", "source"])
-        newest = GaugeMetricFamily("ad_security_events_newest_timestamp_seconds",
-                                   "Time of the newest event read from the DC.", labels=["dc"])
-        lag = GaugeMetricFamily("ad_security_events_lag_seconds", "How far behind the DC's log the collector is "
-                                "while it works off a backlog (0 when caught up).", labels=["dc"])
+        up = GaugeMetricFamily(
+            "ad_security_events_source_up",
+            "1 if the DC's events were read in the last refresh.",
+            labels=["dc", "source"],
+        )
+        error_reason = GaugeMetricFamily(
+            "ad_security_events_source_error_reason",
+            "Why reading the DC's events failed.",
+            labels=["dc", "source", "reason"],
+        )
+        last = GaugeMetricFamily(
+            "ad_security_events_last_collection_timestamp_seconds",
+            "When the DC's events were last read successfully.",
+            labels=["dc", "source"],
+        )
+        newest = GaugeMetricFamily(
+            "ad_security_events_newest_timestamp_seconds", "Time of the newest event read from the DC.", labels=["dc"]
+        )
+        lag = GaugeMetricFamily(
+            "ad_security_events_lag_seconds",
+            "How far behind the DC's log the collector is while it works off a backlog (0 when caught up).",
+            labels=["dc"],
+        )
         per_dc: dict[str, tuple[float, float]] = {}
         for (dc, source), status in sorted(self.status.items()):
             up.add_metric([dc, source], 1.0 if status.up else 0.0)
@@ -376,8 +452,11 @@ class SecurityEventsCollector(Collector):
                 newest.add_metric([dc], seen)
             lag.add_metric([dc], behind)
         parse_errors = parse_errors_family(self.name, target, self.parse_errors_total)
-        overlong = CounterMetricFamily("ad_exchange_exporter_log_overlong_lines",
-                                       "Log lines longer than max_line_bytes, skipped.", labels=["collector", "path"])
+        overlong = CounterMetricFamily(
+            "ad_exchange_exporter_log_overlong_lines",
+            "Log lines longer than max_line_bytes, skipped.",
+            labels=["collector", "path"],
+        )
         for file_source in self.files:
             overlong.add_metric([self.name, file_source.config.path], file_source.tailer.stats.overlong_lines)
         return [events, lockouts, top, spread, up, error_reason, last, newest, lag, capped, parse_errors, overlong]

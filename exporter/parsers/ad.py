@@ -128,8 +128,15 @@ def parse_domain_policy(attrs: RawAttributes) -> LockoutPolicy:
     duration = int_attr(attrs, "lockoutDuration")
     window = int_attr(attrs, "lockOutObservationWindow")
     if threshold is None or duration is None or window is None:
-        missing = [n for n, v in (("lockoutThreshold", threshold), ("lockoutDuration", duration),
-                                  ("lockOutObservationWindow", window)) if v is None]
+        missing = [
+            n
+            for n, v in (
+                ("lockoutThreshold", threshold),
+                ("lockoutDuration", duration),
+                ("lockOutObservationWindow", window),
+            )
+            if v is None
+        ]
         raise AttributeValueError(missing[0], "missing from the domain root (no read access?)")
     return LockoutPolicy(threshold, interval_to_seconds(duration), interval_to_seconds(window))
 
@@ -245,8 +252,10 @@ def parse_topology(
         server_dn = dn.split(",", 1)[1]
         server = servers.get(server_dn.lower(), {})
         ref = (str_attr(server, "serverReference") or "").lower()
-        masters = [_norm_dn(v.decode("utf-8", "replace")) for v in
-                   (*_get(attrs, "msDS-hasMasterNCs"), *_get(attrs, "hasMasterNCs"))]
+        masters = [
+            _norm_dn(v.decode("utf-8", "replace"))
+            for v in (*_get(attrs, "msDS-hasMasterNCs"), *_get(attrs, "hasMasterNCs"))
+        ]
         if ref and _domain_of(ref) != domain_suffix:
             continue
         if not ref and masters and domain_suffix not in masters:
@@ -299,8 +308,9 @@ def parse_repl_property_metadata(blob: bytes) -> dict[int, ReplMetaEntry]:
     entries = {}
     for i in range(count):
         attid, ver, dstime, inv, ousn, lusn = _REPL_ENTRY.unpack_from(blob, _REPL_HEADER.size + i * _REPL_ENTRY.size)
-        entries[attid] = ReplMetaEntry(attid, ver, float(dstime - _DSTIME_UNIX_EPOCH), uuid.UUID(bytes_le=inv),
-                                       ousn, lusn)
+        entries[attid] = ReplMetaEntry(
+            attid, ver, float(dstime - _DSTIME_UNIX_EPOCH), uuid.UUID(bytes_le=inv), ousn, lusn
+        )
     return entries
 
 

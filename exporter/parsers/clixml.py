@@ -20,9 +20,11 @@ from defusedxml import ElementTree as SafeET
 
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _DURATION = re.compile(
-    r"^(?P<sign>-)?P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$")
+    r"^(?P<sign>-)?P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+)
 _DATETIME = re.compile(
-    r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<zone>Z|[+-]\d{2}:\d{2})?$")
+    r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<zone>Z|[+-]\d{2}:\d{2})?$"
+)
 _CONTAINERS = ("LST", "IE", "STK", "QUE")
 
 
@@ -81,8 +83,12 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text.strip())
     if not match or text.strip() in ("P", "PT", "-P"):
         raise ClixmlError(f"TS: not a duration: {text!r}")
-    seconds = (int(match["days"] or 0) * 86400 + int(match["hours"] or 0) * 3600
-               + int(match["minutes"] or 0) * 60 + float(match["seconds"] or 0))
+    seconds = (
+        int(match["days"] or 0) * 86400
+        + int(match["hours"] or 0) * 3600
+        + int(match["minutes"] or 0) * 60
+        + float(match["seconds"] or 0)
+    )
     return -seconds if match["sign"] else seconds
 
 
@@ -112,13 +118,27 @@ def _bytes(element: ET.Element) -> bytes:
 
 
 _PRIMITIVES: dict[str, Callable[[ET.Element], Any]] = {
-    "S": _text, "XD": _text, "SBK": _text, "URI": _text, "Version": _text, "G": _text,
+    "S": _text,
+    "XD": _text,
+    "SBK": _text,
+    "URI": _text,
+    "Version": _text,
+    "G": _text,
     "C": lambda e: chr(_int(e)),
     "B": lambda e: (e.text or "").strip().lower() == "true",
     "DT": lambda e: parse_datetime(e.text or ""),
     "TS": lambda e: parse_duration(e.text or ""),
-    "By": _int, "SB": _int, "U16": _int, "I16": _int, "U32": _int, "I32": _int, "U64": _int, "I64": _int,
-    "Sg": _float, "Db": _float, "D": _float,
+    "By": _int,
+    "SB": _int,
+    "U16": _int,
+    "I16": _int,
+    "U32": _int,
+    "I32": _int,
+    "U64": _int,
+    "I64": _int,
+    "Sg": _float,
+    "Db": _float,
+    "D": _float,
     "BA": _bytes,
     "Nil": lambda e: None,
     # Secure strings are encrypted with the session key; an exporter never needs them.

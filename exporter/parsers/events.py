@@ -188,24 +188,61 @@ def _protocol_4625(package: str, process: str) -> str:
     return "other"
 
 
-def build_event(event_id: int, record_id: int | None, time: float | None, computer: str,
-                data: Mapping[str, str]) -> SecurityEvent:
+def build_event(
+    event_id: int, record_id: int | None, time: float | None, computer: str, data: Mapping[str, str]
+) -> SecurityEvent:
     """One event from its System fields and EventData, whatever the form it came in."""
     get = data.get
     if event_id == LOCKOUT:
-        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")), "locked_out",
-                             "other", "", "", caller_computer=_name(get("TargetDomainName")))
+        return SecurityEvent(
+            event_id,
+            record_id,
+            time,
+            computer,
+            _user(get("TargetUserName")),
+            "locked_out",
+            "other",
+            "",
+            "",
+            caller_computer=_name(get("TargetDomainName")),
+        )
     if event_id == KERBEROS_PREAUTH:
-        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")),
-                             kerberos_reason(get("Status")), "kerberos", normalise_ip(get("IpAddress")), "")
+        return SecurityEvent(
+            event_id,
+            record_id,
+            time,
+            computer,
+            _user(get("TargetUserName")),
+            kerberos_reason(get("Status")),
+            "kerberos",
+            normalise_ip(get("IpAddress")),
+            "",
+        )
     if event_id == NTLM_VALIDATION:
-        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")),
-                             status_reason(get("Status")), "ntlm", "", _name(get("Workstation")))
+        return SecurityEvent(
+            event_id,
+            record_id,
+            time,
+            computer,
+            _user(get("TargetUserName")),
+            status_reason(get("Status")),
+            "ntlm",
+            "",
+            _name(get("Workstation")),
+        )
     if event_id in (FAILED_LOGON, LOGON):
         reason = status_reason(get("Status"), get("SubStatus")) if event_id == FAILED_LOGON else "success"
-        return SecurityEvent(event_id, record_id, time, computer, _user(get("TargetUserName")), reason,
-                             _protocol_4625(get("AuthenticationPackageName") or "", get("LogonProcessName") or ""),
-                             normalise_ip(get("IpAddress")), _name(get("WorkstationName")))
+        return SecurityEvent(
+            event_id,
+            record_id,
+            time,
+            computer,
+            _user(get("TargetUserName")),
+            reason,
+            _protocol_4625(get("AuthenticationPackageName") or "", get("LogonProcessName") or ""),
+            normalise_ip(get("IpAddress")),
+            _name(get("WorkstationName")),
+        )
     raise EventParseError(f"event {event_id}: not an event this exporter reads")
 
 
@@ -306,8 +343,13 @@ def parse_winlogbeat(line: str | bytes) -> SecurityEvent | None:
     if not isinstance(data, dict):
         raise EventParseError("winlog.event_data is not an object")
     computer = str(winlog.get("computer_name") or (doc.get("host") or {}).get("name") or "").lower()
-    return build_event(event_id, _code(str(record)) if record is not None else None,
-                       _iso_time(doc.get("@timestamp")), computer, {k: str(v) for k, v in data.items()})
+    return build_event(
+        event_id,
+        _code(str(record)) if record is not None else None,
+        _iso_time(doc.get("@timestamp")),
+        computer,
+        {k: str(v) for k, v in data.items()},
+    )
 
 
 def _samba_protocol(service: str, auth: str) -> str:
@@ -336,8 +378,13 @@ def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
     user = account.split("@")[0].split("\\")[-1].lower()
     service, description = str(auth.get("serviceDescription") or ""), str(auth.get("authDescription") or "")
     return SecurityEvent(
-        event_id=event_id, record_id=None, time=_iso_time(str(doc.get("timestamp") or "").replace("+0000", "+00:00")),
-        computer=dc, user=user, reason=SAMBA_REASONS.get(status, status.lower().removeprefix("nt_status_")),
-        protocol=_samba_protocol(service, description), ip=normalise_ip(str(auth.get("remoteAddress") or "")),
+        event_id=event_id,
+        record_id=None,
+        time=_iso_time(str(doc.get("timestamp") or "").replace("+0000", "+00:00")),
+        computer=dc,
+        user=user,
+        reason=SAMBA_REASONS.get(status, status.lower().removeprefix("nt_status_")),
+        protocol=_samba_protocol(service, description),
+        ip=normalise_ip(str(auth.get("remoteAddress") or "")),
         workstation=str(auth.get("workstation") or ""),
     )

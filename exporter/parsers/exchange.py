@@ -145,8 +145,11 @@ def parse_exchange_server(value: Any, file_version: str | None = None) -> Exchan
         raise ExchangeDataError(cmdlet, name, f"AdminDisplayVersion: {exc}") from None
     site = text_of(obj.get("Site")).rsplit("/", 1)[-1]
     return ExchangeServer(
-        name=name, fqdn=text_of(obj.get("Fqdn")) or name, edition=text_of(obj.get("Edition")),
-        roles=text_of(obj.get("ServerRole")).replace(" ", ""), site=site,
+        name=name,
+        fqdn=text_of(obj.get("Fqdn")) or name,
+        edition=text_of(obj.get("Edition")),
+        roles=text_of(obj.get("ServerRole")).replace(" ", ""),
+        site=site,
         build=exchange_builds.lookup(version, exact),
     )
 
@@ -201,10 +204,15 @@ def parse_queue(value: Any) -> Queue:
         raise ExchangeDataError(cmdlet, identity, f"numeric property: {exc}") from None
     last_error = text_of(obj.get("LastError")).strip()
     return Queue(
-        identity=identity, delivery_type=text_of(obj.get("DeliveryType")) or "Undefined",
-        next_hop=text_of(obj.get("NextHopDomain")).lower(), status=text_of(obj.get("Status")) or "None",
-        message_count=count, last_error=last_error, reply=parse_reply_chain(last_error),
-        incoming_rate=incoming, outgoing_rate=outgoing,
+        identity=identity,
+        delivery_type=text_of(obj.get("DeliveryType")) or "Undefined",
+        next_hop=text_of(obj.get("NextHopDomain")).lower(),
+        status=text_of(obj.get("Status")) or "None",
+        message_count=count,
+        last_error=last_error,
+        reply=parse_reply_chain(last_error),
+        incoming_rate=incoming,
+        outgoing_rate=outgoing,
     )
 
 
@@ -236,8 +244,7 @@ class RemoteMailbox:
 def parse_remote_mailbox(value: Any) -> RemoteMailbox:
     cmdlet = "Get-RemoteMailbox"
     obj = _props(value, cmdlet)
-    name = (text_of(obj.get("PrimarySmtpAddress")) or text_of(obj.get("Alias"))
-            or _required(obj, "Name", cmdlet))
+    name = text_of(obj.get("PrimarySmtpAddress")) or text_of(obj.get("Alias")) or _required(obj, "Name", cmdlet)
     return RemoteMailbox(name=name.lower(), remote_routing_address=text_of(obj.get("RemoteRoutingAddress")))
 
 
@@ -309,8 +316,7 @@ class Connector:
 
 
 def parse_connector(value: Any, kind: str) -> Connector:
-    cmdlet = {"send": "Get-SendConnector", "receive": "Get-ReceiveConnector",
-              "hybrid": "Get-HybridConfiguration"}[kind]
+    cmdlet = {"send": "Get-SendConnector", "receive": "Get-ReceiveConnector", "hybrid": "Get-HybridConfiguration"}[kind]
     obj = _props(value, cmdlet)
     name = text_of(obj.get("Identity")) if kind == "receive" else ""
     name = name or _required(obj, "Name", cmdlet)
@@ -321,8 +327,9 @@ def parse_connector(value: Any, kind: str) -> Connector:
         hybrid = text_of(obj.get("TransportRole")) == "FrontendTransport" and any(b.endswith(":25") for b in bindings)
     else:
         hybrid = True
-    return Connector(kind, name, obj.get("Enabled") is not False,
-                     parse_x509_identifier(obj.get("TlsCertificateName")), hybrid)
+    return Connector(
+        kind, name, obj.get("Enabled") is not False, parse_x509_identifier(obj.get("TlsCertificateName")), hybrid
+    )
 
 
 # --- Get-ExchangeCertificate --------------------------------------------------------------------------------
@@ -347,10 +354,14 @@ def parse_certificate(value: Any) -> Certificate:
     try:
         cert = x509.load_der_x509_certificate(bytes(raw))
     except ValueError as exc:
-        raise ExchangeDataError(cmdlet, text_of(obj.get("Thumbprint")), f"RawData is not a certificate: {exc}") \
-            from None
+        raise ExchangeDataError(
+            cmdlet, text_of(obj.get("Thumbprint")), f"RawData is not a certificate: {exc}"
+        ) from None
     thumbprint = hashlib.sha1(cert.public_bytes(Encoding.DER)).hexdigest().upper()  # noqa: S324 - Windows' thumbprint
     return Certificate(
-        thumbprint=thumbprint, subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(),
-        not_after=cert.not_valid_after_utc.timestamp(), services=text_of(obj.get("Services")),
+        thumbprint=thumbprint,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        services=text_of(obj.get("Services")),
     )

@@ -77,10 +77,13 @@ class SmtpCounts:
                     _bump(self.tls, (connector, "success"))
 
     def state(self) -> dict[str, Any]:
-        return {"sessions": sorted(self.sessions.items()),
-                "responses": [[*k, n] for k, n in sorted(self.responses.items())],
-                "tls": [[*k, n] for k, n in sorted(self.tls.items())],
-                "auth": [[*k, n] for k, n in sorted(self.auth.items())], "malformed": self.malformed}
+        return {
+            "sessions": sorted(self.sessions.items()),
+            "responses": [[*k, n] for k, n in sorted(self.responses.items())],
+            "tls": [[*k, n] for k, n in sorted(self.tls.items())],
+            "auth": [[*k, n] for k, n in sorted(self.auth.items())],
+            "malformed": self.malformed,
+        }
 
     def load(self, saved: dict[str, Any] | None) -> None:
         if not saved:
@@ -118,8 +121,9 @@ class TrackingCounts:
                 continue
             direction = row[direction_at] if direction_at is not None else ""
             connector = row[connector_at][:80] if connector_at is not None else ""
-            _bump(self.events, (event, source, connector,
-                                direction if direction in ("Incoming", "Originating") else ""))
+            _bump(
+                self.events, (event, source, connector, direction if direction in ("Incoming", "Originating") else "")
+            )
             if event in ("FAIL", "DSN", "DEFER") and status_at is not None:
                 # recipient-status holds one reply per recipient, separated by ';'; the first names the cause.
                 chain = parse_reply_chain(row[status_at].split(";")[0])
@@ -127,12 +131,15 @@ class TrackingCounts:
                 _bump(self.failures, (event, reply.code if reply else "", reply.enhanced if reply else ""))
 
     def state(self) -> dict[str, Any]:
-        return {"events": [[*k, n] for k, n in sorted(self.events.items())],
-                "failures": [[*k, n] for k, n in sorted(self.failures.items())], "malformed": self.malformed}
+        return {
+            "events": [[*k, n] for k, n in sorted(self.events.items())],
+            "failures": [[*k, n] for k, n in sorted(self.failures.items())],
+            "malformed": self.malformed,
+        }
 
     def load(self, saved: dict[str, Any] | None) -> None:
         if not saved:
             return
-        self.events = {(e, s, c, d): n for e, s, c, d, n in saved.get("events", []) }
+        self.events = {(e, s, c, d): n for e, s, c, d, n in saved.get("events", [])}
         self.failures = {(e, c, x): n for e, c, x, n in saved.get("failures", [])}
         self.malformed = int(saved.get("malformed", 0))

@@ -17,16 +17,32 @@ from urllib.parse import unquote_to_bytes
 
 # The first path segment of cs-uri-stem -> protocol (lower case).
 PROTOCOLS = {
-    b"microsoft-server-activesync": "activesync", b"owa": "owa", b"ews": "ews", b"autodiscover": "autodiscover",
-    b"mapi": "mapi", b"rpc": "rpc", b"ecp": "ecp", b"powershell": "powershell", b"oab": "oab",
+    b"microsoft-server-activesync": "activesync",
+    b"owa": "owa",
+    b"ews": "ews",
+    b"autodiscover": "autodiscover",
+    b"mapi": "mapi",
+    b"rpc": "rpc",
+    b"ecp": "ecp",
+    b"powershell": "powershell",
+    b"oab": "oab",
 }
 _STEM_PREFIX = 32  # enough to tell the protocols apart; bounds the raw keys
 # sc-win32-status values that say why a 401 happened.
 WIN32_REASONS = {
-    "0": "none", "5": "access_denied", "64": "network_name_deleted", "1326": "logon_failure",
-    "1330": "password_expired", "1331": "account_disabled", "1909": "account_locked_out",
-    "1327": "account_restriction", "1328": "logon_hours", "1329": "workstation_restriction",
-    "1793": "account_expired", "1907": "password_must_change", "2148074254": "no_credentials",
+    "0": "none",
+    "5": "access_denied",
+    "64": "network_name_deleted",
+    "1326": "logon_failure",
+    "1330": "password_expired",
+    "1331": "account_disabled",
+    "1909": "account_locked_out",
+    "1327": "account_restriction",
+    "1328": "logon_hours",
+    "1329": "workstation_restriction",
+    "1793": "account_expired",
+    "1907": "password_must_change",
+    "2148074254": "no_credentials",
     "2148074248": "token_invalid",
 }
 
@@ -70,8 +86,16 @@ class Layout:
         if index["cs-uri-stem"] >= status:
             raise FieldsError("#Fields: cs-uri-stem must come before sc-status")
         forwarded = next((i for n, i in index.items() if n in ("x-forwarded-for", "cs(x-forwarded-for)")), None)
-        return cls(names, index["cs-uri-stem"], status, len(names) - status - 3, index.get("cs-uri-query"),
-                   index.get("cs-username"), index.get("c-ip"), forwarded)
+        return cls(
+            names,
+            index["cs-uri-stem"],
+            status,
+            len(names) - status - 3,
+            index.get("cs-uri-query"),
+            index.get("cs-username"),
+            index.get("c-ip"),
+            forwarded,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,15 +130,18 @@ def parse_unauthorized(line: bytes, layout: Layout) -> Unauthorized | None:
     parts = line.split(b" ")
     if len(parts) != len(layout.fields):
         return None
-    return unauthorized_from_fields(detail_key(parts, layout), " ".join(p.decode("ascii", "replace")
-                                                                         for p in parts[:2]))
+    return unauthorized_from_fields(
+        detail_key(parts, layout), " ".join(p.decode("ascii", "replace") for p in parts[:2])
+    )
 
 
 def detail_key(parts: list[bytes], layout: Layout) -> tuple[bytes, ...]:
     """What a 401 says about who and where, as raw fields: 401s repeat these, so they are parsed once each."""
-    return (parts[layout.stem][:_STEM_PREFIX], parts[layout.status + 2],
-            *(b"-" if i is None else parts[i] for i in (layout.query, layout.user, layout.client_ip,
-                                                        layout.forwarded_for)))
+    return (
+        parts[layout.stem][:_STEM_PREFIX],
+        parts[layout.status + 2],
+        *(b"-" if i is None else parts[i] for i in (layout.query, layout.user, layout.client_ip, layout.forwarded_for)),
+    )
 
 
 def unauthorized_from_fields(key: tuple[bytes, ...], time: str = "") -> Unauthorized:
@@ -125,9 +152,13 @@ def unauthorized_from_fields(key: tuple[bytes, ...], time: str = "") -> Unauthor
     user = _text(raw_user or query.get(b"user", b"")).lower()
     client = (forwarded.split(b",")[0] if forwarded else client_ip).strip()
     return Unauthorized(
-        protocol=protocol, win32_status=win32.decode("ascii", "replace"), user=user,
-        device_id=_text(query.get(b"deviceid", b"")), device_type=_text(query.get(b"devicetype", b"")),
-        client_ip=client.decode("ascii", "replace"), time=time,
+        protocol=protocol,
+        win32_status=win32.decode("ascii", "replace"),
+        user=user,
+        device_id=_text(query.get(b"deviceid", b"")),
+        device_type=_text(query.get(b"devicetype", b"")),
+        client_ip=client.decode("ascii", "replace"),
+        time=time,
     )
 
 
@@ -203,9 +234,12 @@ class IisCounts:
                 self.unauthorized[ukey] = self.unauthorized.get(ukey, 0) + n
 
     def state(self) -> dict[str, Any]:
-        return {"requests": [[p, s, n] for (p, s), n in sorted(self.requests.items())],
-                "unauthorized": [[p, ss, w, n] for (p, ss, w), n in sorted(self.unauthorized.items())],
-                "malformed": self.malformed, "layout_errors": self.layout_errors}
+        return {
+            "requests": [[p, s, n] for (p, s), n in sorted(self.requests.items())],
+            "unauthorized": [[p, ss, w, n] for (p, ss, w), n in sorted(self.unauthorized.items())],
+            "malformed": self.malformed,
+            "layout_errors": self.layout_errors,
+        }
 
     def load(self, saved: dict[str, Any] | None) -> None:
         if not saved:

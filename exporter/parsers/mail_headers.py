@@ -85,8 +85,12 @@ def parse_received(value: str) -> Hop:
     by = _BY.search(text)
     source = _FROM.search(text)
     protocol = _WITH.search(text)
-    return Hop(by.group(1).lower().rstrip(";") if by else "", source.group(1).lower() if source else "",
-               protocol.group(1).strip() if protocol else "", stamp)
+    return Hop(
+        by.group(1).lower().rstrip(";") if by else "",
+        source.group(1).lower() if source else "",
+        protocol.group(1).strip() if protocol else "",
+        stamp,
+    )
 
 
 def _first(message: Any, *names: str) -> str:
@@ -108,10 +112,13 @@ def parse_headers(raw: bytes) -> Route:
             hops.append(Hop("", "", "", None))  # an unreadable date still counts as a hop
     return Route(
         auth_as=_first(message, "X-MS-Exchange-CrossTenant-AuthAs", "X-MS-Exchange-Organization-AuthAs"),
-        auth_source=_first(message, "X-MS-Exchange-CrossTenant-AuthSource",
-                           "X-MS-Exchange-Organization-AuthSource").lower(),
+        auth_source=_first(
+            message, "X-MS-Exchange-CrossTenant-AuthSource", "X-MS-Exchange-Organization-AuthSource"
+        ).lower(),
         auth_mechanism=_first(message, "X-MS-Exchange-Organization-AuthMechanism"),
         directionality=_first(message, "X-MS-Exchange-Organization-MessageDirectionality"),
         from_entity=_first(message, "X-MS-Exchange-CrossTenant-FromEntityHeader"),
-        hops=tuple(hops), message_id=_first(message, "Message-ID"), subject=_first(message, "Subject"),
+        hops=tuple(hops),
+        message_id=_first(message, "Message-ID"),
+        subject=_first(message, "Subject"),
     )

@@ -54,8 +54,11 @@ def parse_reply_chain(text: str) -> ReplyChain:
     led = _LED.search(text)
     if led:
         text = led.group(1)
-    replies = [SmtpReply(m.group(1), m.group(2) or "") for m in _REPLY.finditer(text)
-               if m.group(2) or m.start() == len(text) - len(text.lstrip())]
+    replies = [
+        SmtpReply(m.group(1), m.group(2) or "")
+        for m in _REPLY.finditer(text)
+        if m.group(2) or m.start() == len(text) - len(text.lstrip())
+    ]
     if not replies:
         return ReplyChain(None, None)
     reported = replies[0]

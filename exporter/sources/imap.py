@@ -42,16 +42,25 @@ class ImapTarget:
 def target_from(config: ImapConfig) -> ImapTarget:
     assert config.user is not None and config.password is not None
     context = tls_context(config.verify, config.ca_file) if config.security != "none" else None
-    return ImapTarget(config.host, config.effective_port, config.security, config.user, config.password,
-                      config.mailbox, context, config.timeout_seconds)
+    return ImapTarget(
+        config.host,
+        config.effective_port,
+        config.security,
+        config.user,
+        config.password,
+        config.mailbox,
+        context,
+        config.timeout_seconds,
+    )
 
 
 def fetch_new_headers(target: ImapTarget, validity: int, last_uid: int) -> tuple[int, int, list[bytes]]:
     """(UIDVALIDITY, highest UID seen, header blocks of the messages after ``last_uid``)."""
     try:
         if target.security == "tls":
-            client: imaplib.IMAP4 = imaplib.IMAP4_SSL(target.host, target.port, ssl_context=target.context,
-                                                      timeout=target.timeout)
+            client: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                target.host, target.port, ssl_context=target.context, timeout=target.timeout
+            )
         else:
             client = imaplib.IMAP4(target.host, target.port, timeout=target.timeout)
             if target.security == "starttls":
@@ -74,7 +83,7 @@ def fetch_new_headers(target: ImapTarget, validity: int, last_uid: int) -> tuple
         uids = sorted(int(u) for u in (data[0] or b"").split() if int(u) > last_uid) if typ == "OK" else []
         headers: list[bytes] = []
         for start in range(0, len(uids), _BATCH):
-            batch = ",".join(str(u) for u in uids[start:start + _BATCH])
+            batch = ",".join(str(u) for u in uids[start : start + _BATCH])
             typ, data = client.uid("FETCH", batch, "(BODY.PEEK[HEADER])")
             if typ != "OK":
                 raise ImapError("fetch", f"FETCH failed: {data}")

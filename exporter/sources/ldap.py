@@ -104,11 +104,18 @@ def ntlm_spnego_bind(conn: ldap3.Connection, user: str, password: str, host: str
         if certificate:
             # RFC 5929: the certificate's hash; SHA-256 for the SHA-1/SHA-256 signatures DCs use.
             bindings = GssChannelBindings(
-                application_data=b"tls-server-end-point:" + hashlib.sha256(certificate).digest())
+                application_data=b"tls-server-end-point:" + hashlib.sha256(certificate).digest()
+            )
     credential = spnego.NTLMHash(username=user, nt_hash=ntowfv1(password).hex())
     # TLS already protects the session: asking for NTLM signing or sealing on top is refused by the DC.
-    context = spnego.client(credential, hostname=host, service="ldap", protocol="ntlm",
-                            channel_bindings=bindings, context_req=spnego.ContextReq.mutual_auth)
+    context = spnego.client(
+        credential,
+        hostname=host,
+        service="ldap",
+        protocol="ntlm",
+        channel_bindings=bindings,
+        context_req=spnego.ContextReq.mutual_auth,
+    )
     # Without signing or sealing pyspnego still offers KEY_EXCH and then sends a 1-byte placeholder key,
     # which Samba rejects ("KEY_EXCH session key was of invalid length"). Not offering KEY_EXCH is valid NTLM.
     context._context_req &= ~NegotiateFlags.key_exch
@@ -127,8 +134,7 @@ def ntlm_spnego_bind(conn: ldap3.Connection, user: str, password: str, host: str
 class LdapClient:
     """One DC. Not thread-safe by itself: the lock serialises its callers."""
 
-    def __init__(self, endpoint: LdapEndpoint, credential: LdapCredential, domain: str,
-                 guard: CredentialGuard) -> None:
+    def __init__(self, endpoint: LdapEndpoint, credential: LdapCredential, domain: str, guard: CredentialGuard) -> None:
         self.endpoint = endpoint
         self.credential = credential
         self.domain = domain
@@ -166,8 +172,7 @@ class LdapClient:
         )
         password = cred.password.get_secret_value() if cred.password else None
         if cred.method == "simple":
-            return ldap3.Connection(server, user=cred.user, password=password,
-                                    authentication=ldap3.SIMPLE, **common)
+            return ldap3.Connection(server, user=cred.user, password=password, authentication=ldap3.SIMPLE, **common)
         if cred.method == "ntlm":
             return ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **common)  # see ntlm_spnego_bind
         return ldap3.Connection(
@@ -197,7 +202,8 @@ class LdapClient:
         name = gssapi.Name(cred.user, gssapi.NameType.kerberos_principal)
         try:
             acquired = gssapi.raw.acquire_cred_with_password(
-                name, cred.password.get_secret_value().encode("utf-8"), usage="initiate")
+                name, cred.password.get_secret_value().encode("utf-8"), usage="initiate"
+            )
         except GSSError as exc:
             text = str(exc)
             if "Preauthentication failed" in text or "Password incorrect" in text:
@@ -249,8 +255,10 @@ class LdapClient:
                     reason = result.get("reason") or parse_bind_error(str(result.get("message", "")))
                     self.guard.refused(fingerprint, reason, self.retry_after)
                     raise BindRefused(reason, f"{ep.url} refused the bind: {reason}")
-                raise LdapError("bind_failed", f"{ep.url} bind failed: {result.get('description')} "
-                                               f"{result.get('message', '')}".strip())
+                raise LdapError(
+                    "bind_failed",
+                    f"{ep.url} bind failed: {result.get('description')} {result.get('message', '')}".strip(),
+                )
             self.guard.succeeded(fingerprint)
         assert conn is not None
         self.last_bind_seconds = time.monotonic() - started
@@ -272,8 +280,15 @@ class LdapClient:
 
     # --- searches ------------------------------------------------------------------------------------
 
-    def search(self, base: str, ldap_filter: str, attributes: Sequence[str], *,
-               scope: Literal["base", "subtree", "level"] = "subtree", page_size: int = 500) -> list[RawEntry]:
+    def search(
+        self,
+        base: str,
+        ldap_filter: str,
+        attributes: Sequence[str],
+        *,
+        scope: Literal["base", "subtree", "level"] = "subtree",
+        page_size: int = 500,
+    ) -> list[RawEntry]:
         """Run a (paged) search; reconnects once if a reused connection has gone stale."""
         reused = self._conn is not None
         try:
@@ -284,8 +299,9 @@ class LdapClient:
             self.close()
             return self._search(base, ldap_filter, attributes, scope, page_size)
 
-    def _search(self, base: str, ldap_filter: str, attributes: Sequence[str], scope: str,
-                page_size: int) -> list[RawEntry]:
+    def _search(
+        self, base: str, ldap_filter: str, attributes: Sequence[str], scope: str, page_size: int
+    ) -> list[RawEntry]:
         if self._conn is None:
             self._conn = self._open()
         conn = self._conn
@@ -294,15 +310,24 @@ class LdapClient:
         cookie: bytes | None = None
         try:
             while True:
-                ok = conn.search(base, ldap_filter, search_scope=ldap_scope, attributes=list(attributes),
-                                 paged_size=page_size if scope != "base" else None, paged_cookie=cookie,
-                                 time_limit=max(int(self.endpoint.timeout), 1))
+                ok = conn.search(
+                    base,
+                    ldap_filter,
+                    search_scope=ldap_scope,
+                    attributes=list(attributes),
+                    paged_size=page_size if scope != "base" else None,
+                    paged_cookie=cookie,
+                    time_limit=max(int(self.endpoint.timeout), 1),
+                )
                 result = conn.result or {}
                 if not ok and result.get("result") not in (0, 32):  # 32: noSuchObject, an empty answer
                     if result.get("description") in ("socketClosed",) or conn.closed:
                         raise LdapError("unreachable", f"{self.endpoint.url}: connection lost")
-                    raise LdapError("search_failed", f"{self.endpoint.url}: search of {base} failed: "
-                                                     f"{result.get('description')} {result.get('message', '')}")
+                    raise LdapError(
+                        "search_failed",
+                        f"{self.endpoint.url}: search of {base} failed: "
+                        f"{result.get('description')} {result.get('message', '')}",
+                    )
                 for item in conn.response or []:
                     if item.get("type") == "searchResEntry":
                         entries.append((item["dn"], dict(item.get("raw_attributes") or {})))
@@ -332,9 +357,9 @@ class _ContextTls(ldap3.Tls):  # type: ignore[misc]
         self._host = host
 
     def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
-        connection.socket = self._context.wrap_socket(connection.socket, server_side=False,
-                                                      do_handshake_on_connect=do_handshake,
-                                                      server_hostname=self._host)
+        connection.socket = self._context.wrap_socket(
+            connection.socket, server_side=False, do_handshake_on_connect=do_handshake, server_hostname=self._host
+        )
 
 
 class _Refused(Exception):
@@ -359,8 +384,13 @@ def _classify(exc: Exception, ep: LdapEndpoint) -> LdapError:
         return LdapError("tls", f"{ep.url}: TLS failure: {text}")
     if "timed out" in lowered or "timeout" in lowered:
         return LdapError("timeout", f"{ep.url}: no answer within {ep.timeout:g}s")
-    if isinstance(exc, ldap_exc.LDAPSocketOpenError | ldap_exc.LDAPSocketReceiveError
-                  | ldap_exc.LDAPSocketSendError | ldap_exc.LDAPSessionTerminatedByServerError):
+    if isinstance(
+        exc,
+        ldap_exc.LDAPSocketOpenError
+        | ldap_exc.LDAPSocketReceiveError
+        | ldap_exc.LDAPSocketSendError
+        | ldap_exc.LDAPSessionTerminatedByServerError,
+    ):
         return LdapError("unreachable", f"{ep.url}: {text}")
     if isinstance(exc, ldap_exc.LDAPPackageUnavailableError):
         return LdapError("kerberos", f"Kerberos bind needs the 'gssapi' package: {text}")

@@ -57,14 +57,20 @@ def certificate_from_der(der: bytes) -> Certificate:
         return str(values[0].value) if values else ""
 
     try:
-        sans = tuple(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                     .get_values_for_type(x509.DNSName))
+        sans = tuple(
+            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        )
     except x509.ExtensionNotFound:
         sans = ()
-    return Certificate(subject=cert.subject.rfc4514_string(), common_name=attribute(NameOID.COMMON_NAME),
-                       organization=attribute(NameOID.ORGANIZATION_NAME), issuer=cert.issuer.rfc4514_string(),
-                       sans=sans, not_after=cert.not_valid_after_utc.timestamp(),
-                       sha256=hashlib.sha256(der).hexdigest())
+    return Certificate(
+        subject=cert.subject.rfc4514_string(),
+        common_name=attribute(NameOID.COMMON_NAME),
+        organization=attribute(NameOID.ORGANIZATION_NAME),
+        issuer=cert.issuer.rfc4514_string(),
+        sans=sans,
+        not_after=cert.not_valid_after_utc.timestamp(),
+        sha256=hashlib.sha256(der).hexdigest(),
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -79,13 +85,29 @@ def tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
 
 
 # The timeout is aiosmtplib's own, per step; asyncio.timeout around it would cut a conversation mid-reply.
-async def probe_smtp(host: str, port: int, *, timeout: float, ehlo_hostname: str, starttls: bool,  # noqa: ASYNC109
-                     verify: bool = False, ca_file: Path | None = None, server_name: str | None = None) -> SmtpProbe:
+async def probe_smtp(
+    host: str,
+    port: int,
+    *,
+    timeout: float,  # noqa: ASYNC109
+    ehlo_hostname: str,
+    starttls: bool,
+    verify: bool = False,
+    ca_file: Path | None = None,
+    server_name: str | None = None,
+) -> SmtpProbe:
     """One SMTP conversation up to the certificate; QUIT at the end. Nothing is sent beyond EHLO/STARTTLS."""
     result = SmtpProbe()
     started = time.monotonic()
-    client = aiosmtplib.SMTP(hostname=host, port=port, timeout=timeout, local_hostname=ehlo_hostname,
-                             start_tls=False, use_tls=False, validate_certs=False)
+    client = aiosmtplib.SMTP(
+        hostname=host,
+        port=port,
+        timeout=timeout,
+        local_hostname=ehlo_hostname,
+        start_tls=False,
+        use_tls=False,
+        validate_certs=False,
+    )
     stage = "connect"
     try:
         phase = time.monotonic()
@@ -118,8 +140,9 @@ async def probe_smtp(host: str, port: int, *, timeout: float, ehlo_hostname: str
                     raise
                 result.verified = False
                 # Read the certificate anyway: a second conversation that does not verify it.
-                retry = await probe_smtp(host, port, timeout=timeout, ehlo_hostname=ehlo_hostname, starttls=True,
-                                         server_name=server_name)
+                retry = await probe_smtp(
+                    host, port, timeout=timeout, ehlo_hostname=ehlo_hostname, starttls=True, server_name=server_name
+                )
                 retry.verified, retry.success = False, False
                 retry.failed_stage, retry.error = "certificate", f"certificate not trusted: {cause.verify_message}"
                 return retry

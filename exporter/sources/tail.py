@@ -61,9 +61,15 @@ def _digest(path: str, length: int) -> str:
 
 
 class Tailer:
-    def __init__(self, patterns: Sequence[str], start_at: Literal["end", "beginning"] = "end",
-                 max_line_bytes: int = 64 * 1024, head_bytes: int = 1024, chunk_bytes: int = 1024 * 1024,
-                 saved: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        start_at: Literal["end", "beginning"] = "end",
+        max_line_bytes: int = 64 * 1024,
+        head_bytes: int = 1024,
+        chunk_bytes: int = 1024 * 1024,
+        saved: dict[str, Any] | None = None,
+    ) -> None:
         self.patterns = list(patterns)
         self.start_at = start_at
         self.max_line_bytes = max_line_bytes
@@ -82,8 +88,11 @@ class Tailer:
             self._remnants = list(saved.get("remnants", []))
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"initialised": self._initialised, "files": [asdict(f) for f in self._files.values()],
-                "remnants": self._remnants}
+        return {
+            "initialised": self._initialised,
+            "files": [asdict(f) for f in self._files.values()],
+            "remnants": self._remnants,
+        }
 
     @property
     def files(self) -> list[str]:
@@ -143,6 +152,7 @@ class Tailer:
             out.extend(self._read(state, budget))
             if self._at_end(state):
                 del self._files[identity]
+
         # Then the matched files we already follow, then new ones, oldest first: a rotated file comes before
         # its successor, and a copy (copytruncate) is only looked at once its original has been read.
         def age(item: tuple[tuple[int, int], str]) -> float:
@@ -205,8 +215,15 @@ class Tailer:
             self.stats.truncations += 1
             if state.head_len:
                 # Its copy, if one appears, holds what was not read yet.
-                self._remnants = [*self._remnants[-15:], {"head": state.head, "head_len": state.head_len,
-                                                           "offset": state.offset, "skipping": state.skipping}]
+                self._remnants = [
+                    *self._remnants[-15:],
+                    {
+                        "head": state.head,
+                        "head_len": state.head_len,
+                        "offset": state.offset,
+                        "skipping": state.skipping,
+                    },
+                ]
             state.offset, state.skipping, state.head_len, state.head = 0, False, 0, ""
 
     def _read(self, state: _File, budget: list[int]) -> list[Lines]:

@@ -91,8 +91,9 @@ def _raw_output_pool(connection: WSMan, configuration: str) -> RunspacePool:
 
 
 class PsrpClient:
-    def __init__(self, target: RemotingTarget, credential: RemotingCredential, guard: CredentialGuard,
-                 retry_after: float) -> None:
+    def __init__(
+        self, target: RemotingTarget, credential: RemotingCredential, guard: CredentialGuard, retry_after: float
+    ) -> None:
         self.target = target
         self.credential = credential
         self.guard = guard
@@ -108,13 +109,20 @@ class PsrpClient:
         operation_timeout = max(1, math.floor(target.timeout) - 1)
         read_timeout = max(operation_timeout + 1, math.ceil(target.timeout))
         connection = WSMan(
-            target.host, port=target.port, ssl=target.scheme == "https", path=target.path, auth=cred.method,
-            encryption=target.encryption, username=cred.user,
+            target.host,
+            port=target.port,
+            ssl=target.scheme == "https",
+            path=target.path,
+            auth=cred.method,
+            encryption=target.encryption,
+            username=cred.user,
             password=cred.password.get_secret_value() if cred.password else None,
             # pypsrp passes this to requests' verify, which takes a CA bundle path as well as a bool.
             cert_validation=cert_validation,  # type: ignore[arg-type]
-            connection_timeout=read_timeout, read_timeout=read_timeout,
-            operation_timeout=operation_timeout, reconnection_retries=0,
+            connection_timeout=read_timeout,
+            read_timeout=read_timeout,
+            operation_timeout=operation_timeout,
+            reconnection_retries=0,
         )
         pool = _raw_output_pool(connection, target.configuration)
         pool.open()
@@ -130,8 +138,9 @@ class PsrpClient:
         """Run one cmdlet with parameters; return each output object's CLIXML. Hold ``lock`` around this."""
         return self.run_pipeline([(cmdlet, parameters or {})])
 
-    def run_pipeline(self, commands: Sequence[tuple[str, Mapping[str, Any]]],
-                     tolerate: Sequence[str] = ()) -> list[str]:
+    def run_pipeline(
+        self, commands: Sequence[tuple[str, Mapping[str, Any]]], tolerate: Sequence[str] = ()
+    ) -> list[str]:
         """Run cmdlets piped into each other (no script); error records whose FullyQualifiedErrorId starts
         with one of ``tolerate`` are not failures (Get-WinEvent reports "no events" as an error)."""
         cmdlet = commands[0][0]
@@ -143,9 +152,11 @@ class PsrpClient:
         for key in (fingerprint, on_this_server):
             refusal = self.guard.refusal(key)
             if refusal is not None:
-                raise RemotingError("credential_suspended",
-                                    f"credential held back after {refusal.reason}; not retried for "
-                                    f"{max(0.0, refusal.retry_at - refusal.at):.0f}s")
+                raise RemotingError(
+                    "credential_suspended",
+                    f"credential held back after {refusal.reason}; not retried for "
+                    f"{max(0.0, refusal.retry_at - refusal.at):.0f}s",
+                )
         try:
             if self._pool is None:
                 with self.guard.attempt(fingerprint):
@@ -164,16 +175,25 @@ class PsrpClient:
             self.close()
             if self.guard.proven(fingerprint):
                 self.guard.refused(on_this_server, "authentication refused by this server", self.retry_after)
-                raise RemotingError("auth_failed", "this server refused a credential other servers accept "
-                                    f"({self.credential.method} as {self.credential.user})") from None
+                raise RemotingError(
+                    "auth_failed",
+                    "this server refused a credential other servers accept "
+                    f"({self.credential.method} as {self.credential.user})",
+                ) from None
             self.guard.refused(fingerprint, "authentication refused", self.retry_after)
-            raise RemotingError("auth_failed", f"authentication refused ({self.credential.method} as "
-                                f"{self.credential.user}); held back so as not to lock the account out") from None
+            raise RemotingError(
+                "auth_failed",
+                f"authentication refused ({self.credential.method} as "
+                f"{self.credential.user}); held back so as not to lock the account out",
+            ) from None
         except Exception as exc:
             self.close()
             raise _classify(exc) from None
-        errors = [_error_text(e) for e in ps.streams.error
-                  if not (tolerate and str(getattr(e, "fq_error", "") or "").startswith(tuple(tolerate)))]
+        errors = [
+            _error_text(e)
+            for e in ps.streams.error
+            if not (tolerate and str(getattr(e, "fq_error", "") or "").startswith(tuple(tolerate)))
+        ]
         if ps.had_errors or errors:
             raise RemotingError("cmdlet_error", f"{cmdlet}: {'; '.join(errors) or 'the pipeline failed'}")
         return [o.xml if isinstance(o, RawClixml) else str(o) for o in output]

@@ -38,7 +38,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaLab]:
         lab.teardown(remove=False)
 
 
-
 def scrape(port: int, path: str = "/metrics", timeout: float = 5, *, client: WebClient | None = None) -> str:
     client = client or WebClient()
     request = urllib.request.Request(f"{client.scheme}://{client.host}:{port}{path}", headers=client.headers())
@@ -64,8 +63,9 @@ class WebClient:
 
 
 class RunningExporter:
-    def __init__(self, process: subprocess.Popen[str], port: int, log: Path, config: Path,
-                 client: WebClient | None = None) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], port: int, log: Path, config: Path, client: WebClient | None = None
+    ) -> None:
         self.process = process
         self.port = port
         self.log = log
@@ -97,16 +97,18 @@ class RunningExporter:
 
 
 @contextmanager
-def running_exporter(lab: SambaLab | None, tmp: Path, *, client: WebClient | None = None,
-                     **config: Any) -> Iterator[RunningExporter]:
+def running_exporter(
+    lab: SambaLab | None, tmp: Path, *, client: WebClient | None = None, **config: Any
+) -> Iterator[RunningExporter]:
     """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(lab, tmp / "exporter.yml", port=port, **config)
     log = tmp / "exporter.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={cfg}"],
-                                   stdout=out, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", f"--config.file={cfg}"], stdout=out, stderr=subprocess.STDOUT, text=True
+        )
     running = RunningExporter(process, port, log, cfg, client)
     try:
         deadline = time.monotonic() + 20

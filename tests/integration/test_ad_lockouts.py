@@ -41,7 +41,8 @@ async def test_both_dcs_found_pdc_and_policy(lab: SambaLab, collector: ActiveDir
 
 
 async def test_bad_passwords_by_ldap_kerberos_and_ntlm_match_each_dc(
-        lab: SambaLab, collector: ActiveDirectoryCollector) -> None:
+    lab: SambaLab, collector: ActiveDirectoryCollector
+) -> None:
     user = lab.create_user("frank")
     assert "data 52e" in lab.fail_ldap(user, lab.dc1)
     assert "Password incorrect" in lab.fail_kerberos(user, lab.dc2)
@@ -58,7 +59,8 @@ async def test_bad_passwords_by_ldap_kerberos_and_ntlm_match_each_dc(
 
 
 async def test_lockout_on_second_dc_names_it_as_origin_then_expires(
-        lab: SambaLab, collector: ActiveDirectoryCollector) -> None:
+    lab: SambaLab, collector: ActiveDirectoryCollector
+) -> None:
     user = lab.create_user("grace")
     lab.lock_out(user, lab.dc2, "kerberos")
     lab.replicate(lab.dc1, lab.dc2)
@@ -104,8 +106,10 @@ async def test_watched_service_account_lock(lab: SambaLab, collector: ActiveDire
 
 async def test_dcs_discovered_by_dns_srv_alone(lab: SambaLab) -> None:
     """No DC configured: the SRV records _ldap._tcp.dc._msdcs.<domain> in the lab's DNS name them."""
-    overrides = {"domain_controllers": [], "discovery": {"dns_srv": True, "ntds_settings": True,
-                                                         "dns_servers": [lab.dc1.address]}}
+    overrides = {
+        "domain_controllers": [],
+        "discovery": {"dns_srv": True, "ntds_settings": True, "dns_servers": [lab.dc1.address]},
+    }
     config = Config.model_validate(lab_config(lab, interval=30, timeout=5, **overrides)).active_directory[0]
     collector = ActiveDirectoryCollector(config, CredentialGuard())
     try:
@@ -116,20 +120,35 @@ async def test_dcs_discovered_by_dns_srv_alone(lab: SambaLab) -> None:
         assert value(flat, "ad_dc_up", domain=D, dc=dc.host) == 1, collector.target_status()
 
 
-async def test_fine_grained_password_settings(lab: SambaLab, collector: ActiveDirectoryCollector,
-                                             tmp_path: Path) -> None:
+async def test_fine_grained_password_settings(
+    lab: SambaLab, collector: ActiveDirectoryCollector, tmp_path: Path
+) -> None:
     """PSOs are exported where the bind account may read the Password Settings Container.
 
     By default only administrators can (as on Windows): the plain service account sees none and reports
     nothing, without error; an account with read rights (here the lab's administrator) sees them.
     """
-    lab.samba_tool("domain", "passwordsettings", "pso", "create", "service-accounts", "10",
-                   "--account-lockout-threshold=20", "--account-lockout-duration=60",
-                   "--reset-account-lockout-after=30")
+    lab.samba_tool(
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        "service-accounts",
+        "10",
+        "--account-lockout-threshold=20",
+        "--account-lockout-duration=60",
+        "--reset-account-lockout-after=30",
+    )
     admin_password = tmp_path / "admin.password"
     admin_password.write_text(ADMIN_PASSWORD)
-    reader = Config.model_validate(lab_config(lab, interval=30, timeout=5, bind={
-        "method": "simple", "user": f"Administrator@{D}", "password_file": str(admin_password)})).active_directory[0]
+    reader = Config.model_validate(
+        lab_config(
+            lab,
+            interval=30,
+            timeout=5,
+            bind={"method": "simple", "user": f"Administrator@{D}", "password_file": str(admin_password)},
+        )
+    ).active_directory[0]
     privileged = ActiveDirectoryCollector(reader, CredentialGuard())
     pso = {"domain": D, "pso": "service-accounts"}
     try:

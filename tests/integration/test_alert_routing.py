@@ -66,16 +66,18 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 120) -> Any
 
 def test_lockout_storm_pages_and_a_down_dcs_lockout_alert_is_inhibited(lab: SambaLab, tmp_path: Path) -> None:
     dc1, dc2 = (dc.host for dc in lab.dcs)
-    users = {dc.host: [lab.create_user(f"storm{dc.address.rsplit('.', 1)[1]}x{i}") for i in range(5)]
-             for dc in lab.dcs}
-    with running_exporter(lab, tmp_path / "exporter", interval=2, timeout=1.5) as exporter, \
-            WebhookReceiver() as webhook, \
-            AlertmanagerServer(tmp_path / "alertmanager", example_config_to(webhook, tmp_path / "am.yml")) as am:
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "rule_files": fast_rules(tmp_path / "rules"),
-                  "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]}]},
-                  "scrape_configs": [{"job_name": "ad", "static_configs": [
-                      {"targets": [f"127.0.0.1:{exporter.port}"]}]}]}
+    users = {dc.host: [lab.create_user(f"storm{dc.address.rsplit('.', 1)[1]}x{i}") for i in range(5)] for dc in lab.dcs}
+    with (
+        running_exporter(lab, tmp_path / "exporter", interval=2, timeout=1.5) as exporter,
+        WebhookReceiver() as webhook,
+        AlertmanagerServer(tmp_path / "alertmanager", example_config_to(webhook, tmp_path / "am.yml")) as am,
+    ):
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": fast_rules(tmp_path / "rules"),
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]}]},
+            "scrape_configs": [{"job_name": "ad", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+        }
         with PrometheusServer(tmp_path / "prometheus", config) as prom:
             prom.wait_for(f'ad_dc_up{{dc="{dc2}"}} == 1')
             prom.wait_for(f'ad_account_lockouts_total{{origin_dc="{dc2}"}} == 0')
@@ -88,22 +90,31 @@ def test_lockout_storm_pages_and_a_down_dcs_lockout_alert_is_inhibited(lab: Samb
                 # Then DC2 goes down.
                 lab.stop(lab.dc2)
 
-                wait_until("the storm and the DC outage page",
-                           lambda: webhook.alert_names("/page") >= PAGED)
+                wait_until("the storm and the DC outage page", lambda: webhook.alert_names("/page") >= PAGED)
                 # The DC still up has its lockout alert delivered as a ticket ...
-                wait_until(f"{PER_DC} for {dc1} reaches the ticket receiver",
-                           lambda: PER_DC in webhook.alert_names("/ticket"))
+                wait_until(
+                    f"{PER_DC} for {dc1} reaches the ticket receiver", lambda: PER_DC in webhook.alert_names("/ticket")
+                )
                 # ... while the one of the DC that is down is held back by the inhibition rule.
-                held = wait_until(f"{PER_DC} for {dc2} is inhibited", lambda: [
-                    a for a in am.alerts() if a["labels"]["alertname"] == PER_DC and a["labels"]["dc"] == dc2
-                    and a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]])
+                held = wait_until(
+                    f"{PER_DC} for {dc2} is inhibited",
+                    lambda: [
+                        a
+                        for a in am.alerts()
+                        if a["labels"]["alertname"] == PER_DC
+                        and a["labels"]["dc"] == dc2
+                        and a["status"]["state"] == "suppressed"
+                        and a["status"]["inhibitedBy"]
+                    ],
+                )
                 inhibitor = {a["fingerprint"]: a["labels"] for a in am.alerts()}[held[0]["status"]["inhibitedBy"][0]]
                 assert inhibitor["alertname"] == "ActiveDirectoryDomainControllerDown"
                 assert inhibitor["dc"] == dc2
                 # Longer than the ticket route's group_wait after it arrived: it was never sent anywhere.
                 time.sleep(seconds(yaml.safe_load(EXAMPLE.read_text())["route"]["group_wait"]) + 5)
-                delivered = [(path, alert["labels"]) for path, message in webhook.received
-                             for alert in message["alerts"]]
+                delivered = [
+                    (path, alert["labels"]) for path, message in webhook.received for alert in message["alerts"]
+                ]
                 per_dc = [(path, labels["dc"]) for path, labels in delivered if labels["alertname"] == PER_DC]
                 assert per_dc and all(dc == dc1 for _, dc in per_dc), per_dc
                 assert {path for path, _ in per_dc} == {"/ticket"}

@@ -28,9 +28,15 @@ async def _collect(lab: SambaLab, **overrides: Any) -> tuple[dict[Any, float], A
 
 @pytest.mark.parametrize("tls", ["ldaps", "starttls"])
 async def test_ntlm_bind(lab: SambaLab, tls: str) -> None:
-    flat, collector = await _collect(lab, bind={"method": "ntlm", "user": f"{NETBIOS}\\{SERVICE_ACCOUNT}",
-                                                "password_file": str(lab.service_password_file)},
-                                     tls={"mode": tls, "ca_file": str(lab.ca_bundle)})
+    flat, collector = await _collect(
+        lab,
+        bind={
+            "method": "ntlm",
+            "user": f"{NETBIOS}\\{SERVICE_ACCOUNT}",
+            "password_file": str(lab.service_password_file),
+        },
+        tls={"mode": tls, "ca_file": str(lab.ca_bundle)},
+    )
     for dc in lab.dcs:
         assert value(flat, "ad_dc_up", domain=D, dc=dc.host) == 1, collector.target_status()
 
@@ -38,8 +44,14 @@ async def test_ntlm_bind(lab: SambaLab, tls: str) -> None:
 async def test_kerberos_bind_with_password(lab: SambaLab, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KRB5_CONFIG", str(lab.krb5_conf(lab.dc1)))
     monkeypatch.setenv("KRB5CCNAME", f"MEMORY:test-{id(lab)}")
-    flat, collector = await _collect(lab, bind={"method": "kerberos", "user": f"{SERVICE_ACCOUNT}@{REALM}",
-                                                "password_file": str(lab.service_password_file)})
+    flat, collector = await _collect(
+        lab,
+        bind={
+            "method": "kerberos",
+            "user": f"{SERVICE_ACCOUNT}@{REALM}",
+            "password_file": str(lab.service_password_file),
+        },
+    )
     for dc in lab.dcs:
         assert value(flat, "ad_dc_up", domain=D, dc=dc.host) == 1, collector.target_status()
 

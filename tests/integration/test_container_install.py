@@ -88,14 +88,30 @@ def test_build_stage_install_steps_make_a_working_exporter(tmp_path: Path) -> No
             # The image's python is the base image's; here, the interpreter running the tests.
             command = args.replace("/opt/venv", str(venv))
             command = re.sub(r"(^|&& )python ", rf"\g<1>{shlex.quote(sys.executable)} ", command)
-            result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=src, env=env,
-                                    capture_output=True, text=True, timeout=900, check=False)
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", command],
+                cwd=src,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
             assert result.returncode == 0, f"RUN {args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
     # The installed package is the copy in the venv, with its type marker, not the repository checkout.
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import exporter, pathlib; "
-                            "p = pathlib.Path(exporter.__file__).parent; print(p); print((p / 'py.typed').exists())"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    where = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import exporter, pathlib; "
+            "p = pathlib.Path(exporter.__file__).parent; print(p); print((p / 'py.typed').exists())",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert where[0].startswith(str(venv)) and where[1] == "True"
 
     # The image's ENTRYPOINT and CMD, with the config and listen address of this test.
@@ -104,10 +120,18 @@ def test_build_stage_install_steps_make_a_working_exporter(tmp_path: Path) -> No
     port = free_port()
     config = tmp_path / "config.yml"
     config.write_text(f"state: {{path: {tmp_path / 'state.db'}}}\n")
-    args = [a.replace("/etc/ad-exchange-exporter/config.yml", str(config)).replace("0.0.0.0:9733", f"127.0.0.1:{port}")
-            for a in cmd]
-    process = subprocess.Popen([str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *args], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    args = [
+        a.replace("/etc/ad-exchange-exporter/config.yml", str(config)).replace("0.0.0.0:9733", f"127.0.0.1:{port}")
+        for a in cmd
+    ]
+    process = subprocess.Popen(
+        [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     healthcheck = json.loads(final.all("HEALTHCHECK")[-1].split("CMD", 1)[1])
     assert healthcheck[:3] == ["python", "-m", "exporter.healthcheck"]
     probe = [str(venv / "bin" / "python"), *healthcheck[1:-1], healthcheck[-1].replace("9733", str(port))]

@@ -44,9 +44,18 @@ def sample_truth() -> tuple[dict[str, str], set[tuple[str, str, str, int]]]:
 
 
 def client(lab: ExchangeLab) -> WSMan:
-    return WSMan(ADDRESSES["solo-e19a"], port=lab.port, ssl=False, path="PowerShell", auth="basic",
-                 encryption="never", username=SERVICE_USER, password=lab.password, operation_timeout=5,
-                 read_timeout=10)
+    return WSMan(
+        ADDRESSES["solo-e19a"],
+        port=lab.port,
+        ssl=False,
+        path="PowerShell",
+        auth="basic",
+        encryption="never",
+        username=SERVICE_USER,
+        password=lab.password,
+        operation_timeout=5,
+        read_timeout=10,
+    )
 
 
 def set_component(lab: ExchangeLab, component: str, state: str, requester: str) -> None:
@@ -67,14 +76,26 @@ def test_e16_sample_every_component_with_state_and_requesters(exchange: Exchange
     for component, state in states.items():
         assert metric(text, "exchange_component_state", server="solo-e16a", component=component) == STATE[state]
     flat = samples_from(text)
-    exported = {(dict(labels)["component"], dict(labels)["requester"], dict(labels)["scope"], int(value))
-                for labels, value in series(flat, "exchange_component_requester_state", server="solo-e16a").items()}
+    exported = {
+        (dict(labels)["component"], dict(labels)["requester"], dict(labels)["scope"], int(value))
+        for labels, value in series(flat, "exchange_component_requester_state", server="solo-e16a").items()
+    }
     assert exported == requesters
-    assert metric(text, "exchange_build_info", server="solo-e16a", version="15.1.2375.7", cu="CU22",
-                  product="Exchange Server 2016") == 1
+    assert (
+        metric(
+            text,
+            "exchange_build_info",
+            server="solo-e16a",
+            version="15.1.2375.7",
+            cu="CU22",
+            product="Exchange Server 2016",
+        )
+        == 1
+    )
     # The security update level comes from ExSetup's file version, read over the plain PowerShell endpoint.
-    assert metric(text, "exchange_build_info", server="solo-e19a", version="15.2.986.42", cu="CU11",
-                  update="Mar23SU") == 1
+    assert (
+        metric(text, "exchange_build_info", server="solo-e19a", version="15.2.986.42", cu="CU11", update="Mar23SU") == 1
+    )
     assert metric(text, "exchange_build_in_hybrid_support_window", server="solo-e19a") == 0
     assert metric(text, "exchange_cmdlet_success", server="solo-e19a", cmdlet="Get-Command ExSetup.exe") == 1
     every = [i for e in exchange.endpoints.values() for i in e.invocations]
@@ -85,11 +106,22 @@ def test_e16_sample_every_component_with_state_and_requesters(exchange: Exchange
     assert len(invocations) + len(plain) == len(every)
     assert all(not is_script and name.startswith("Get-") for i in invocations for name, is_script, _ in i.commands)
     assert {name for i in invocations for name, _, _ in i.commands} >= {
-        "Get-ExchangeServer", "Get-ServerComponentState", "Get-Queue", "Get-ExchangeCertificate",
-        "Get-RemoteMailbox", "Get-AcceptedDomain", "Get-SendConnector", "Get-ReceiveConnector",
-        "Get-HybridConfiguration"}
-    assert all(params for i in invocations for name, _, params in i.commands
-               if name in ("Get-ServerComponentState", "Get-Queue", "Get-ExchangeServer"))
+        "Get-ExchangeServer",
+        "Get-ServerComponentState",
+        "Get-Queue",
+        "Get-ExchangeCertificate",
+        "Get-RemoteMailbox",
+        "Get-AcceptedDomain",
+        "Get-SendConnector",
+        "Get-ReceiveConnector",
+        "Get-HybridConfiguration",
+    }
+    assert all(
+        params
+        for i in invocations
+        for name, _, params in i.commands
+        if name in ("Get-ServerComponentState", "Get-Queue", "Get-ExchangeServer")
+    )
 
 
 def samples_from(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -108,8 +140,11 @@ def test_server_wide_offline_held_by_functional(exchange: ExchangeLab, tmp_path:
         assert metric(text, "exchange_component_state", server="solo-e16a", component="ServerWideOffline") == 1
         # Setting it Active as Maintenance does not help: Functional still holds it, and the metrics say so.
         set_component(exchange, "ServerWideOffline", "Active", "Maintenance")
-        text = exporter.wait_for(lambda t: metric(t, "exchange_component_requester_state", requester="Maintenance",
-                                                  scope="local", **swo) == 1)
+        text = exporter.wait_for(
+            lambda t: (
+                metric(t, "exchange_component_requester_state", requester="Maintenance", scope="local", **swo) == 1
+            )
+        )
         assert metric(text, "exchange_component_state", **swo) == 0
         assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 0
         set_component(exchange, "ServerWideOffline", "Active", "Functional")
@@ -126,19 +161,26 @@ def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: Exchang
     failures = [
         ("server_error", lambda: e19.misbehave(status=500)),
         ("timeout", lambda: e19.misbehave(stall=True)),
-        ("cmdlet_error", lambda: exchange.org.fail_cmdlet("solo-e19a", "Get-Queue", "The Microsoft Exchange "
-                                                           "Transport service is not running.")),
+        (
+            "cmdlet_error",
+            lambda: exchange.org.fail_cmdlet(
+                "solo-e19a", "Get-Queue", "The Microsoft Exchange Transport service is not running."
+            ),
+        ),
         # Last: a refused credential is held back for bind_retry_after_seconds before it is offered again.
         ("auth_failed", lambda: e19.misbehave(status=401)),
     ]
-    with running_exporter(None, tmp_path, exchange=exchange, interval=2, timeout=1.5,
-                          exchange_overrides={"bind_retry_after_seconds": 3}) as exporter:
+    with running_exporter(
+        None, tmp_path, exchange=exchange, interval=2, timeout=1.5, exchange_overrides={"bind_retry_after_seconds": 3}
+    ) as exporter:
         exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
         for reason, fail in failures:
             fail()
             try:
-                text = exporter.wait_for(lambda t, r=reason: metric(
-                    t, "exchange_server_error_reason", server="solo-e19a", reason=r) == 1, timeout=20)
+                text = exporter.wait_for(
+                    lambda t, r=reason: metric(t, "exchange_server_error_reason", server="solo-e19a", reason=r) == 1,
+                    timeout=20,
+                )
                 assert metric(text, "exchange_server_up", server="solo-e19a") == 0
                 assert metric(text, "exchange_server_up", server="solo-e16a") == 1
                 assert metric(text, "exchange_component_state", server="solo-e16a", component="HubTransport") == 1
@@ -159,8 +201,9 @@ def test_a_slow_server_is_slow_but_up(exchange: ExchangeLab, tmp_path: Path) -> 
     with running_exporter(None, tmp_path, exchange=exchange, interval=4, timeout=3) as exporter:
         exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
         e19.misbehave(delay=0.2)  # every request, well within the 3 s timeout
-        text = exporter.wait_for(lambda t: (metric(t, "exchange_server_sweep_duration_seconds",
-                                                   server="solo-e19a") or 0) > 1.0, timeout=30)
+        text = exporter.wait_for(
+            lambda t: (metric(t, "exchange_server_sweep_duration_seconds", server="solo-e19a") or 0) > 1.0, timeout=30
+        )
         assert metric(text, "exchange_server_up", server="solo-e19a") == 1
         assert (metric(text, "exchange_server_sweep_duration_seconds", server="solo-e16a") or 9) < 1.0
 
@@ -176,9 +219,20 @@ def test_exchange_runspace_refuses_scripts(exchange: ExchangeLab) -> None:
 
 def test_https_verifies_the_certificate(tmp_path: Path) -> None:
     with ExchangeLab(tmp_path / "exchange", port=free_port(), https=True) as lab:
+
         def run(ca_file: Path | None) -> list[str]:
-            target = RemotingTarget("solo-e16a", ADDRESSES["solo-e16a"], lab.port, "https", "PowerShell",
-                                    "Microsoft.Exchange", True, ca_file, "auto", 3)
+            target = RemotingTarget(
+                "solo-e16a",
+                ADDRESSES["solo-e16a"],
+                lab.port,
+                "https",
+                "PowerShell",
+                "Microsoft.Exchange",
+                True,
+                ca_file,
+                "auto",
+                3,
+            )
             credential = RemotingCredential("basic", SERVICE_USER, SecretStr(lab.password))
             psrp = PsrpClient(target, credential, CredentialGuard(), retry_after=60)
             try:

@@ -24,8 +24,7 @@ METRICS = {
     "exchange_smtp_sessions_total": ("smtp_sessions", "connector", "direction"),
     "exchange_smtp_tls_total": ("smtp_tls", "connector", "direction", "outcome"),
     "exchange_smtp_auth_total": ("smtp_auth", "connector", "outcome"),
-    "exchange_message_tracking_events_total": ("tracking_events", "event_id", "source", "connector",
-                                               "directionality"),
+    "exchange_message_tracking_events_total": ("tracking_events", "event_id", "source", "connector", "directionality"),
     "exchange_message_tracking_failures_total": ("tracking_failures", "event_id", "code", "enhanced_code"),
 }
 

@@ -25,8 +25,9 @@ def test_stopped_and_hung_dc_are_down_within_the_timeout_others_intact(lab: Samb
             started = time.monotonic()
             action(lab.dc2)
             try:
-                text = exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 0,
-                                         timeout=interval + timeout + 5)
+                text = exporter.wait_for(
+                    lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 0, timeout=interval + timeout + 5
+                )
                 elapsed = time.monotonic() - started
                 print(f"{action.__name__}: DC2 reported down after {elapsed:.1f}s")
                 # One refresh interval to notice, plus at most the timeout (and scrape polling slack).
@@ -60,14 +61,22 @@ def test_wrong_service_password_never_locks_the_account_out(lab: SambaLab, tmp_p
     secret.write_text(WRONG_SECRET)
     logs = {dc.auth_log: len(dc.auth_log.read_text().splitlines()) for dc in lab.dcs}
     both = [{"host": dc.host, "address": dc.address} for dc in lab.dcs]
-    with running_exporter(lab, tmp_path, interval=1.5, timeout=1.0, password_file=secret,
-                          domain_controllers=both) as exporter:
-        text = exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc1.host) == 0
-                                 and metric(t, "ad_dc_up", dc=lab.dc2.host) == 0)
+    with running_exporter(
+        lab, tmp_path, interval=1.5, timeout=1.0, password_file=secret, domain_controllers=both
+    ) as exporter:
+        text = exporter.wait_for(
+            lambda t: metric(t, "ad_dc_up", dc=lab.dc1.host) == 0 and metric(t, "ad_dc_up", dc=lab.dc2.host) == 0
+        )
         time.sleep(15)  # about ten refresh cycles
         text = exporter.metrics()
-        reasons = {dc.host: [r for r in ("wrong_password", "bind_suspended")
-                             if metric(text, "ad_dc_error_reason", dc=dc.host, reason=r) == 1] for dc in lab.dcs}
+        reasons = {
+            dc.host: [
+                r
+                for r in ("wrong_password", "bind_suspended")
+                if metric(text, "ad_dc_error_reason", dc=dc.host, reason=r) == 1
+            ]
+            for dc in lab.dcs
+        }
         # One DC refused it (wrong_password); every later attempt anywhere was held back (bind_suspended).
         seen = sorted(r for rs in reasons.values() for r in rs)
         assert seen in (["bind_suspended", "wrong_password"], ["bind_suspended", "bind_suspended"]), reasons
@@ -85,8 +94,10 @@ def test_wrong_service_password_never_locks_the_account_out(lab: SambaLab, tmp_p
         # Fixing the password file and reloading (SIGHUP) is a new credential: tried at once, and it works.
         shutil.copyfile(lab.service_password_file, secret)
         exporter.process.send_signal(signal.SIGHUP)
-        exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc1.host) == 1
-                          and metric(t, "ad_dc_up", dc=lab.dc2.host) == 1, timeout=20)
+        exporter.wait_for(
+            lambda t: metric(t, "ad_dc_up", dc=lab.dc1.host) == 1 and metric(t, "ad_dc_up", dc=lab.dc2.host) == 1,
+            timeout=20,
+        )
     assert _failed_binds(lab, logs) == 1
     assert "configuration reloaded" in exporter.logs()
 
@@ -104,17 +115,30 @@ def test_exposition_passes_promtool_check_metrics(lab: SambaLab, tmp_path: Path)
 
 def test_landing_page_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:
     chromium = require_binary("chromium")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ]
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
         exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 1)
         url = f"http://127.0.0.1:{exporter.port}/"
-        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
+        dom = subprocess.run(
+            [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         shot = tmp_path / "landing.png"
-        subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,640", url],
-                       capture_output=True, timeout=60, check=True)
+        subprocess.run(
+            [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,640", url],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
     assert "<h1>ad-exchange-exporter" in dom
     for dc in lab.dcs:
         assert f"<td>{dc.host}</td><td>up</td>" in dom

@@ -51,7 +51,8 @@ def wait_counted(exporter: RunningExporter, total: int) -> str:
 
 
 def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fires(
-        smtp: SmtpLab, tmp_path: Path) -> None:
+    smtp: SmtpLab, tmp_path: Path
+) -> None:
     promtool = require_binary("promtool")
     flow = {"name": FLOW, "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 1}
     history: list[dict[str, float]] = []
@@ -67,8 +68,9 @@ def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fi
         text = exporter.metrics()
     assert history[9] == {"Internal": 40}
     assert history[-1] == {"Internal": 40, "Anonymous": 120}
-    assert metric(text, "exchange_inbound_messages_total", flow=FLOW, from_entity="Internet",
-                  auth_as="Anonymous") == 120
+    assert (
+        metric(text, "exchange_inbound_messages_total", flow=FLOW, from_entity="Internet", auth_as="Anonymous") == 120
+    )
     assert metric(text, "exchange_inbound_message_hops_count", flow=FLOW) == 160
 
     # promtool evaluates the shipped rule over exactly these counters, one scrape per minute.
@@ -79,28 +81,48 @@ def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fi
     case = {
         "rule_files": [str(ROOT / "alerts" / "hybrid.rules.yml")],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                {"series": f'exchange_inbound_messages_total{{{labels},from_entity="HybridOnPrem",auth_as="Internal"}}',
-                 "values": values("Internal")},
-                {"series": f'exchange_inbound_messages_total{{{labels},from_entity="Internet",auth_as="Anonymous"}}',
-                 "values": values("Anonymous")},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "9m", "alertname": "ExchangeHybridMailAnonymous", "exp_alerts": []},
-                {"eval_time": "39m", "alertname": "ExchangeHybridMailAnonymous", "exp_alerts": [{
-                    "exp_labels": {"severity": "critical", "job": "exchange", "flow": FLOW},
-                    "exp_annotations": {
-                        "summary": f"100% of on-premises mail arrives Anonymous ({FLOW})",
-                        "description": (
-                            f"100% of the mail in flow {FLOW} arrived in Exchange Online as AuthAs Anonymous over the "
-                            "last 15 minutes. The inbound connector no longer recognises the on-premises certificate "
-                            "(a renewal changed its subject or Organisation): such mail is throttled (451 4.7.500) "
-                            "and, with centralized transport, loops until 554 5.4.6."),
-                        "runbook_url": "alerts/runbooks/ExchangeHybridMailAnonymous.md"}}]},
-            ],
-        }],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": (
+                            f'exchange_inbound_messages_total{{{labels},from_entity="HybridOnPrem",auth_as="Internal"}}'
+                        ),
+                        "values": values("Internal"),
+                    },
+                    {
+                        "series": (
+                            f'exchange_inbound_messages_total{{{labels},from_entity="Internet",auth_as="Anonymous"}}'
+                        ),
+                        "values": values("Anonymous"),
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "9m", "alertname": "ExchangeHybridMailAnonymous", "exp_alerts": []},
+                    {
+                        "eval_time": "39m",
+                        "alertname": "ExchangeHybridMailAnonymous",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "job": "exchange", "flow": FLOW},
+                                "exp_annotations": {
+                                    "summary": f"100% of on-premises mail arrives Anonymous ({FLOW})",
+                                    "description": (
+                                        f"100% of the mail in flow {FLOW} arrived in Exchange Online as AuthAs "
+                                        "Anonymous over the last 15 minutes. The inbound connector no longer "
+                                        "recognises the on-premises certificate (a renewal changed its subject or "
+                                        "Organisation): such mail is throttled (451 4.7.500) and, with centralized "
+                                        "transport, loops until 554 5.4.6."
+                                    ),
+                                    "runbook_url": "alerts/runbooks/ExchangeHybridMailAnonymous.md",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
     }
     test_file = tmp_path / "hybrid-from-lab.test.yml"
     test_file.write_text(yaml.safe_dump(case, sort_keys=False))
@@ -109,9 +131,17 @@ def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fi
 
 
 def test_the_canary_arrives_attributed_and_a_lost_one_is_counted(smtp: SmtpLab, tmp_path: Path) -> None:
-    canary = {"name": "hybrid", "smtp": smtp.target("onprem"), "starttls": True, "sender": "canary@contoso.com",
-              "recipient": "canary@contoso.mail.onmicrosoft.com", "drop_directories": [str(smtp.drop / "*.eml")],
-              "interval_seconds": 1, "timeout_seconds": 0.9, "late_seconds": 3}
+    canary = {
+        "name": "hybrid",
+        "smtp": smtp.target("onprem"),
+        "starttls": True,
+        "sender": "canary@contoso.com",
+        "recipient": "canary@contoso.mail.onmicrosoft.com",
+        "drop_directories": [str(smtp.drop / "*.eml")],
+        "interval_seconds": 1,
+        "timeout_seconds": 0.9,
+        "late_seconds": 3,
+    }
     with running_exporter(None, tmp_path / "exporter", sections={"canaries": [canary]}) as exporter:
         text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_received_total", canary="hybrid") or 0) >= 2)
         assert metric(text, "exchange_canary_auth_as_info", canary="hybrid", auth_as="Internal") == 1
@@ -119,31 +149,49 @@ def test_the_canary_arrives_attributed_and_a_lost_one_is_counted(smtp: SmtpLab, 
         assert metric(text, "exchange_canary_hops", canary="hybrid") == 2
         assert 0 < (metric(text, "exchange_canary_latency_seconds", canary="hybrid") or 0) < 2
         smtp.renew_onprem_certificate("Contoso Holdings")
-        exporter.wait_for(lambda t: metric(t, "exchange_canary_auth_as_info", canary="hybrid",
-                                           auth_as="Anonymous") == 1)
+        exporter.wait_for(
+            lambda t: metric(t, "exchange_canary_auth_as_info", canary="hybrid", auth_as="Anonymous") == 1
+        )
         # Mail stops reaching the destination: the canaries in flight become lost after late_seconds.
         smtp.inbound.drop = tmp_path / "elsewhere"
         smtp.inbound.drop.mkdir()
-        text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_failures_total", canary="hybrid",
-                                                   stage="deliver") or 0) >= 1, timeout=15)
+        text = exporter.wait_for(
+            lambda t: (metric(t, "exchange_canary_failures_total", canary="hybrid", stage="deliver") or 0) >= 1,
+            timeout=15,
+        )
         assert metric(text, "exchange_canary_failures_total", canary="hybrid", stage="submit") == 0
 
 
 def test_the_canary_found_over_imap_in_a_real_dovecot(smtp: SmtpLab, tmp_path: Path) -> None:
     with ImapLab(tmp_path / "imap") as mailbox:
         smtp.inbound.mailbox = mailbox
-        imap = {"host": mailbox.address, "port": mailbox.port, "security": "none", "allow_unencrypted": True,
-                "user": "canary", "password_file": str(mailbox.password_file)}
-        canary = {"name": "imap", "smtp": smtp.target("onprem"), "sender": "canary@contoso.com",
-                  "recipient": "canary@contoso.mail.onmicrosoft.com", "imap": imap, "interval_seconds": 1,
-                  "timeout_seconds": 0.9, "late_seconds": 10}
+        imap = {
+            "host": mailbox.address,
+            "port": mailbox.port,
+            "security": "none",
+            "allow_unencrypted": True,
+            "user": "canary",
+            "password_file": str(mailbox.password_file),
+        }
+        canary = {
+            "name": "imap",
+            "smtp": smtp.target("onprem"),
+            "sender": "canary@contoso.com",
+            "recipient": "canary@contoso.mail.onmicrosoft.com",
+            "imap": imap,
+            "interval_seconds": 1,
+            "timeout_seconds": 0.9,
+            "late_seconds": 10,
+        }
         flow = {"name": "mailbox", "imap": imap, "interval_seconds": 1}
-        with running_exporter(None, tmp_path / "exporter",
-                              sections={"canaries": [canary], "hybrid_mail": [flow]}) as exporter:
+        with running_exporter(
+            None, tmp_path / "exporter", sections={"canaries": [canary], "hybrid_mail": [flow]}
+        ) as exporter:
             text = exporter.wait_for(lambda t: (metric(t, "exchange_canary_received_total", canary="imap") or 0) >= 2)
             assert metric(text, "exchange_canary_auth_as_info", canary="imap", auth_as="Internal") == 1
-            text = exporter.wait_for(lambda t: (metric(t, "exchange_inbound_messages_total", flow="mailbox",
-                                                       auth_as="Internal") or 0) >= 2)
+            text = exporter.wait_for(
+                lambda t: (metric(t, "exchange_inbound_messages_total", flow="mailbox", auth_as="Internal") or 0) >= 2
+            )
             assert metric(text, "exchange_canary_failures_total", canary="imap", stage="mailbox") == 0
             logs, page = exporter.logs(), exporter.page("/")
         assert mailbox.password not in logs + text + page

@@ -23,8 +23,14 @@ from tests.integration.conftest import running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
 # Grafana's variables, as a person choosing "All" would have them.
-GRAFANA_VARIABLES = {"$job": ".+", "$domain": ".+", "$server": ".+", "$dc": ".+", "$flow": ".+",
-                     "$__rate_interval": "1m"}
+GRAFANA_VARIABLES = {
+    "$job": ".+",
+    "$domain": ".+",
+    "$server": ".+",
+    "$dc": ".+",
+    "$flow": ".+",
+    "$__rate_interval": "1m",
+}
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
@@ -32,8 +38,9 @@ def dashboard_expressions() -> list[tuple[str, str]]:
     out = []
     for path in sorted((ROOT / "dashboards").glob("*.json")):
         dashboard = json.loads(path.read_text())
-        queries = [(panel["title"], target["expr"]) for panel in dashboard["panels"]
-                   for target in panel.get("targets", [])]
+        queries = [
+            (panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel.get("targets", [])
+        ]
         queries += [(f"annotation {a['name']}", a["expr"]) for a in dashboard["annotations"]["list"]]
         for title, expr in queries:
             for var, value in GRAFANA_VARIABLES.items():
@@ -84,24 +91,50 @@ def smtp(tmp_path: Path) -> Iterator[SmtpLab]:
 def mail_sections(smtp: SmtpLab) -> dict[str, Any]:
     """The hybrid mail flow, its canary and the SMTP probe modules, all on the lab's SMTP servers."""
     return {
-        "hybrid_mail": [{"name": "onprem-to-exo", "drop_directories": [str(smtp.drop / "*.eml")],
-                         "interval_seconds": 2}],
-        "canaries": [{"name": "hybrid", "smtp": smtp.target("onprem"), "sender": "canary@contoso.com",
-                      "recipient": "canary@contoso.mail.onmicrosoft.com",
-                      "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 2, "timeout_seconds": 1.5,
-                      "late_seconds": 30}],
-        "probes": {"modules": {"hybrid": {
-            "timeout_seconds": 3, "verify": True, "ca_file": str(smtp.ca_file), "server_name": "mail.contoso.com",
-            "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd"}},
-            "allowed_targets": [smtp.target(name) for name in ("onprem", "renewed", "offline")]},
+        "hybrid_mail": [
+            {"name": "onprem-to-exo", "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 2}
+        ],
+        "canaries": [
+            {
+                "name": "hybrid",
+                "smtp": smtp.target("onprem"),
+                "sender": "canary@contoso.com",
+                "recipient": "canary@contoso.mail.onmicrosoft.com",
+                "drop_directories": [str(smtp.drop / "*.eml")],
+                "interval_seconds": 2,
+                "timeout_seconds": 1.5,
+                "late_seconds": 30,
+            }
+        ],
+        "probes": {
+            "modules": {
+                "hybrid": {
+                    "timeout_seconds": 3,
+                    "verify": True,
+                    "ca_file": str(smtp.ca_file),
+                    "server_name": "mail.contoso.com",
+                    "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd",
+                }
+            },
+            "allowed_targets": [smtp.target(name) for name in ("onprem", "renewed", "offline")],
+        },
     }
 
 
 @pytest.fixture
-def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab,
-               tmp_path: Path) -> Iterator[tuple[PrometheusServer, Any]]:
-    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, exchange=exchange, events=events,
-                          logs=logs, sections=mail_sections(smtp)) as exporter:
+def prometheus(
+    lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab, tmp_path: Path
+) -> Iterator[tuple[PrometheusServer, Any]]:
+    with running_exporter(
+        lab,
+        tmp_path,
+        interval=2,
+        timeout=1.5,
+        exchange=exchange,
+        events=events,
+        logs=logs,
+        sections=mail_sections(smtp),
+    ) as exporter:
         exporter_address = f"127.0.0.1:{exporter.port}"
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -109,12 +142,17 @@ def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: Log
             "scrape_configs": [
                 {"job_name": "ad", "static_configs": [{"targets": [exporter_address]}]},
                 # The blackbox pattern: the target becomes a parameter, the exporter is what is scraped.
-                {"job_name": "smtp", "metrics_path": "/probe", "params": {"module": ["hybrid"]},
-                 "static_configs": [{"targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")]}],
-                 "relabel_configs": [
-                     {"source_labels": ["__address__"], "target_label": "__param_target"},
-                     {"source_labels": ["__param_target"], "target_label": "instance"},
-                     {"target_label": "__address__", "replacement": exporter_address}]},
+                {
+                    "job_name": "smtp",
+                    "metrics_path": "/probe",
+                    "params": {"module": ["hybrid"]},
+                    "static_configs": [{"targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")]}],
+                    "relabel_configs": [
+                        {"source_labels": ["__address__"], "target_label": "__param_target"},
+                        {"source_labels": ["__param_target"], "target_label": "instance"},
+                        {"target_label": "__address__", "replacement": exporter_address},
+                    ],
+                },
             ],
         }
         with PrometheusServer(tmp_path / "prometheus", config) as prom:
@@ -122,8 +160,13 @@ def prometheus(lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: Log
 
 
 def test_every_dashboard_and_rule_expression_parses_and_returns_data(
-        lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab,
-        prometheus: tuple[PrometheusServer, Any]) -> None:
+    lab: SambaLab,
+    exchange: ExchangeLab,
+    events: EventLab,
+    logs: LogWriter,
+    smtp: SmtpLab,
+    prometheus: tuple[PrometheusServer, Any],
+) -> None:
     prom, _ = prometheus
     prom.wait_for('ad_dc_up{dc="dc2.lab.example"} == 1')
     prom.wait_for('ad_security_events_source_up{source="winrm"} == 1')

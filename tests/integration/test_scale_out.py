@@ -131,5 +131,7 @@ def test_long_term_storage_receives_only_the_trend_series(exporter_address: Any,
     # Process metrics, per-user tables and the exporter's own bookkeeping stay local.
     assert "process_cpu_seconds_total" in local_names and "process_cpu_seconds_total" not in names
     assert not with_user
-    assert all(n.startswith(("ad:", "exchange:", "exchange_", "ad_dc_up", "ad_domain_accounts_locked",
-                             "ad_lockout_policy_")) for n in names), names
+    assert all(
+        n.startswith(("ad:", "exchange:", "exchange_", "ad_dc_up", "ad_domain_accounts_locked", "ad_lockout_policy_"))
+        for n in names
+    ), names

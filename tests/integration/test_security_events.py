@@ -23,15 +23,20 @@ DC1 = "dc1.lab.example"
 
 def event_counts(text: str, dc: str) -> Counter[tuple[str, str, str]]:
     flat = samples(text_string_to_metric_families(text))
-    return Counter({(dict(labels)["event_id"], dict(labels)["reason"], dict(labels)["protocol"]): int(v)
-                    for labels, v in series(flat, "ad_security_events_total", dc=dc).items()})
+    return Counter(
+        {
+            (dict(labels)["event_id"], dict(labels)["reason"], dict(labels)["protocol"]): int(v)
+            for labels, v in series(flat, "ad_security_events_total", dc=dc).items()
+        }
+    )
 
 
 def test_failed_logons_on_the_lab_dcs_are_counted_from_the_samba_audit_log(lab: SambaLab, tmp_path: Path) -> None:
     user = lab.create_user("eve_events")
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
-        text = exporter.wait_for(lambda t: metric(t, "ad_security_events_source_up", dc=DC1,
-                                                  source="file:samba_auth_json") == 1)
+        text = exporter.wait_for(
+            lambda t: metric(t, "ad_security_events_source_up", dc=DC1, source="file:samba_auth_json") == 1
+        )
         time.sleep(2.5)  # one more refresh, so that everything logged before now is in the baseline
         before = event_counts(exporter.metrics(), DC1)
         lab.fail_ldap(user, lab.dc1)
@@ -39,9 +44,15 @@ def test_failed_logons_on_the_lab_dcs_are_counted_from_the_samba_audit_log(lab: 
         lab.fail_smb(user, lab.dc1)  # the third bad password: the account is now locked out
         lab.fail_ldap(user, lab.dc1)
         lab.fail_ldap("nobody_of_that_name", lab.dc1)
-        expected = Counter({("4625", "wrong_password", "ldap_simple"): 1, ("4625", "wrong_password", "kerberos"): 1,
-                            ("4625", "wrong_password", "ntlm"): 1, ("4625", "account_locked_out", "ldap_simple"): 1,
-                            ("4625", "no_such_user", "ldap_simple"): 1})
+        expected = Counter(
+            {
+                ("4625", "wrong_password", "ldap_simple"): 1,
+                ("4625", "wrong_password", "kerberos"): 1,
+                ("4625", "wrong_password", "ntlm"): 1,
+                ("4625", "account_locked_out", "ldap_simple"): 1,
+                ("4625", "no_such_user", "ldap_simple"): 1,
+            }
+        )
         text = exporter.wait_for(lambda t: event_counts(t, DC1) - before == expected, timeout=30)
         time.sleep(2.5)
         after = event_counts(exporter.metrics(), DC1)
@@ -73,14 +84,20 @@ def test_bookmarks_survive_hard_restarts_nothing_twice_nothing_skipped(tmp_path:
                 events_lab.logs[DC1].append_clone(4740, TargetUserName=f"user{i % 7}", TargetDomainName="")
         total = sum(len(log.records) for log in events_lab.logs.values())
         winrm = events_lab.winrm_config(timeout=1, batch_size=5, max_batches_per_refresh=1)
-        options = {"events": events_lab, "state": state, "interval": 1.5, "timeout": 1,
-                   "events_overrides": {"winrm": winrm}}
+        options = {
+            "events": events_lab,
+            "state": state,
+            "interval": 1.5,
+            "timeout": 1,
+            "events_overrides": {"winrm": winrm},
+        }
         seen_bookmarks: list[int] = []
         restarts = 0
         while True:
             with running_exporter(None, tmp_path / f"run{restarts}", **options) as exporter:
-                text = exporter.wait_for(lambda t: metric(t, "ad_security_events_source_up", dc=DC1,
-                                                          source="winrm") == 1, timeout=20)
+                text = exporter.wait_for(
+                    lambda t: metric(t, "ad_security_events_source_up", dc=DC1, source="winrm") == 1, timeout=20
+                )
                 counted = sum(sum(event_counts(text, dc).values()) for dc in events_lab.logs)
                 if counted >= total or restarts >= 12:
                     break
@@ -122,8 +139,11 @@ def test_a_malformed_event_over_psrp_is_counted_skipped_and_passed(tmp_path: Pat
             truth = ground_truth(events_lab)
             exporter.wait_for(lambda t: event_counts(t, DC1) == truth[DC1])
             errors = metric(exporter.metrics(), "ad_exchange_exporter_parse_errors_total", collector="security_events")
-            broken = pdc.append_raw(4740, f"<Event><System><EventRecordID>{pdc.records[-1].record_id + 1}"
-                                          "</EventRecordID><EventID>4740</EventID></Syst")
+            broken = pdc.append_raw(
+                4740,
+                f"<Event><System><EventRecordID>{pdc.records[-1].record_id + 1}"
+                "</EventRecordID><EventID>4740</EventID></Syst",
+            )
             after = pdc.append_clone(4740, TargetUserName="after_the_broken_one", TargetDomainName="")
             expected = truth[DC1] + Counter({("4740", "locked_out", "other"): 1})
             text = exporter.wait_for(lambda t: event_counts(t, DC1) == expected)

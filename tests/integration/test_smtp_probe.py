@@ -23,12 +23,20 @@ def smtp(tmp_path: Path) -> Iterator[SmtpLab]:
 
 @pytest.fixture
 def exporter(smtp: SmtpLab, tmp_path: Path) -> Iterator[RunningExporter]:
-    probes = {"modules": {
-        "hybrid": {"timeout_seconds": 3, "ehlo_hostname": "probe.lab.example", "verify": True,
-                   "ca_file": str(smtp.ca_file), "server_name": "mail.contoso.com",
-                   "expected_tls_certificate_name": EXPECTED},
-        "system_cas": {"timeout_seconds": 3, "verify": True, "server_name": "mail.contoso.com"},
-    }, "allowed_targets": [smtp.target(name) for name in smtp.ports]}
+    probes = {
+        "modules": {
+            "hybrid": {
+                "timeout_seconds": 3,
+                "ehlo_hostname": "probe.lab.example",
+                "verify": True,
+                "ca_file": str(smtp.ca_file),
+                "server_name": "mail.contoso.com",
+                "expected_tls_certificate_name": EXPECTED,
+            },
+            "system_cas": {"timeout_seconds": 3, "verify": True, "server_name": "mail.contoso.com"},
+        },
+        "allowed_targets": [smtp.target(name) for name in smtp.ports],
+    }
     with running_exporter(None, tmp_path, sections={"probes": probes}) as running:
         yield running
 
@@ -52,14 +60,21 @@ def test_a_certificate_with_another_organisation(smtp: SmtpLab, exporter: Runnin
     assert metric(text, "probe_success") == 1
     assert metric(text, "probe_tls_certificate_verified") == 1
     assert metric(text, "probe_tls_certificate_matches_expected") == 0
-    assert metric(text, "probe_tls_certificate_info", common_name="mail.contoso.com",
-                  organization="Contoso Holdings", issuer="O=Lab Trust Services,CN=Lab Public CA G1") == 1
+    assert (
+        metric(
+            text,
+            "probe_tls_certificate_info",
+            common_name="mail.contoso.com",
+            organization="Contoso Holdings",
+            issuer="O=Lab Trust Services,CN=Lab Public CA G1",
+        )
+        == 1
+    )
     good = probe(exporter, "hybrid", smtp.target("onprem"))
     assert metric(good, "probe_tls_certificate_matches_expected") == 1
     assert metric(good, "probe_tls_certificate_info", organization="Contoso Ltd") == 1
     assert metric(good, "probe_smtp_starttls_offered") == 1
-    assert (metric(good, "probe_ssl_earliest_cert_expiry") or 0) > (metric(text, "probe_ssl_earliest_cert_expiry")
-                                                                      or 0)
+    assert (metric(good, "probe_ssl_earliest_cert_expiry") or 0) > (metric(text, "probe_ssl_earliest_cert_expiry") or 0)
 
 
 def test_an_untrusted_certificate_is_still_reported(smtp: SmtpLab, exporter: RunningExporter) -> None:
@@ -80,10 +95,19 @@ def test_only_configured_modules_and_allowed_targets(smtp: SmtpLab, exporter: Ru
 
 
 def test_scheduled_probes_carry_their_target(smtp: SmtpLab, tmp_path: Path) -> None:
-    probes = {"modules": {"hybrid": {"timeout_seconds": 3, "expected_tls_certificate_name": EXPECTED,
-                                     "verify": True, "ca_file": str(smtp.ca_file), "server_name": "mail.contoso.com"}},
-              "scheduled": [{"module": "hybrid", "target": smtp.target(n)} for n in ("offline", "renewed", "onprem")],
-              "interval_seconds": 2}
+    probes = {
+        "modules": {
+            "hybrid": {
+                "timeout_seconds": 3,
+                "expected_tls_certificate_name": EXPECTED,
+                "verify": True,
+                "ca_file": str(smtp.ca_file),
+                "server_name": "mail.contoso.com",
+            }
+        },
+        "scheduled": [{"module": "hybrid", "target": smtp.target(n)} for n in ("offline", "renewed", "onprem")],
+        "interval_seconds": 2,
+    }
     with running_exporter(None, tmp_path / "scheduled", sections={"probes": probes}) as exporter:
         text = exporter.wait_for(lambda t: metric(t, "probe_success", target=smtp.target("onprem")) == 1)
     assert metric(text, "probe_smtp_greeting_code", target=smtp.target("offline"), module="hybrid") == 421

@@ -32,8 +32,9 @@ class Secured:
     ca: LabCa
     directory: Path
 
-    def client(self, user: str | None = "prometheus", password: str | None = PASSWORD,
-               client_cert: bool = False) -> WebClient:
+    def client(
+        self, user: str | None = "prometheus", password: str | None = PASSWORD, client_cert: bool = False
+    ) -> WebClient:
         context = ssl.create_default_context(cafile=self.ca_file)
         # The certificate names the exporter by name and by 127.0.0.1; checking by address proves the SAN.
         if client_cert:
@@ -46,12 +47,19 @@ class Secured:
 
 def write_web_config(path: Path, directory: Path, **tls: object) -> Path:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    path.write_text(yaml.safe_dump({
-        "tls_server_config": {"cert_file": str(directory / "exporter.pem"),
-                              "key_file": str(directory / "exporter.key"), **tls},
-        "basic_auth_users": {"prometheus": hashed},
-        "http_server_config": {"headers": {"X-Content-Type-Options": "nosniff"}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": str(directory / "exporter.pem"),
+                    "key_file": str(directory / "exporter.key"),
+                    **tls,
+                },
+                "basic_auth_users": {"prometheus": hashed},
+                "http_server_config": {"headers": {"X-Content-Type-Options": "nosniff"}},
+            }
+        )
+    )
     return path
 
 
@@ -106,12 +114,16 @@ def test_https_with_basic_auth_serves_metrics_and_refuses_wrong_credentials(secu
 
 def test_tls_certificate_names_and_minimum_version(secured: Secured) -> None:
     strict = ssl.create_default_context(cafile=secured.ca_file)
-    with socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw, \
-            strict.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw,
+        strict.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
     # A client that does not trust the lab CA refuses the exporter's certificate.
-    with socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw, \
-            pytest.raises(ssl.SSLCertVerificationError):
+    with (
+        socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
         ssl.create_default_context().wrap_socket(raw, server_hostname=SERVER_NAME)
 
 
@@ -119,16 +131,17 @@ def test_tls_certificate_names_and_minimum_version(secured: Secured) -> None:
 def test_min_version_refuses_older_clients(secured: Secured) -> None:
     tls12 = ssl.create_default_context(cafile=secured.ca_file)
     tls12.maximum_version = ssl.TLSVersion.TLSv1_2
-    with socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw, \
-            pytest.raises(ssl.SSLError):
+    with socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw, pytest.raises(ssl.SSLError):
         tls12.wrap_socket(raw, server_hostname=SERVER_NAME)
     assert "ad_exchange_exporter_build_info" in secured.get()
 
 
 def served_serial(secured: Secured) -> int:
     context = ssl.create_default_context(cafile=secured.ca_file)
-    with socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", secured.exporter.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
         cert = tls.getpeercert()
         assert cert is not None
         return int(str(cert["serialNumber"]), 16)
@@ -166,20 +179,33 @@ def test_reload_changes_the_users(secured: Secured) -> None:
     assert "ad_exchange_exporter_build_info" in secured.get(user="grafana-agent", password="another secret")
 
 
-@pytest.mark.parametrize("secured", [{"client_auth_type": "RequireAndVerifyClientCert",
-                                      "client_ca_file": True,
-                                      "client_allowed_sans": ["prometheus.monitoring.svc"]}], indirect=True)
+@pytest.mark.parametrize(
+    "secured",
+    [
+        {
+            "client_auth_type": "RequireAndVerifyClientCert",
+            "client_ca_file": True,
+            "client_allowed_sans": ["prometheus.monitoring.svc"],
+        }
+    ],
+    indirect=True,
+)
 def test_client_certificates_when_required(secured: Secured) -> None:
     assert "ad_exchange_exporter_build_info" in secured.get(client_cert=True)
     with pytest.raises((ssl.SSLError, ConnectionResetError, urllib.error.URLError)):
         secured.get(client_cert=False)
     # A certificate from the right CA but for another client is not in client_allowed_sans.
-    other = secured.ca.issue(secured.directory / "other", "scraper", "grafana", dns=["grafana.monitoring.svc"],
-                             client=True)
+    other = secured.ca.issue(
+        secured.directory / "other", "scraper", "grafana", dns=["grafana.monitoring.svc"], client=True
+    )
     context = ssl.create_default_context(cafile=secured.ca_file)
     context.load_cert_chain(other.cert_file, other.key_file)
-    error = http_error(lambda: scrape(secured.exporter.port, client=WebClient(
-        scheme="https", ssl_context=context, user="prometheus", password=PASSWORD)))
+    error = http_error(
+        lambda: scrape(
+            secured.exporter.port,
+            client=WebClient(scheme="https", ssl_context=context, user="prometheus", password=PASSWORD),
+        )
+    )
     assert error.code == 403
 
 
@@ -191,12 +217,18 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(secured: Secured, tmp_path:
     target = {"targets": [f"127.0.0.1:{secured.exporter.port}"]}
 
     def job(name: str, password: Path) -> dict[str, object]:
-        return {"job_name": name, "scheme": "https", "static_configs": [target],
-                "tls_config": {"ca_file": str(secured.ca_file), "server_name": SERVER_NAME},
-                "basic_auth": {"username": "prometheus", "password_file": str(password)}}
+        return {
+            "job_name": name,
+            "scheme": "https",
+            "static_configs": [target],
+            "tls_config": {"ca_file": str(secured.ca_file), "server_name": SERVER_NAME},
+            "basic_auth": {"username": "prometheus", "password_file": str(password)},
+        }
 
-    config = {"global": {"scrape_interval": "1s"},
-              "scrape_configs": [job("secured", password_file), job("wrong-password", wrong_file)]}
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [job("secured", password_file), job("wrong-password", wrong_file)],
+    }
     with PrometheusServer(tmp_path / "prometheus", config) as prom:
         prom.wait_for('up{job="secured"} == 1')
         prom.wait_for('ad_exchange_exporter_build_info{job="secured"}')

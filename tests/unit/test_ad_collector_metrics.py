@@ -24,18 +24,28 @@ def _ft(seconds_ago: float) -> bytes:
 def collector(tmp_path: Any) -> ActiveDirectoryCollector:
     secret = tmp_path / "pw"
     secret.write_text("x")
-    config = Config.model_validate({"active_directory": [{
-        "domain": "corp.example", "domain_controllers": [{"host": "dc1.corp.example"}],
-        "bind": {"user": "svc@corp.example", "password_file": str(secret)},
-        "watch_accounts": ["svc_sql"], "top_accounts": 2, "max_locked_accounts": 1,
-    }]}).active_directory[0]
+    config = Config.model_validate(
+        {
+            "active_directory": [
+                {
+                    "domain": "corp.example",
+                    "domain_controllers": [{"host": "dc1.corp.example"}],
+                    "bind": {"user": "svc@corp.example", "password_file": str(secret)},
+                    "watch_accounts": ["svc_sql"],
+                    "top_accounts": 2,
+                    "max_locked_accounts": 1,
+                }
+            ]
+        }
+    ).active_directory[0]
     c = ActiveDirectoryCollector(config, CredentialGuard())
     c._state = DomainState(ad.Topology((), None), ad.LockoutPolicy(5, 1800, 1800), [])
     return c
 
 
-async def test_unexpected_values_are_counted_and_skipped(collector: ActiveDirectoryCollector,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unexpected_values_are_counted_and_skipped(
+    collector: ActiveDirectoryCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = [
         ("CN=a,DC=corp,DC=example", {"sAMAccountName": [b"a"], "badPwdCount": [b"3"], "badPasswordTime": [_ft(10)]}),
         ("CN=b,DC=corp,DC=example", {"sAMAccountName": [b"b"], "badPwdCount": [b"two"], "badPasswordTime": [_ft(5)]}),
@@ -44,8 +54,15 @@ async def test_unexpected_values_are_counted_and_skipped(collector: ActiveDirect
         ("CN=svc_sql,DC=corp,DC=example", {"sAMAccountName": [b"svc_sql"], "badPwdCount": [b"0"]}),
     ]
     locked = [
-        ("CN=e,DC=corp,DC=example", {"sAMAccountName": [b"e"], "lockoutTime": [_ft(60)],
-                                     "msDS-User-Account-Control-Computed": [b"16"], "replPropertyMetaData": [b"\x00"]}),
+        (
+            "CN=e,DC=corp,DC=example",
+            {
+                "sAMAccountName": [b"e"],
+                "lockoutTime": [_ft(60)],
+                "msDS-User-Account-Control-Computed": [b"16"],
+                "replPropertyMetaData": [b"\x00"],
+            },
+        ),
         ("CN=f,DC=corp,DC=example", {"sAMAccountName": [b"f"], "lockoutTime": [_ft(120)]}),
         ("CN=g,DC=corp,DC=example", {"sAMAccountName": [b"g"], "lockoutTime": [_ft(7200)]}),  # expired
     ]
@@ -61,19 +78,36 @@ async def test_unexpected_values_are_counted_and_skipped(collector: ActiveDirect
     monkeypatch.setattr(collector, "_search_accounts", lambda client, now: (bad, locked))
     flat = samples(await collector.collect())
     dc = "dc1.corp.example"
-    assert value(flat, "ad_exchange_exporter_parse_errors_total", collector="active_directory",
-                 target="corp.example") == 2
+    assert (
+        value(flat, "ad_exchange_exporter_parse_errors_total", collector="active_directory", target="corp.example") == 2
+    )
     # b's count was unreadable: it is left out, everything else stands.
     assert value(flat, "ad_accounts_with_bad_password", domain="corp.example", dc=dc) == 3
     shown = series(flat, "ad_account_bad_passwords", dc=dc)
     users = {dict(k)["user"]: v for k, v in shown.items()}
     assert users == {"svc_sql": 0, "a": 3, "c": 2, OTHER: 1}  # top 2, the watched account, the rest summed
-    assert value(flat, "ad_exchange_exporter_capped_series", collector="active_directory", target="corp.example",
-                 family="ad_account_bad_passwords") == 1
+    assert (
+        value(
+            flat,
+            "ad_exchange_exporter_capped_series",
+            collector="active_directory",
+            target="corp.example",
+            family="ad_account_bad_passwords",
+        )
+        == 1
+    )
     # e and f are locked (g expired); the cap of 1 shows the newest and counts the other.
     assert value(flat, "ad_domain_accounts_locked", domain="corp.example") == 2
     assert value(flat, "ad_account_locked", domain="corp.example", user="e", origin_dc="unknown") == 1
     assert not series(flat, "ad_account_locked", user="f")
-    assert value(flat, "ad_exchange_exporter_capped_series", collector="active_directory", target="corp.example",
-                 family="ad_account_locked") == 1
+    assert (
+        value(
+            flat,
+            "ad_exchange_exporter_capped_series",
+            collector="active_directory",
+            target="corp.example",
+            family="ad_account_locked",
+        )
+        == 1
+    )
     assert value(flat, "ad_watched_account_locked", domain="corp.example", user="svc_sql") == 0

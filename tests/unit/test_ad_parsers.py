@@ -45,7 +45,7 @@ def test_interval_to_seconds(interval: int, seconds: float) -> None:
 
 
 def test_domain_policy_from_recorded_domain_root() -> None:
-    (_, attrs), = recorded_ldap("domain_root")
+    ((_, attrs),) = recorded_ldap("domain_root")
     policy = ad.parse_domain_policy(attrs)
     assert policy == ad.LockoutPolicy(threshold=3, duration_seconds=15.0, observation_window_seconds=15.0)
     assert policy.enabled
@@ -57,7 +57,7 @@ def test_domain_policy_missing_attribute_names_it() -> None:
 
 
 def test_topology_from_recorded_sites() -> None:
-    (_, root), = recorded_ldap("domain_root")
+    ((_, root),) = recorded_ldap("domain_root")
     topology = ad.parse_topology(recorded_ldap("sites"), root, "DC=lab,DC=example")
     assert [(dc.name, dc.host, dc.site) for dc in topology.controllers] == [
         ("DC1", "dc1.lab.example", "Default-First-Site-Name"),
@@ -69,11 +69,18 @@ def test_topology_from_recorded_sites() -> None:
 
 def test_topology_leaves_out_dcs_of_other_domains() -> None:
     entries = [
-        ("CN=NTDS Settings,CN=X1,CN=Servers,CN=S,CN=Sites,CN=Configuration,DC=corp,DC=example",
-         {"objectClass": [b"top", b"nTDSDSA"], "invocationId": [bytes(16)]}),
-        ("CN=X1,CN=Servers,CN=S,CN=Sites,CN=Configuration,DC=corp,DC=example",
-         {"objectClass": [b"server"], "dNSHostName": [b"x1.child.corp.example"],
-          "serverReference": [b"CN=X1,OU=Domain Controllers,DC=child,DC=corp,DC=example"]}),
+        (
+            "CN=NTDS Settings,CN=X1,CN=Servers,CN=S,CN=Sites,CN=Configuration,DC=corp,DC=example",
+            {"objectClass": [b"top", b"nTDSDSA"], "invocationId": [bytes(16)]},
+        ),
+        (
+            "CN=X1,CN=Servers,CN=S,CN=Sites,CN=Configuration,DC=corp,DC=example",
+            {
+                "objectClass": [b"server"],
+                "dNSHostName": [b"x1.child.corp.example"],
+                "serverReference": [b"CN=X1,OU=Domain Controllers,DC=child,DC=corp,DC=example"],
+            },
+        ),
     ]
     assert ad.parse_topology(entries, {}, "DC=corp,DC=example").controllers == ()
     assert len(ad.parse_topology(entries, {}, "DC=child,DC=corp,DC=example").controllers) == 1
@@ -81,9 +88,9 @@ def test_topology_leaves_out_dcs_of_other_domains() -> None:
 
 def test_lockout_origin_from_recorded_repl_property_metadata() -> None:
     """dave was locked out on DC2 and replicated to DC1: the metadata names DC2's invocationId."""
-    (_, root), = recorded_ldap("domain_root")
+    ((_, root),) = recorded_ldap("domain_root")
     topology = ad.parse_topology(recorded_ldap("sites"), root, "DC=lab,DC=example")
-    (dn, attrs), = recorded_ldap("locked")
+    ((dn, attrs),) = recorded_ldap("locked")
     parsed = ad.parse_account(dn, attrs)
     assert parsed.errors == ()
     assert parsed.account.user == "dave"
@@ -119,10 +126,12 @@ def test_repl_attr_metadata_xml_form() -> None:
     dsa = "CN=NTDS Settings,CN=DC02,CN=Servers,CN=Branch,CN=Sites,CN=Configuration,DC=corp,DC=example"
     values = [
         b"<DS_REPL_ATTR_META_DATA>\n\t<pszAttributeName>badPwdCount</pszAttributeName>\n</DS_REPL_ATTR_META_DATA>\n\x00",
-        (f"<DS_REPL_ATTR_META_DATA>\n\t<pszAttributeName>lockoutTime</pszAttributeName>\n\t<dwVersion>3</dwVersion>\n"
-         f"\t<ftimeLastOriginatingChange>2026-11-27T05:12:52Z</ftimeLastOriginatingChange>\n"
-         f"\t<uuidLastOriginatingDsaInvocationID>{inv}</uuidLastOriginatingDsaInvocationID>\n"
-         f"\t<pszLastOriginatingDsaDN>{dsa}</pszLastOriginatingDsaDN>\n</DS_REPL_ATTR_META_DATA>\n\x00").encode(),
+        (
+            f"<DS_REPL_ATTR_META_DATA>\n\t<pszAttributeName>lockoutTime</pszAttributeName>\n\t<dwVersion>3</dwVersion>\n"
+            f"\t<ftimeLastOriginatingChange>2026-11-27T05:12:52Z</ftimeLastOriginatingChange>\n"
+            f"\t<uuidLastOriginatingDsaInvocationID>{inv}</uuidLastOriginatingDsaInvocationID>\n"
+            f"\t<pszLastOriginatingDsaDN>{dsa}</pszLastOriginatingDsaDN>\n</DS_REPL_ATTR_META_DATA>\n\x00"
+        ).encode(),
     ]
     origin = ad.parse_repl_attr_metadata_xml(values, "lockoutTime")
     assert origin == ad.AttributeOrigin(inv, dsa, None)
@@ -134,10 +143,16 @@ def test_repl_attr_metadata_xml_form() -> None:
 
 
 def test_account_with_unexpected_values_keeps_the_rest() -> None:
-    parsed = ad.parse_account("CN=eve,CN=Users,DC=x", {
-        "sAMAccountName": [b"eve"], "badPwdCount": [b"lots"], "badPasswordTime": [b"133000000000000000"],
-        "lockoutTime": [b"133000000000000000"], "replPropertyMetaData": [b"\x01\x00"],
-    })
+    parsed = ad.parse_account(
+        "CN=eve,CN=Users,DC=x",
+        {
+            "sAMAccountName": [b"eve"],
+            "badPwdCount": [b"lots"],
+            "badPasswordTime": [b"133000000000000000"],
+            "lockoutTime": [b"133000000000000000"],
+            "replPropertyMetaData": [b"\x01\x00"],
+        },
+    )
     assert parsed.account.user == "eve"
     assert parsed.account.bad_pwd_count is None
     assert parsed.account.bad_password_time == 1_655_526_400.0
@@ -188,8 +203,10 @@ def test_counts_toward_lockout(account: ad.Account, counts: bool) -> None:
     ("message", "reason"),
     [
         ("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 52e, v1db1", "wrong_password"),
-        ("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 775, v1db1",
-         "account_locked_out"),
+        (
+            "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 775, v1db1",
+            "account_locked_out",
+        ),
         ("80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 533, v3839", "account_disabled"),
         ("80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 999, v3839", "data_999"),
         ("", "invalid_credentials"),
@@ -201,8 +218,10 @@ def test_parse_bind_error(message: str, reason: str) -> None:
 
 def test_topology_by_naming_context_when_no_server_reference() -> None:
     entries = [
-        ("CN=NTDS Settings,CN=X2,CN=Servers,CN=S,CN=Sites,CN=Configuration,DC=corp,DC=example",
-         {"objectClass": [b"nTDSDSA"], "msDS-hasMasterNCs": [b"DC=corp, DC=example", b"CN=Schema,CN=Configuration"]}),
+        (
+            "CN=NTDS Settings,CN=X2,CN=Servers,CN=S,CN=Sites,CN=Configuration,DC=corp,DC=example",
+            {"objectClass": [b"nTDSDSA"], "msDS-hasMasterNCs": [b"DC=corp, DC=example", b"CN=Schema,CN=Configuration"]},
+        ),
     ]
     assert [dc.name for dc in ad.parse_topology(entries, {}, "DC=corp,DC=example").controllers] == ["X2"]
     assert ad.parse_topology(entries, {}, "DC=other,DC=example").controllers == ()

@@ -27,17 +27,32 @@ def sample(name: str) -> list[PSObject]:
 @pytest.mark.parametrize(
     ("name", "count", "type_name"),
     [
-        ("E16_Exchange_GetServerComponentState.xml", 35,
-         "Microsoft.Exchange.Data.Directory.Management.ServerComponentStatePresentationObject"),
+        (
+            "E16_Exchange_GetServerComponentState.xml",
+            35,
+            "Microsoft.Exchange.Data.Directory.Management.ServerComponentStatePresentationObject",
+        ),
         ("E16_Exchange_GetExchangeServer.xml", 1, "Microsoft.Exchange.Data.Directory.Management.ExchangeServer"),
-        ("E19_Exchange_GetExchangeCertificate.xml", 3,
-         "Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate"),
-        ("E19_Exchange_GetHybridConfiguration.xml", 1,
-         "Microsoft.Exchange.Data.Directory.SystemConfiguration.HybridConfiguration"),
-        ("E19_Exchange_GetReceiveConnector.xml", 5,
-         "Microsoft.Exchange.Data.Directory.SystemConfiguration.ReceiveConnector"),
-        ("E19_Exchange_GetSendConnector.xml", 1,
-         "Microsoft.Exchange.Data.Directory.SystemConfiguration.SmtpSendConnectorConfig"),
+        (
+            "E19_Exchange_GetExchangeCertificate.xml",
+            3,
+            "Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
+        ),
+        (
+            "E19_Exchange_GetHybridConfiguration.xml",
+            1,
+            "Microsoft.Exchange.Data.Directory.SystemConfiguration.HybridConfiguration",
+        ),
+        (
+            "E19_Exchange_GetReceiveConnector.xml",
+            5,
+            "Microsoft.Exchange.Data.Directory.SystemConfiguration.ReceiveConnector",
+        ),
+        (
+            "E19_Exchange_GetSendConnector.xml",
+            1,
+            "Microsoft.Exchange.Data.Directory.SystemConfiguration.SmtpSendConnectorConfig",
+        ),
         ("Shared_Tests_E19CU11AdminDisplayVersion.xml", 1, "Microsoft.Exchange.Data.ServerVersion"),
     ],
 )
@@ -72,7 +87,8 @@ def test_escapes_and_containers() -> None:
         '<S N="Text">line_x000A_two _xD83D__xDE00_</S><Obj N="Map" RefId="1"><DCT><En><S N="Key">k</S>'
         '<I32 N="Value">7</I32></En></DCT></Obj><Obj N="Items" RefId="2"><LST><S>x</S><Ref RefId="1" /></LST></Obj>'
         '<TS N="Span">PT1H2M3.5S</TS><Nil N="Nothing" /><BA N="Bytes">AAE=</BA><B N="Flag">true</B>'
-        '<Version N="V">15.2.986.5</Version></Props></Obj>')
+        '<Version N="V">15.2.986.5</Version></Props></Obj>'
+    )
     assert obj.to_string == "a\r\nb"
     assert obj["Text"] == "line\ntwo \U0001f600"
     assert obj["Map"] == {"k": 7}
@@ -88,8 +104,10 @@ def test_escapes_and_containers() -> None:
         ("2021-09-28T17:20:23.4772745Z", datetime(2021, 9, 28, 17, 20, 23, 477274, tzinfo=UTC)),
         ("2021-09-28T12:20:23-05:00", datetime(2021, 9, 28, 12, 20, 23, tzinfo=timezone(timedelta(hours=-5)))),
         ("2021-09-28T17:20:23", datetime(2021, 9, 28, 17, 20, 23, tzinfo=UTC)),
-        ("2021-09-28T17:20:23.5+01:30", datetime(2021, 9, 28, 17, 20, 23, 500000,
-                                                 tzinfo=timezone(timedelta(hours=1, minutes=30)))),
+        (
+            "2021-09-28T17:20:23.5+01:30",
+            datetime(2021, 9, 28, 17, 20, 23, 500000, tzinfo=timezone(timedelta(hours=1, minutes=30))),
+        ),
     ],
 )
 def test_datetimes(text: str, expected: datetime) -> None:

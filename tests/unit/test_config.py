@@ -107,25 +107,40 @@ def test_yaml_syntax_error_names_line_and_column() -> None:
 
 def test_config_check_cli(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
-    bad.write_text("active_directory:\n  - domain: corp.example\n    bind: {user: x, password_file: /nonexistent}\n"
-                   "    interval_seconds: 0\n")
-    result = subprocess.run([sys.executable, "-m", "exporter", f"--config.file={bad}", "--config.check"],
-                            capture_output=True, text=True, check=False)
+    bad.write_text(
+        "active_directory:\n  - domain: corp.example\n    bind: {user: x, password_file: /nonexistent}\n"
+        "    interval_seconds: 0\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={bad}", "--config.check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert "active_directory[0].bind.password_file: file not found" in result.stderr
     assert "active_directory[0].interval_seconds: Input should be greater than 0" in result.stderr
     good = tmp_path / "good.yml"
     good.write_text("web: {listen_address: '127.0.0.1:0'}\n")
-    result = subprocess.run([sys.executable, "-m", "exporter", f"--config.file={good}", "--config.check"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={good}", "--config.check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
 
 
-@pytest.mark.parametrize(("text", "where"), [
-    ("hybrid_mail: [{name: onprem-to-exo}]", "hybrid_mail[0]"),
-    ("canaries: [{name: c, smtp: 'mail.contoso.com:25', sender: a@contoso.com, recipient: b@contoso.com}]",
-     "canaries[0]"),
-])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("hybrid_mail: [{name: onprem-to-exo}]", "hybrid_mail[0]"),
+        (
+            "canaries: [{name: c, smtp: 'mail.contoso.com:25', sender: a@contoso.com, recipient: b@contoso.com}]",
+            "canaries[0]",
+        ),
+    ],
+)
 def test_mail_readers_need_somewhere_to_read(text: str, where: str) -> None:
     assert _errors(text) == [f"{where}.drop_directories or imap: give at least one"]

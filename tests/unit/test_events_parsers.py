@@ -35,8 +35,10 @@ def counts(name: str) -> Counter[tuple[int, str]]:
     ("name", "expected"),
     [
         ("4625_4776_mdecrevoisier_local_bruteforce.xml", {(4625, "wrong_password"): 16}),
-        ("4625_4776_mdecrevoisier_openssh_nonexisting_users.xml", {(4625, "no_such_user"): 5,
-                                                                    (4776, "no_such_user"): 5}),
+        (
+            "4625_4776_mdecrevoisier_openssh_nonexisting_users.xml",
+            {(4625, "no_such_user"): 5, (4776, "no_such_user"): 5},
+        ),
         ("4625_mdecrevoisier_openssh_valid_users.xml", {(4625, "wrong_password"): 5}),
         ("4625_mdecrevoisier_account_restriction.xml", {(4625, "account_restriction"): 2}),
         ("4771_mdecrevoisier_kerberos_bruteforce_valid_user.xml", {(4771, "preauth_failed"): 20}),
@@ -54,27 +56,40 @@ def test_fields_of_the_samples() -> None:
     assert isinstance(lockout, ev.SecurityEvent)
     # 4740's caller computer is in TargetDomainName.
     assert (lockout.user, lockout.caller_computer, lockout.caller_kind, lockout.computer, lockout.record_id) == (
-        "auditor", "WIN81", "domain_computer", "dc01.contoso.local", 175703)
+        "auditor",
+        "WIN81",
+        "domain_computer",
+        "dc01.contoso.local",
+        175703,
+    )
     assert lockout.time == pytest.approx(1440194768.5768875)
     kerberos = next(iter(ev.iter_event_document(sample_text("4771_mdecrevoisier_kerberos_bruteforce_valid_user.xml"))))
     assert isinstance(kerberos, ev.SecurityEvent)
     assert (kerberos.ip, kerberos.user, kerberos.protocol) == ("10.23.123.11", "admin-hacker", "kerberos")
     assert kerberos.time == pytest.approx(1638456861.232643)  # python-evtx's "2021-12-02 14:54:21.232643+00:00"
-    ntlm = [e for e in ev.iter_event_document(sample_text("4776_mdecrevoisier_sam_the_admin.xml"))
-            if isinstance(e, ev.SecurityEvent)]
+    ntlm = [
+        e
+        for e in ev.iter_event_document(sample_text("4776_mdecrevoisier_sam_the_admin.xml"))
+        if isinstance(e, ev.SecurityEvent)
+    ]
     assert Counter(e.workstation for e in ntlm) == Counter({"EXCHANGE01": 3, "attacker": 1, "": 1})
-    restricted = [e for e in ev.iter_event_document(sample_text("4625_mdecrevoisier_account_restriction.xml"))
-                  if isinstance(e, ev.SecurityEvent)]
+    restricted = [
+        e
+        for e in ev.iter_event_document(sample_text("4625_mdecrevoisier_account_restriction.xml"))
+        if isinstance(e, ev.SecurityEvent)
+    ]
     assert {(e.user, e.ip) for e in restricted} == {("", "10.23.23.9")}  # TargetUserName "-"
 
 
 def test_windows_to_xml_form() -> None:
     """What Get-WinEvent's .ToXml() returns: no Qualifiers attribute, 7-digit fractions with Z."""
-    xml = ('<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>'
-           '<Provider Name="Microsoft-Windows-Security-Auditing"/><EventID>4740</EventID>'
-           '<TimeCreated SystemTime="2026-11-27T07:05:39.1234567Z"/><EventRecordID>900</EventRecordID>'
-           "<Computer>DC1.corp.example</Computer></System><EventData>"
-           '<Data Name="TargetUserName">jdoe</Data><Data Name="TargetDomainName"></Data></EventData></Event>')
+    xml = (
+        '<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>'
+        '<Provider Name="Microsoft-Windows-Security-Auditing"/><EventID>4740</EventID>'
+        '<TimeCreated SystemTime="2026-11-27T07:05:39.1234567Z"/><EventRecordID>900</EventRecordID>'
+        "<Computer>DC1.corp.example</Computer></System><EventData>"
+        '<Data Name="TargetUserName">jdoe</Data><Data Name="TargetDomainName"></Data></EventData></Event>'
+    )
     event = ev.parse_event_xml(xml)
     assert (event.record_id, event.caller_kind, event.user) == (900, "non_domain_source", "jdoe")
     assert event.time == pytest.approx(1795763139.1234567)
@@ -82,12 +97,21 @@ def test_windows_to_xml_form() -> None:
 
 @pytest.mark.parametrize(
     ("status", "sub_status", "reason"),
-    [("0xc000006d", "0xc000006a", "wrong_password"), ("0xC000006D", "0xC0000064", "no_such_user"),
-     ("0xc0000234", "0x0", "account_locked_out"), ("0xc0000072", None, "account_disabled"),
-     ("0xc0000071", None, "password_expired"), ("0xc0000193", None, "account_expired"),
-     ("0xc000006f", None, "logon_hours"), ("0xc0000070", None, "workstation_restriction"),
-     ("0xc0000224", None, "must_change_password"), ("0xc000006e", "0x0", "account_restriction"),
-     ("0xc000006d", "0xc00000aa", "0xc00000aa"), ("0x0", None, "success"), ("-", None, "unknown")],
+    [
+        ("0xc000006d", "0xc000006a", "wrong_password"),
+        ("0xC000006D", "0xC0000064", "no_such_user"),
+        ("0xc0000234", "0x0", "account_locked_out"),
+        ("0xc0000072", None, "account_disabled"),
+        ("0xc0000071", None, "password_expired"),
+        ("0xc0000193", None, "account_expired"),
+        ("0xc000006f", None, "logon_hours"),
+        ("0xc0000070", None, "workstation_restriction"),
+        ("0xc0000224", None, "must_change_password"),
+        ("0xc000006e", "0x0", "account_restriction"),
+        ("0xc000006d", "0xc00000aa", "0xc00000aa"),
+        ("0x0", None, "success"),
+        ("-", None, "unknown"),
+    ],
 )
 def test_ntstatus_reasons(status: str, sub_status: str | None, reason: str) -> None:
     assert ev.status_reason(status, sub_status) == reason
@@ -95,8 +119,16 @@ def test_ntstatus_reasons(status: str, sub_status: str | None, reason: str) -> N
 
 @pytest.mark.parametrize(
     ("status", "reason"),
-    [("0x18", "preauth_failed"), ("0x12", "revoked"), ("0x17", "password_expired"), ("0x25", "clock_skew"),
-     ("0x6", "unknown_principal"), ("0x00000018", "preauth_failed"), ("0x44", "0x44"), ("0x0", "success")],
+    [
+        ("0x18", "preauth_failed"),
+        ("0x12", "revoked"),
+        ("0x17", "password_expired"),
+        ("0x25", "clock_skew"),
+        ("0x6", "unknown_principal"),
+        ("0x00000018", "preauth_failed"),
+        ("0x44", "0x44"),
+        ("0x0", "success"),
+    ],
 )
 def test_kerberos_reasons(status: str, reason: str) -> None:
     assert ev.kerberos_reason(status) == reason
@@ -104,8 +136,16 @@ def test_kerberos_reasons(status: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "ip"),
-    [("::ffff:10.23.123.11", "10.23.123.11"), ("-", ""), ("", ""), ("::1", "::1"), ("10.0.0.5", "10.0.0.5"),
-     ("ipv4:127.0.0.1:54599", "127.0.0.1"), ("ipv6:::1:5123", "::1"), ("FE80::0001", "fe80::1")],
+    [
+        ("::ffff:10.23.123.11", "10.23.123.11"),
+        ("-", ""),
+        ("", ""),
+        ("::1", "::1"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("ipv4:127.0.0.1:54599", "127.0.0.1"),
+        ("ipv6:::1:5123", "::1"),
+        ("FE80::0001", "fe80::1"),
+    ],
 )
 def test_addresses(raw: str, ip: str) -> None:
     assert ev.normalise_ip(raw) == ip
@@ -117,12 +157,19 @@ def test_samba_audit_lines_recorded_from_the_lab() -> None:
     events = [e for e in parsed if e is not None]
     assert len(events) == 14  # two of the lines are authorizations, not authentications
     failures = Counter((e.event_id, e.reason, e.protocol) for e in events if e.failed)
-    assert failures == Counter({
-        (4625, "wrong_password", "ldap_simple"): 4, (4625, "wrong_password", "kerberos"): 1,
-        (4625, "wrong_password", "ntlm"): 1, (4625, "no_such_user", "ldap_simple"): 1,
-        (4625, "no_such_user", "kerberos"): 1, (4625, "no_such_user", "ntlm"): 1,
-        (4625, "account_locked_out", "ldap_simple"): 1, (4625, "account_locked_out", "kerberos"): 1,
-        (4625, "account_locked_out", "ntlm"): 1})
+    assert failures == Counter(
+        {
+            (4625, "wrong_password", "ldap_simple"): 4,
+            (4625, "wrong_password", "kerberos"): 1,
+            (4625, "wrong_password", "ntlm"): 1,
+            (4625, "no_such_user", "ldap_simple"): 1,
+            (4625, "no_such_user", "kerberos"): 1,
+            (4625, "no_such_user", "ntlm"): 1,
+            (4625, "account_locked_out", "ldap_simple"): 1,
+            (4625, "account_locked_out", "kerberos"): 1,
+            (4625, "account_locked_out", "ntlm"): 1,
+        }
+    )
     assert {e.ip for e in events} == {"127.0.0.1"}
     assert {e.user for e in events if e.failed} == {"alice", "nosuchuser", "zed"}
     assert all(e.computer == "dc1.lab.example" and e.time for e in events)
@@ -144,13 +191,19 @@ def test_winlogbeat_lines_give_what_the_xml_gives() -> None:
         (ev.parse_winlogbeat, '{"winlog": {"event_id": "4625"', "not JSON"),
         (ev.parse_winlogbeat, '["not", "an", "object"]', "not a JSON object"),
         (ev.parse_winlogbeat, '{"message": "no winlog"}', "no winlog"),
-        (lambda line: ev.parse_samba_auth(line, "dc1"), '{"type": "Authentication", "Authentication": {}}',
-         "without eventId"),
+        (
+            lambda line: ev.parse_samba_auth(line, "dc1"),
+            '{"type": "Authentication", "Authentication": {}}',
+            "without eventId",
+        ),
         (ev.parse_event_xml, "<Event><System><EventID>4625</EventID>", "not well-formed"),
         (ev.parse_event_xml, "<Event><System><EventID>1102</EventID></System></Event>", "not an event this"),
         (ev.parse_event_xml, "<Event><EventData/></Event>", "without <System>"),
-        (ev.parse_event_xml, '<Event><System><EventID>4625</EventID><TimeCreated SystemTime="noon"/></System></Event>',
-         "not a time"),
+        (
+            ev.parse_event_xml,
+            '<Event><System><EventID>4625</EventID><TimeCreated SystemTime="noon"/></System></Event>',
+            "not a time",
+        ),
     ],
 )
 def test_malformed_input_says_what(parse: object, line: str, message: str) -> None:

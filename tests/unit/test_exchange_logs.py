@@ -14,13 +14,17 @@ from exporter.state import StateStore
 from lab.exchange_logs import IIS_FIELDS, SMTP_FIELDS
 from tests.helpers import samples, value
 
-HEADER = ("#Software: Microsoft Internet Information Services 10.0\r\n#Version: 1.0\r\n#Date: 2026-11-27 07:00:00\r\n"
-          f"#Fields: {IIS_FIELDS}\r\n")
+HEADER = (
+    "#Software: Microsoft Internet Information Services 10.0\r\n#Version: 1.0\r\n#Date: 2026-11-27 07:00:00\r\n"
+    f"#Fields: {IIS_FIELDS}\r\n"
+)
 
 
 def line(stem: str, query: str, status: str, sub: str, win32: str, extra: str = "") -> str:
-    return (f"2026-11-27 07:00:01 10.0.0.10 POST {stem} {query} 443 - 203.0.113.7 Apple-iPhone/1 - "
-            f"{status} {sub} {win32} 15{extra}\r\n")
+    return (
+        f"2026-11-27 07:00:01 10.0.0.10 POST {stem} {query} 443 - 203.0.113.7 Apple-iPhone/1 - "
+        f"{status} {sub} {win32} 15{extra}\r\n"
+    )
 
 
 def collector(tmp_path: Path, state: StateStore) -> ExchangeLogsCollector:
@@ -41,44 +45,100 @@ async def test_bad_lines_a_fields_change_overlong_and_unfinished_lines(tmp_path:
     eas = "/Microsoft-Server-ActiveSync/default.eas"
     query = "User=jdoe&DeviceId=ApplF17XYZ&DeviceType=iPhone&Cmd=Sync"
     web = tmp_path / "W3SVC1" / "u_ex261127.log"
-    web.write_text("\ufeff" + HEADER
-                   + line(eas, query, "401", "1", "1326")
-                   + line(eas, query, "401", "1", "1909")
-                   + line("/owa/", "-", "200", "0", "0")
-                   + "2026-11-27 07:00:02 10.0.0.10 GET /owa/ too few fields\r\n"  # malformed
-                   + line("/ews/Exchange.asmx", "-", "abc", "0", "0")  # garbage status code: never a label
-                   + line("/owa/", "x=" + "y" * 3000, "200", "0", "0")  # overlong
-                   + f"#Fields: {IIS_FIELDS} X-Forwarded-For\r\n"  # IIS restarted with a new field
-                   + line(eas, query, "401", "1", "1909", " 198.51.100.9")
-                   + line("/mapi/emsmdb/", "-", "200", "0", "0", " -")
-                   + line("/owa/", "-", "200", "0", "0")[:40], encoding="utf-8")  # unfinished last line
+    web.write_text(
+        "\ufeff"
+        + HEADER
+        + line(eas, query, "401", "1", "1326")
+        + line(eas, query, "401", "1", "1909")
+        + line("/owa/", "-", "200", "0", "0")
+        + "2026-11-27 07:00:02 10.0.0.10 GET /owa/ too few fields\r\n"  # malformed
+        + line("/ews/Exchange.asmx", "-", "abc", "0", "0")  # garbage status code: never a label
+        + line("/owa/", "x=" + "y" * 3000, "200", "0", "0")  # overlong
+        + f"#Fields: {IIS_FIELDS} X-Forwarded-For\r\n"  # IIS restarted with a new field
+        + line(eas, query, "401", "1", "1909", " 198.51.100.9")
+        + line("/mapi/emsmdb/", "-", "200", "0", "0", " -")
+        + line("/owa/", "-", "200", "0", "0")[:40],
+        encoding="utf-8",
+    )  # unfinished last line
     smtp = tmp_path / "SmtpReceive" / "RECV2026112707-1.LOG"
-    smtp.write_text(f"#Software: Microsoft Exchange Server\r\n#Fields: {SMTP_FIELDS}\r\n"
-                    "2026-11-27T07:00:01.000Z,EX1\\Default Frontend EX1,08DD01,0,10.0.0.10:25,203.0.113.7:5100,+,,\r\n"
-                    "2026-11-27T07:00:01.001Z,EX1\\Default Frontend EX1,08DD01,1,10.0.0.10:25,203.0.113.7:5100,>,"
-                    "421 4.3.2 Service not active,\r\n"
-                    "2026-11-27T07:00:01.002Z,too,few\r\n"
-                    "#Fields: date-time,session-id\r\n"  # a header without the columns needed
-                    "2026-11-27T07:00:01.003Z,08DD02\r\n")
+    smtp.write_text(
+        f"#Software: Microsoft Exchange Server\r\n#Fields: {SMTP_FIELDS}\r\n"
+        "2026-11-27T07:00:01.000Z,EX1\\Default Frontend EX1,08DD01,0,10.0.0.10:25,203.0.113.7:5100,+,,\r\n"
+        "2026-11-27T07:00:01.001Z,EX1\\Default Frontend EX1,08DD01,1,10.0.0.10:25,203.0.113.7:5100,>,"
+        "421 4.3.2 Service not active,\r\n"
+        "2026-11-27T07:00:01.002Z,too,few\r\n"
+        "#Fields: date-time,session-id\r\n"  # a header without the columns needed
+        "2026-11-27T07:00:01.003Z,08DD02\r\n"
+    )
     state = StateStore(tmp_path / "state.db")
     first = collector(tmp_path, state)
     flat = samples(await first.collect())
     labels = {"server": "ex1"}
-    assert value(flat, "exchange_http_unauthorized_total", protocol="activesync", substatus="1", win32_status="1326",
-                 reason="logon_failure", **labels) == 1
-    assert value(flat, "exchange_http_unauthorized_total", protocol="activesync", substatus="1", win32_status="1909",
-                 reason="account_locked_out", **labels) == 2
+    assert (
+        value(
+            flat,
+            "exchange_http_unauthorized_total",
+            protocol="activesync",
+            substatus="1",
+            win32_status="1326",
+            reason="logon_failure",
+            **labels,
+        )
+        == 1
+    )
+    assert (
+        value(
+            flat,
+            "exchange_http_unauthorized_total",
+            protocol="activesync",
+            substatus="1",
+            win32_status="1909",
+            reason="account_locked_out",
+            **labels,
+        )
+        == 2
+    )
     assert value(flat, "exchange_http_requests_total", protocol="owa", status="200", **labels) == 1
     assert value(flat, "exchange_http_requests_total", protocol="mapi", status="200", **labels) == 1
     assert value(flat, "exchange_log_malformed_lines_total", log="iis", **labels) == 2
     assert value(flat, "exchange_log_overlong_lines_total", log="iis", **labels) == 1
     # The device that failed with 1326 and then 1909, its last address taken from X-Forwarded-For.
-    assert value(flat, "exchange_activesync_device_locking_out", user="jdoe", device_id="ApplF17XYZ",
-                 device_type="iPhone", **labels) == 1
-    assert value(flat, "exchange_activesync_device_failures", user="jdoe", device_id="ApplF17XYZ",
-                 device_type="iPhone", client_ip="198.51.100.9", win32_status="1909", **labels) == 3
-    assert value(flat, "exchange_smtp_responses_total", connector="EX1\\Default Frontend EX1", direction="receive",
-                 code="421", enhanced_code="4.3.2", **labels) == 1
+    assert (
+        value(
+            flat,
+            "exchange_activesync_device_locking_out",
+            user="jdoe",
+            device_id="ApplF17XYZ",
+            device_type="iPhone",
+            **labels,
+        )
+        == 1
+    )
+    assert (
+        value(
+            flat,
+            "exchange_activesync_device_failures",
+            user="jdoe",
+            device_id="ApplF17XYZ",
+            device_type="iPhone",
+            client_ip="198.51.100.9",
+            win32_status="1909",
+            **labels,
+        )
+        == 3
+    )
+    assert (
+        value(
+            flat,
+            "exchange_smtp_responses_total",
+            connector="EX1\\Default Frontend EX1",
+            direction="receive",
+            code="421",
+            enhanced_code="4.3.2",
+            **labels,
+        )
+        == 1
+    )
     assert value(flat, "exchange_log_malformed_lines_total", log="smtp_receive", **labels) == 2
     await first.close()
     # The unfinished line is counted once finished, by a new collector resuming from the stored checkpoint.
@@ -87,8 +147,18 @@ async def test_bad_lines_a_fields_change_overlong_and_unfinished_lines(tmp_path:
     second = collector(tmp_path, state)
     flat = samples(await second.collect())
     assert value(flat, "exchange_http_requests_total", protocol="owa", status="200", **labels) == 2
-    assert value(flat, "exchange_http_unauthorized_total", protocol="activesync", substatus="1", win32_status="1909",
-                 reason="account_locked_out", **labels) == 2
+    assert (
+        value(
+            flat,
+            "exchange_http_unauthorized_total",
+            protocol="activesync",
+            substatus="1",
+            win32_status="1909",
+            reason="account_locked_out",
+            **labels,
+        )
+        == 2
+    )
     await second.close()
 
 
@@ -105,10 +175,19 @@ def test_layout_needs_the_counted_fields_in_order() -> None:
 
 @pytest.mark.parametrize(
     ("stem", "protocol"),
-    [(b"/Microsoft-Server-ActiveSync/default.eas", "activesync"), (b"/OWA/auth.owa", "owa"),
-     (b"/ews/exchange.asmx", "ews"), (b"/autodiscover/autodiscover.xml", "autodiscover"), (b"/mapi/nspi/", "mapi"),
-     (b"/rpc/rpcproxy.dll", "rpc"), (b"/ecp/", "ecp"), (b"/powershell", "powershell"), (b"/OAB/x/oab.xml", "oab"),
-     (b"/wp-login.php", "other"), (b"/", "other")],
+    [
+        (b"/Microsoft-Server-ActiveSync/default.eas", "activesync"),
+        (b"/OWA/auth.owa", "owa"),
+        (b"/ews/exchange.asmx", "ews"),
+        (b"/autodiscover/autodiscover.xml", "autodiscover"),
+        (b"/mapi/nspi/", "mapi"),
+        (b"/rpc/rpcproxy.dll", "rpc"),
+        (b"/ecp/", "ecp"),
+        (b"/powershell", "powershell"),
+        (b"/OAB/x/oab.xml", "oab"),
+        (b"/wp-login.php", "other"),
+        (b"/", "other"),
+    ],
 )
 def test_protocols(stem: bytes, protocol: str) -> None:
     assert iis.protocol_of(stem) == protocol
@@ -116,9 +195,19 @@ def test_protocols(stem: bytes, protocol: str) -> None:
 
 def test_unauthorized_line_in_full() -> None:
     layout = iis.Layout.from_directive(f"#Fields: {IIS_FIELDS}")
-    entry = iis.parse_unauthorized(line("/Microsoft-Server-ActiveSync/default.eas",
-                                        "User=CONTOSO%5Cjdoe&DeviceId=Appl1&DeviceType=iPad&Cmd=Ping",
-                                        "401", "1", "1326").rstrip("\r\n").encode(), layout)
-    assert entry == iis.Unauthorized("activesync", "1326", "contoso\\jdoe", "Appl1", "iPad", "203.0.113.7",
-                                     "2026-11-27 07:00:01")
+    entry = iis.parse_unauthorized(
+        line(
+            "/Microsoft-Server-ActiveSync/default.eas",
+            "User=CONTOSO%5Cjdoe&DeviceId=Appl1&DeviceType=iPad&Cmd=Ping",
+            "401",
+            "1",
+            "1326",
+        )
+        .rstrip("\r\n")
+        .encode(),
+        layout,
+    )
+    assert entry == iis.Unauthorized(
+        "activesync", "1326", "contoso\\jdoe", "Appl1", "iPad", "203.0.113.7", "2026-11-27 07:00:01"
+    )
     assert iis.win32_reason("1330") == "password_expired" and iis.win32_reason("4242") == "other"

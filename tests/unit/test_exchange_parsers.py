@@ -37,7 +37,9 @@ def test_requesters_per_scope() -> None:
     states = components()
     swo = states["ServerWideOffline"]
     assert [(r.requester, r.scope, r.state) for r in swo.requesters] == [
-        ("Functional", "local", "Active"), ("Functional", "remote", "Active")]
+        ("Functional", "local", "Active"),
+        ("Functional", "remote", "Active"),
+    ]
     assert swo.requesters[0].timestamp == pytest.approx(1632849623.569272)
     um = states["UMCallRouter"]
     assert [(r.requester, r.scope) for r in um.requesters] == [("HealthApi", "local")]
@@ -46,10 +48,15 @@ def test_requesters_per_scope() -> None:
 
 
 def test_holders_name_the_requester_that_keeps_a_component_down() -> None:
-    component = ex.ComponentState("ServerWideOffline", "Inactive", (
-        ex.RequesterState("Functional", "local", "Inactive", 1.0),
-        ex.RequesterState("Maintenance", "local", "Active", 2.0),
-    ), False)
+    component = ex.ComponentState(
+        "ServerWideOffline",
+        "Inactive",
+        (
+            ex.RequesterState("Functional", "local", "Inactive", 1.0),
+            ex.RequesterState("Maintenance", "local", "Active", 2.0),
+        ),
+        False,
+    )
     assert [h.requester for h in component.holders()] == ["Functional"]
 
 
@@ -61,7 +68,8 @@ def test_newest_entry_of_a_requester_wins() -> None:
         '<DT N="Timestamp">2024-01-01T10:00:00Z</DT></Props></Obj>'
         '<Obj RefId="3"><Props><S N="Requester">Maintenance</S><S N="State">Inactive</S>'
         '<DT N="Timestamp">2024-01-01T09:00:00Z</DT></Props></Obj>'
-        "</LST></Obj></Props></Obj>")
+        "</LST></Obj></Props></Obj>"
+    )
     (entry,) = ex.parse_component_state(obj).requesters
     assert entry.state == "Active"
 
@@ -74,7 +82,12 @@ def test_missing_component_name_is_an_error_naming_the_cmdlet() -> None:
 def test_exchange_server_sample() -> None:
     server = ex.parse_exchange_server(sample("E16_Exchange_GetExchangeServer.xml")[0])
     assert (server.name, server.fqdn, server.edition, server.roles, server.site) == (
-        "SOLO-E16A", "Solo-E16A.Solo.local", "StandardEvaluation", "Mailbox", "Default-First-Site-Name")
+        "SOLO-E16A",
+        "Solo-E16A.Solo.local",
+        "StandardEvaluation",
+        "Mailbox",
+        "Default-First-Site-Name",
+    )
     assert server.build.version == (15, 1, 2375, 7)
     assert (server.build.product, server.build.cu, server.build.update) == ("Exchange Server 2016", "CU22", "")
 
@@ -113,8 +126,9 @@ def test_exsetup_version_from_either_property() -> None:
         ((14, 3, 123, 4), None, "unknown", "unknown", "", False),
     ],
 )
-def test_build_lookup(version: builds.Version, file_version: builds.Version | None, product: str, cu: str,
-                      update: str, in_window: bool) -> None:
+def test_build_lookup(
+    version: builds.Version, file_version: builds.Version | None, product: str, cu: str, update: str, in_window: bool
+) -> None:
     info = builds.lookup(version, file_version)
     assert (info.product, info.cu, info.update, info.in_hybrid_window) == (product, cu, update, in_window)
 
@@ -134,15 +148,26 @@ def test_build_table_is_newest_first_and_consistent() -> None:
 @pytest.mark.parametrize(
     ("text", "reported", "remote"),
     [
-        ('451 4.4.0 Primary target IP address responded with: "421 4.3.2 Service not active." Attempted failover '
-         "to alternate host, but that did not succeed. The last endpoint attempted was 10.0.0.5:25",
-         "451 4.4.0", "421 4.3.2"),
-        ("[{LRT=11/27/2026 7:05:39 AM};{LED=451 4.7.500 Server busy. Please try again later from [10.1.1.1]. "
-         "(S77719) [AM4PEPF00027A6B.eurprd04.prod.outlook.com]};{FQDN=contoso-com.mail.protection.outlook.com};"
-         "{IP=52.101.1.1}]", "451 4.7.500", None),
-        ("[{LRT=};{LED=441 4.4.1 Error encountered while communicating with primary target IP address: \"Failed "
-         "to connect. Winsock error code: 10060, Win32 error code: 10060.\" Attempted failover to alternate host, "
-         "but that did not succeed.};{FQDN=mail.fabrikam.com};{IP=10.0.0.1}]", "441 4.4.1", None),
+        (
+            '451 4.4.0 Primary target IP address responded with: "421 4.3.2 Service not active." Attempted failover '
+            "to alternate host, but that did not succeed. The last endpoint attempted was 10.0.0.5:25",
+            "451 4.4.0",
+            "421 4.3.2",
+        ),
+        (
+            "[{LRT=11/27/2026 7:05:39 AM};{LED=451 4.7.500 Server busy. Please try again later from [10.1.1.1]. "
+            "(S77719) [AM4PEPF00027A6B.eurprd04.prod.outlook.com]};{FQDN=contoso-com.mail.protection.outlook.com};"
+            "{IP=52.101.1.1}]",
+            "451 4.7.500",
+            None,
+        ),
+        (
+            '[{LRT=};{LED=441 4.4.1 Error encountered while communicating with primary target IP address: "Failed '
+            'to connect. Winsock error code: 10060, Win32 error code: 10060." Attempted failover to alternate host, '
+            "but that did not succeed.};{FQDN=mail.fabrikam.com};{IP=10.0.0.1}]",
+            "441 4.4.1",
+            None,
+        ),
         ("550 5.7.1 Unable to relay", "550 5.7.1", None),
         ("554 5.4.6 Hop count exceeded - possible mail loop ATTR34", "554 5.4.6", None),
         ("421 Service not available", "421", None),
@@ -163,11 +188,22 @@ def test_single_reply() -> None:
 
 
 def test_queue_built_by_the_lab_parses_back() -> None:
-    lab_queue = LabQueue("7", "SmartHostConnectorDelivery", "Contoso.mail.onmicrosoft.com", "Retry", 42,
-                         '451 4.4.0 Primary target IP address responded with: "421 4.3.2 Service not active."')
+    lab_queue = LabQueue(
+        "7",
+        "SmartHostConnectorDelivery",
+        "Contoso.mail.onmicrosoft.com",
+        "Retry",
+        42,
+        '451 4.4.0 Primary target IP address responded with: "421 4.3.2 Service not active."',
+    )
     queue = ex.parse_queue(parse_object(lab_queue.clixml("SOLO-E16A")))
     assert (queue.identity, queue.delivery_type, queue.next_hop, queue.status, queue.message_count) == (
-        "SOLO-E16A\\7", "SmartHostConnectorDelivery", "contoso.mail.onmicrosoft.com", "Retry", 42)
+        "SOLO-E16A\\7",
+        "SmartHostConnectorDelivery",
+        "contoso.mail.onmicrosoft.com",
+        "Retry",
+        42,
+    )
     assert queue.reply.root_cause is not None and queue.reply.root_cause.text == "421 4.3.2"
 
 
@@ -180,14 +216,18 @@ def test_connectors_from_the_samples() -> None:
     assert [c.name for c in receive if c.tls_certificate_name] == ["WIN-CTD3L0RGEN4\\Default Frontend WIN-CTD3L0RGEN4"]
     (config,) = hybrid
     assert config.tls_certificate_name == ex.X509Identifier(
-        "CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US", "CN=mail.contoso.com")
+        "CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US", "CN=mail.contoso.com"
+    )
 
 
 @pytest.mark.parametrize(
     ("actual", "expected", "matches"),
     [
-        ("<I>CN=CA, O=DigiCert Inc<S>CN=mail.contoso.com, O=Contoso",
-         "<I>CN=CA,O=DigiCert Inc<S>cn=mail.contoso.com,o=contoso", True),
+        (
+            "<I>CN=CA, O=DigiCert Inc<S>CN=mail.contoso.com, O=Contoso",
+            "<I>CN=CA,O=DigiCert Inc<S>cn=mail.contoso.com,o=contoso",
+            True,
+        ),
         ("<I>CN=CA<S>CN=mail.contoso.com, O=Contoso", "CN=mail.contoso.com, O=Contoso", True),  # subject only
         # The common name matches but the Organisation differs: Exchange Online treats the mail as Anonymous.
         ("<I>CN=CA<S>CN=mail.contoso.com, O=Contoso Old", "CN=mail.contoso.com, O=Contoso", False),
@@ -212,8 +252,12 @@ def test_certificates_from_raw_data() -> None:
 
 @pytest.mark.parametrize(
     ("address", "domain"),
-    [("SMTP:Amy@Contoso.mail.onmicrosoft.com", "contoso.mail.onmicrosoft.com"), ("smtp:bob@contoso.com", "contoso.com"),
-     ("carl@fabrikam.com", "fabrikam.com"), ("", "")],
+    [
+        ("SMTP:Amy@Contoso.mail.onmicrosoft.com", "contoso.mail.onmicrosoft.com"),
+        ("smtp:bob@contoso.com", "contoso.com"),
+        ("carl@fabrikam.com", "fabrikam.com"),
+        ("", ""),
+    ],
 )
 def test_routing_domain(address: str, domain: str) -> None:
     assert ex.address_domain(address) == domain

@@ -30,30 +30,49 @@ VALIDATE_VERSIONS = ["1.25.0", kubernetes_validate.utils.latest_version()]
 HASH = "$2b$12$hNf2lSsxfm0.i4a.1kVpSOVyBCfIB51VRjG8D7X9IbmSWAGLF/aEW"  # bcrypt of a throwaway password
 RUNBOOKS = "https://git.corp.example/monitoring/ad-exchange-exporter/-/blob/main/"
 
-AD_CONFIG = {"domain": "corp.example", "domain_controllers": [{"host": "dc1.corp.example"}],
-             "bind": {"method": "simple", "user": "svc-lockout-ro@corp.example", "password_env": "AD_PASSWORD"},
-             "tls": {"mode": "ldaps"}}
+AD_CONFIG = {
+    "domain": "corp.example",
+    "domain_controllers": [{"host": "dc1.corp.example"}],
+    "bind": {"method": "simple", "user": "svc-lockout-ro@corp.example", "password_env": "AD_PASSWORD"},
+    "tls": {"mode": "ldaps"},
+}
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     # TLS from cert-manager, basic auth, probes per target, state on a volume, a NetworkPolicy.
     "production": {
-        "config": {"active_directory": [AD_CONFIG],
-                   "probes": {"modules": {"hybrid": {"starttls": True, "server_name": "mail.contoso.com"}}}},
-        "env": [{"name": "AD_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "adx-credentials",
-                                                                      "key": "ad-password"}}}],
+        "config": {
+            "active_directory": [AD_CONFIG],
+            "probes": {"modules": {"hybrid": {"starttls": True, "server_name": "mail.contoso.com"}}},
+        },
+        "env": [
+            {"name": "AD_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "adx-credentials", "key": "ad-password"}}}
+        ],
         "credentials": {"existingSecret": "adx-credentials"},
-        "web": {"tls": {"enabled": True, "secretName": "adx-tls", "minVersion": "TLS13"},
-                "basicAuthUsers": {"prometheus": HASH}},
+        "web": {
+            "tls": {"enabled": True, "secretName": "adx-tls", "minVersion": "TLS13"},
+            "basicAuthUsers": {"prometheus": HASH},
+        },
         "serviceMonitor": {
             "labels": {"release": "kube-prometheus-stack"},
-            "tlsConfig": {"ca": {"secret": {"name": "adx-tls", "key": "ca.crt"}},
-                          "serverName": "adx-ad-exchange-exporter.monitoring.svc"},
-            "basicAuth": {"username": {"name": "adx-scrape", "key": "username"},
-                          "password": {"name": "adx-scrape", "key": "password"}},
-            "targets": [{"name": "exo-inbound", "target": "contoso-com.mail.protection.outlook.com:25",
-                         "module": "hybrid", "interval": "120s"},
-                        {"name": "onprem-edge", "target": "mail.contoso.com:25", "module": "hybrid"}]},
+            "tlsConfig": {
+                "ca": {"secret": {"name": "adx-tls", "key": "ca.crt"}},
+                "serverName": "adx-ad-exchange-exporter.monitoring.svc",
+            },
+            "basicAuth": {
+                "username": {"name": "adx-scrape", "key": "username"},
+                "password": {"name": "adx-scrape", "key": "password"},
+            },
+            "targets": [
+                {
+                    "name": "exo-inbound",
+                    "target": "contoso-com.mail.protection.outlook.com:25",
+                    "module": "hybrid",
+                    "interval": "120s",
+                },
+                {"name": "onprem-edge", "target": "mail.contoso.com:25", "module": "hybrid"},
+            ],
+        },
         "prometheusRule": {"labels": {"release": "kube-prometheus-stack"}, "runbookBaseUrl": RUNBOOKS},
         "persistence": {"enabled": True, "size": "2Gi", "storageClassName": "standard"},
         "networkPolicy": {"enabled": True, "egressTo": [{"ipBlock": {"cidr": "10.20.0.0/24"}}]},
@@ -66,8 +85,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "config": {"active_directory": [AD_CONFIG]},
         "envFrom": [{"secretRef": {"name": "adx-env"}}],
         "web": {"existingWebConfigSecret": "adx-web-config"},
-        "serviceMonitor": {"basicAuth": {"username": {"name": "adx-scrape", "key": "username"},
-                                         "password": {"name": "adx-scrape", "key": "password"}}},
+        "serviceMonitor": {
+            "basicAuth": {
+                "username": {"name": "adx-scrape", "key": "username"},
+                "password": {"name": "adx-scrape", "key": "password"},
+            }
+        },
         "persistence": {"enabled": True, "existingClaim": "adx-state"},
         "dashboards": {"namespace": "grafana", "folder": ""},
     },
@@ -111,8 +134,18 @@ def shipped_groups() -> list[dict[str, Any]]:
     return groups
 
 
-SERVICE_MONITOR_ENDPOINT_FIELDS = {"port", "scheme", "path", "interval", "scrapeTimeout", "params", "relabelings",
-                                   "metricRelabelings", "tlsConfig", "basicAuth"}
+SERVICE_MONITOR_ENDPOINT_FIELDS = {
+    "port",
+    "scheme",
+    "path",
+    "interval",
+    "scrapeTimeout",
+    "params",
+    "relabelings",
+    "metricRelabelings",
+    "tlsConfig",
+    "basicAuth",
+}
 
 
 def check_operator_object(doc: dict[str, Any]) -> None:
@@ -144,8 +177,9 @@ def test_renders_valid_kubernetes_objects(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_strict_lint_passes(scenario: str) -> None:
-    report = helm.lint(CHART, copy.deepcopy(SCENARIOS[scenario]), strict=True, namespace="monitoring",
-                       kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(
+        CHART, copy.deepcopy(SCENARIOS[scenario]), strict=True, namespace="monitoring", kube_version=f"v{KUBE_VERSION}"
+    )
     assert not report["errors"], report
     # Severity 2 is a warning, 3 an error; the one info left is "icon is recommended".
     assert all(m["severity"] < 2 for m in report["messages"]), report["messages"]
@@ -171,8 +205,9 @@ def test_pod_runs_restricted(scenario: str) -> None:
 
 
 def configured(docs: list[dict[str, Any]]) -> str:
-    [holder] = [d for d in docs if d["kind"] in ("ConfigMap", "Secret")
-                and d["metadata"]["name"] == "adx-ad-exchange-exporter"]
+    [holder] = [
+        d for d in docs if d["kind"] in ("ConfigMap", "Secret") and d["metadata"]["name"] == "adx-ad-exchange-exporter"
+    ]
     return str((holder.get("data") or holder["stringData"])["config.yml"])
 
 
@@ -183,8 +218,10 @@ def test_rendered_config_is_one_the_exporter_accepts(scenario: str, monkeypatch:
     assert config.state.path == Path("/var/lib/ad-exchange-exporter/state.db")
     if scenario == "production":
         # Every per-target ServiceMonitor's target is allowed for /probe.
-        assert set(config.probes.allowed_targets) == {"contoso-com.mail.protection.outlook.com:25",
-                                                      "mail.contoso.com:25"}
+        assert set(config.probes.allowed_targets) == {
+            "contoso-com.mail.protection.outlook.com:25",
+            "mail.contoso.com:25",
+        }
 
 
 def test_production_wiring() -> None:
@@ -197,14 +234,20 @@ def test_production_wiring() -> None:
     assert web["basic_auth_users"] == {"prometheus": HASH}
     assert web["tls_server_config"]["min_version"] == "TLS13"
     monitors = {m["metadata"]["name"]: m for m in by_kind(docs, "ServiceMonitor")}
-    assert set(monitors) == {"adx-ad-exchange-exporter", "adx-ad-exchange-exporter-probe-exo-inbound",
-                             "adx-ad-exchange-exporter-probe-onprem-edge"}
+    assert set(monitors) == {
+        "adx-ad-exchange-exporter",
+        "adx-ad-exchange-exporter-probe-exo-inbound",
+        "adx-ad-exchange-exporter-probe-onprem-edge",
+    }
     probe = monitors["adx-ad-exchange-exporter-probe-exo-inbound"]["spec"]["endpoints"][0]
     assert probe["params"] == {"module": ["hybrid"], "target": ["contoso-com.mail.protection.outlook.com:25"]}
     assert probe["interval"] == "120s" and probe["scheme"] == "https" and probe["basicAuth"]
     relabel = {r["targetLabel"]: r["replacement"] for r in probe["relabelings"]}
-    assert relabel == {"instance": "contoso-com.mail.protection.outlook.com:25",
-                       "target": "contoso-com.mail.protection.outlook.com:25", "probe": "exo-inbound"}
+    assert relabel == {
+        "instance": "contoso-com.mail.protection.outlook.com:25",
+        "target": "contoso-com.mail.protection.outlook.com:25",
+        "probe": "exo-inbound",
+    }
     assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in monitors.values())
     assert deployment(docs)["spec"]["strategy"] == {"type": "Recreate"}
     assert by_kind(docs, "PersistentVolumeClaim")[0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
@@ -248,8 +291,12 @@ def test_prometheus_rule_is_the_shipped_rules(tmp_path: Path) -> None:
 
 def test_dashboards_are_the_shipped_dashboards() -> None:
     maps = by_kind(render(SCENARIOS["config-in-secret"]), "ConfigMap")
-    dashboards = {key: json.loads(value) for m in maps if "grafana_dashboard" in m["metadata"]["labels"]
-                  for key, value in m["data"].items()}
+    dashboards = {
+        key: json.loads(value)
+        for m in maps
+        if "grafana_dashboard" in m["metadata"]["labels"]
+        for key, value in m["data"].items()
+    }
     shipped = {p.name: json.loads(p.read_text()) for p in (ROOT / "dashboards").glob("*.json")}
     assert dashboards == shipped
     assert all(m["metadata"]["namespace"] == "grafana" for m in maps if "grafana_dashboard" in m["metadata"]["labels"])
@@ -262,22 +309,28 @@ def test_chart_files_match_alerts_and_dashboards() -> None:
     spec.loader.exec_module(sync)
     expected: dict[Path, bytes] = sync.expected()
     present = {p for p in (CHART / "files").rglob("*") if p.is_file()}
-    stale = [str(p.relative_to(ROOT)) for p, content in expected.items()
-             if not p.is_file() or p.read_bytes() != content]
+    stale = [
+        str(p.relative_to(ROOT)) for p, content in expected.items() if not p.is_file() or p.read_bytes() != content
+    ]
     extra = [str(p.relative_to(ROOT)) for p in present - set(expected)]
     assert not stale and not extra, f"run: python helm/sync_chart.py (stale: {stale}, extra: {extra})"
 
 
-@pytest.mark.parametrize(("values", "complaint"), [
-    ({"replicaCount": 2}, "/replicaCount"),
-    ({"web": {"basicAuthUsers": {"prometheus": "a plain password"}}}, "/web/basicAuthUsers/prometheus"),
-    ({"web": {"tls": {"enabled": True}}}, "/web/tls/secretName"),
-    ({"configFrom": "existingSecret"}, "/existingConfigSecret"),
-    ({"config": {"web": {"listen_address": "0.0.0.0:1"}}}, "/config/web"),
-    ({"serviceMonitor": {"targets": [{"name": "Bad Name", "target": "x:25", "module": "m"}]}},
-     "/serviceMonitor/targets/0/name"),
-    ({"replicas": 1}, "replicas"),
-])
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicaCount": 2}, "/replicaCount"),
+        ({"web": {"basicAuthUsers": {"prometheus": "a plain password"}}}, "/web/basicAuthUsers/prometheus"),
+        ({"web": {"tls": {"enabled": True}}}, "/web/tls/secretName"),
+        ({"configFrom": "existingSecret"}, "/existingConfigSecret"),
+        ({"config": {"web": {"listen_address": "0.0.0.0:1"}}}, "/config/web"),
+        (
+            {"serviceMonitor": {"targets": [{"name": "Bad Name", "target": "x:25", "module": "m"}]}},
+            "/serviceMonitor/targets/0/name",
+        ),
+        ({"replicas": 1}, "replicas"),
+    ],
+)
 def test_schema_refuses_bad_values_and_names_them(values: dict[str, Any], complaint: str) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as caught:
         chart.validate_schema(values)

@@ -101,8 +101,16 @@ def test_example_alertmanager_config_passes_amtool() -> None:
 def test_example_alertmanager_config_pages_the_three_and_tickets_the_rest() -> None:
     for rule in alert_rules():
         name = str(rule["alert"])
-        receiver = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_EXAMPLE}",
-                          f"alertname={name}", "domain=corp.example", "dc=dc1.corp.example", "server=ex1").strip()
+        receiver = amtool(
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER_EXAMPLE}",
+            f"alertname={name}",
+            "domain=corp.example",
+            "dc=dc1.corp.example",
+            "server=ex1",
+        ).strip()
         assert receiver == ("page" if name in PAGING else "ticket"), name
 
 
@@ -112,8 +120,9 @@ def test_example_alertmanager_config_names_only_alerts_that_exist() -> None:
     text = ALERTMANAGER_EXAMPLE.read_text()
     config = yaml.safe_load(text)
     matchers = [m for route in config["route"]["routes"] for m in route["matchers"]]
-    matchers += [m for rule in config["inhibit_rules"] for key in ("source_matchers", "target_matchers")
-                 for m in rule[key]]
+    matchers += [
+        m for rule in config["inhibit_rules"] for key in ("source_matchers", "target_matchers") for m in rule[key]
+    ]
     for matcher in matchers:
         label, _, value = matcher.partition("=")
         if label != "alertname":
@@ -130,11 +139,11 @@ def test_scale_out_examples_pass_promtool() -> None:
     rules = sorted(examples.glob("*.rules.yml"))
     assert configs and rules
     for path in configs:
-        result = subprocess.run([promtool, "check", "config", "--syntax-only", str(path)], capture_output=True,
-                                text=True, check=False)
+        result = subprocess.run(
+            [promtool, "check", "config", "--syntax-only", str(path)], capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, result.stdout + result.stderr
-    result = subprocess.run([promtool, "check", "rules", *map(str, rules)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run([promtool, "check", "rules", *map(str, rules)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -146,8 +155,10 @@ def test_example_systemd_unit_verifies(tmp_path: Path) -> None:
     assert installed.is_file(), installed
     assert unit.count("/opt/ad-exchange-exporter/bin/ad-exchange-exporter") == 2
     (tmp_path / "ad-exchange-exporter.service").write_text(
-        unit.replace("/opt/ad-exchange-exporter/bin/ad-exchange-exporter", str(installed)))
-    result = subprocess.run([analyze, "verify", str(tmp_path / "ad-exchange-exporter.service")],
-                            capture_output=True, text=True, check=False)
+        unit.replace("/opt/ad-exchange-exporter/bin/ad-exchange-exporter", str(installed))
+    )
+    result = subprocess.run(
+        [analyze, "verify", str(tmp_path / "ad-exchange-exporter.service")], capture_output=True, text=True, check=False
+    )
     # An unknown or misspelt key is only a warning to systemd: any output at all fails here.
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr

@@ -16,8 +16,9 @@ from tests.helpers import samples, series, value
 from tests.unit.test_events_parsers import sample_text
 
 SAMBA = Path(__file__).resolve().parent.parent / "fixtures" / "samba_auth_json.log"
-RECORDED_AT = max(datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
-                  for line in SAMBA.read_text().splitlines())
+RECORDED_AT = max(
+    datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp() for line in SAMBA.read_text().splitlines()
+)
 
 
 def collector(tmp_path: Path, state: StateStore) -> SecurityEventsCollector:
@@ -45,24 +46,38 @@ async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: P
     (tmp_path / "xml").mkdir()
     (tmp_path / "samba").mkdir()
     beats = tmp_path / "beats" / "winlogbeat.ndjson"
-    beats.write_text("\n".join([to_winlogbeat(kerberos[0]), '{"winlog": {"event_id": "4771"',  # cut short
-                                to_winlogbeat(kerberos[1]), "[1, 2, 3]", to_winlogbeat(kerberos[2])]) + "\n")
+    beats.write_text(
+        "\n".join(
+            [
+                to_winlogbeat(kerberos[0]),
+                '{"winlog": {"event_id": "4771"',  # cut short
+                to_winlogbeat(kerberos[1]),
+                "[1, 2, 3]",
+                to_winlogbeat(kerberos[2]),
+            ]
+        )
+        + "\n"
+    )
     broken = ntlm[1].replace("</EventData>", "</EventDat>")
     (tmp_path / "xml" / "forwarded.xml").write_text(
-        '<?xml version="1.0" encoding="utf-8"?>\n<Events>\n' + "\n".join([ntlm[0], broken, ntlm[2]]) + "\n")
+        '<?xml version="1.0" encoding="utf-8"?>\n<Events>\n' + "\n".join([ntlm[0], broken, ntlm[2]]) + "\n"
+    )
     (tmp_path / "samba" / "auth_json.log").write_text(SAMBA.read_text())
     state = StateStore(tmp_path / "state.db")
 
     first = collector(tmp_path, state)
     flat = samples(await first.collect())
     rootdc = {"dc": "rootdc1.offsec.lan"}
-    assert value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos",
-                 **rootdc) == 3
+    assert (
+        value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos", **rootdc)
+        == 3
+    )
     # 4625/4776 from fs01: one of the three XML events is broken.
     fs01 = series(flat, "ad_security_events_total", dc="fs01.offsec.lan")
     assert sum(fs01.values()) == 2
-    assert value(flat, "ad_exchange_exporter_parse_errors_total", collector="security_events",
-                 target="corp.example") == 3
+    assert (
+        value(flat, "ad_exchange_exporter_parse_errors_total", collector="security_events", target="corp.example") == 3
+    )
     # Samba's 12 failures; its successes (4624) are not among the configured events.
     dc1 = series(flat, "ad_security_events_total", dc="dc1.corp.example")
     assert sum(dc1.values()) == 12
@@ -75,13 +90,17 @@ async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: P
         out.write(to_winlogbeat(kerberos[3]) + "\n" + to_winlogbeat(kerberos[4])[:40])
     second = collector(tmp_path, state)
     flat = samples(await second.collect())
-    assert value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos",
-                 **rootdc) == 4
+    assert (
+        value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos", **rootdc)
+        == 4
+    )
     assert sum(series(flat, "ad_security_events_total", dc="dc1.corp.example").values()) == 12
     with beats.open("a") as out:
         out.write(to_winlogbeat(kerberos[4])[40:] + "\n")
     flat = samples(await second.collect())
-    assert value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos",
-                 **rootdc) == 5
+    assert (
+        value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos", **rootdc)
+        == 5
+    )
     await second.close()
     state.close()

@@ -37,11 +37,22 @@ def pem(tmp_path: Path) -> dict[str, str]:
 
 
 def test_a_go_exporter_web_config_loads(tmp_path: Path, pem: dict[str, str]) -> None:
-    config = load_web_config(write(tmp_path, {
-        "tls_server_config": {**pem, "min_version": "TLS13", "cipher_suites": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
-                              "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": pem["cert_file"]},
-        "http_server_config": {"http2": True, "headers": {"Strict-Transport-Security": "max-age=31536000"}},
-        "basic_auth_users": {"prometheus": HASH}}))
+    config = load_web_config(
+        write(
+            tmp_path,
+            {
+                "tls_server_config": {
+                    **pem,
+                    "min_version": "TLS13",
+                    "cipher_suites": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+                    "client_auth_type": "RequireAndVerifyClientCert",
+                    "client_ca_file": pem["cert_file"],
+                },
+                "http_server_config": {"http2": True, "headers": {"Strict-Transport-Security": "max-age=31536000"}},
+                "basic_auth_users": {"prometheus": HASH},
+            },
+        )
+    )
     assert config.tls_server_config is not None
     assert config.tls_server_config.min_version == "TLS13"
     assert config.basic_auth_users == {"prometheus": HASH}
@@ -54,25 +65,42 @@ def test_a_plain_password_is_refused_without_being_echoed(tmp_path: Path) -> Non
     assert "hunter2" not in found[0]
 
 
-@pytest.mark.parametrize(("tls", "expected"), [
-    ({"key_file": "KEY"}, "tls_server_config.cert_file: Field required"),
-    ({"cert_file": "/nonexistent.pem", "key_file": "KEY"}, "tls_server_config.cert_file: file not found"),
-    ({"cert_file": "CERT", "key_file": "KEY", "client_auth_type": "RequireAndVerifyClientCert"},
-     "tls_server_config.client_ca_file: required with client_auth_type RequireAndVerifyClientCert"),
-    ({"cert_file": "CERT", "key_file": "KEY", "client_auth_type": "RequireAnyClientCert"},
-     "tls_server_config.client_auth_type: accepting client certificates without verifying them is not supported"),
-    ({"cert_file": "CERT", "key_file": "KEY", "curve_preferences": ["X25519"]},
-     "tls_server_config.curve_preferences: not supported"),
-    ({"cert_file": "CERT", "key_file": "KEY", "cipher_suites": ["TLS_NULL_WITH_NULL_NULL"]},
-     "tls_server_config.cipher_suites: unknown TLS 1.2 cipher suite(s) TLS_NULL_WITH_NULL_NULL"),
-    ({"cert_file": "CERT", "key_file": "KEY", "min_version": "TLS13", "max_version": "TLS12"},
-     "tls_server_config.min_version: is newer than max_version"),
-    ({"cert_file": "CERT", "key_file": "KEY", "min_versoin": "TLS13"},
-     "tls_server_config.min_versoin: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        ({"key_file": "KEY"}, "tls_server_config.cert_file: Field required"),
+        ({"cert_file": "/nonexistent.pem", "key_file": "KEY"}, "tls_server_config.cert_file: file not found"),
+        (
+            {"cert_file": "CERT", "key_file": "KEY", "client_auth_type": "RequireAndVerifyClientCert"},
+            "tls_server_config.client_ca_file: required with client_auth_type RequireAndVerifyClientCert",
+        ),
+        (
+            {"cert_file": "CERT", "key_file": "KEY", "client_auth_type": "RequireAnyClientCert"},
+            "tls_server_config.client_auth_type: accepting client certificates without verifying them is not supported",
+        ),
+        (
+            {"cert_file": "CERT", "key_file": "KEY", "curve_preferences": ["X25519"]},
+            "tls_server_config.curve_preferences: not supported",
+        ),
+        (
+            {"cert_file": "CERT", "key_file": "KEY", "cipher_suites": ["TLS_NULL_WITH_NULL_NULL"]},
+            "tls_server_config.cipher_suites: unknown TLS 1.2 cipher suite(s) TLS_NULL_WITH_NULL_NULL",
+        ),
+        (
+            {"cert_file": "CERT", "key_file": "KEY", "min_version": "TLS13", "max_version": "TLS12"},
+            "tls_server_config.min_version: is newer than max_version",
+        ),
+        (
+            {"cert_file": "CERT", "key_file": "KEY", "min_versoin": "TLS13"},
+            "tls_server_config.min_versoin: Extra inputs are not permitted",
+        ),
+    ],
+)
 def test_tls_errors_name_the_field(tmp_path: Path, pem: dict[str, str], tls: dict[str, str], expected: str) -> None:
-    tls = {k: {"CERT": pem["cert_file"], "KEY": pem["key_file"]}.get(v, v) if isinstance(v, str) else v
-           for k, v in tls.items()}
+    tls = {
+        k: {"CERT": pem["cert_file"], "KEY": pem["key_file"]}.get(v, v) if isinstance(v, str) else v
+        for k, v in tls.items()
+    }
     found = errors(tmp_path, {"tls_server_config": tls})
     assert any(e.startswith(expected) for e in found), found
 
@@ -94,13 +122,16 @@ def header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (header("alice", "pa:ss"), ("alice", "pa:ss")),  # only the first colon separates
-    ("Bearer abc", None),
-    ("Basic !!!not-base64", None),
-    ("Basic " + base64.b64encode(b"no-colon").decode(), None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (header("alice", "pa:ss"), ("alice", "pa:ss")),  # only the first colon separates
+        ("Bearer abc", None),
+        ("Basic !!!not-base64", None),
+        ("Basic " + base64.b64encode(b"no-colon").decode(), None),
+        ("", None),
+    ],
+)
 def test_credentials_parsing(value: str, expected: tuple[str, str] | None) -> None:
     assert BasicAuth.credentials(value) == expected
 
@@ -117,8 +148,12 @@ def test_check_passes_only_the_right_pair_and_remembers_it(monkeypatch: pytest.M
     monkeypatch.setattr(bcrypt, "checkpw", counting)
 
     async def run() -> list[bool]:
-        return [await auth.check(header("prometheus", "s3cret")), await auth.check(header("prometheus", "s3cret")),
-                await auth.check(header("prometheus", "wrong")), await auth.check(header("mallory", "s3cret"))]
+        return [
+            await auth.check(header("prometheus", "s3cret")),
+            await auth.check(header("prometheus", "s3cret")),
+            await auth.check(header("prometheus", "wrong")),
+            await auth.check(header("mallory", "s3cret")),
+        ]
 
     assert asyncio.run(run()) == [True, True, False, False]
     # The second good check came from memory; the unknown user still paid one bcrypt (no timing hint).
@@ -129,5 +164,6 @@ def test_only_health_endpoints_can_be_left_open() -> None:
     assert parse_config("web: {unauthenticated_paths: ['/-/ready']}").web.unauthenticated_paths == ["/-/ready"]
     with pytest.raises(ConfigError) as caught:
         parse_config("web: {unauthenticated_paths: ['/metrics']}")
-    assert caught.value.errors == ["web.unauthenticated_paths: only /-/healthy and /-/ready can be left open, "
-                                   "not /metrics"]
+    assert caught.value.errors == [
+        "web.unauthenticated_paths: only /-/healthy and /-/ready can be left open, not /metrics"
+    ]

@@ -37,7 +37,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import Field, field_validator, model_validator
 
-from exporter.config import ReadableFile, _Model, _readable_file, read_model
+from exporter.config import ReadableFile, StrictModel, read_model, readable_file
 
 # Go's crypto/tls names (which exporter-toolkit accepts) are the IANA names; OpenSSL knows the suites by code.
 _IANA_SUITES = {
@@ -79,7 +79,7 @@ _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
 TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 
 
-class TlsServerConfig(_Model):
+class TlsServerConfig(StrictModel):
     cert_file: ReadableFile
     key_file: ReadableFile
     client_auth_type: Literal[
@@ -97,7 +97,7 @@ class TlsServerConfig(_Model):
     prefer_server_cipher_suites: bool = True
     curve_preferences: list[str] = Field(default_factory=list)
 
-    _files = field_validator("cert_file", "key_file", "client_ca_file")(_readable_file)
+    _files = field_validator("cert_file", "key_file", "client_ca_file")(readable_file)
 
     @field_validator("cipher_suites")
     @classmethod
@@ -133,7 +133,7 @@ class TlsServerConfig(_Model):
         return self
 
 
-class HttpServerConfig(_Model):
+class HttpServerConfig(StrictModel):
     # aiohttp serves HTTP/1.1 only; the key is accepted so that a file written for a Go exporter still loads.
     http2: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
@@ -149,7 +149,7 @@ class HttpServerConfig(_Model):
         return headers
 
 
-class WebSecurityConfig(_Model):
+class WebSecurityConfig(StrictModel):
     tls_server_config: TlsServerConfig | None = None
     http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
     basic_auth_users: dict[str, str] = Field(default_factory=dict)

@@ -97,7 +97,11 @@ active_directory:
     interval_seconds: 10
     timeout_seconds: 20
 """)
-    assert errors == ["active_directory[0].domain_controllers: give at least one DC, or enable discovery.dns_srv"]
+    # Both of the domain's problems at once (this check stopped at the first before).
+    assert errors == [
+        "active_directory[0].domain_controllers: give at least one DC, or enable discovery.dns_srv",
+        "active_directory[0].timeout_seconds: must be shorter than interval_seconds",
+    ]
 
 
 def test_yaml_syntax_error_names_line_and_column() -> None:
@@ -144,3 +148,32 @@ def test_config_check_cli(tmp_path: Path) -> None:
 )
 def test_mail_readers_need_somewhere_to_read(text: str, where: str) -> None:
     assert _errors(text) == [f"{where}.drop_directories or imap: give at least one"]
+
+
+def test_model_level_checks_report_every_problem_at_once(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("x")
+    text = f"""
+active_directory:
+  - domain: corp.example
+    bind: {{method: simple, user: svc@corp.example, password_file: {secret}}}
+    tls: {{mode: none}}
+    interval_seconds: 5
+    timeout_seconds: 10
+exchange:
+  - organization: contoso
+    servers: [{{name: ex1}}, {{name: EX1}}]
+    interval_seconds: 5
+    timeout_seconds: 10
+  - organization: CONTOSO
+    servers: [{{name: ex2}}]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    errors = info.value.errors
+    # Three problems of one domain, two of one organisation, and one of the whole file: all reported together.
+    assert any("active_directory[0]: tls.mode: 'none' is not allowed" in e for e in errors)
+    assert "active_directory[0].domain_controllers: give at least one DC, or enable discovery.dns_srv" in errors
+    assert "active_directory[0].timeout_seconds: must be shorter than interval_seconds" in errors
+    assert "exchange[0].timeout_seconds: must be shorter than interval_seconds" in errors
+    assert "exchange[0].servers: a server name appears twice" in errors

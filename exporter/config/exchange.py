@@ -1,0 +1,66 @@
+"""Exchange over PowerShell remoting: the organisation, its servers, hybrid settings, the security update read."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from exporter.config.base import Problems, Seconds, StrictModel
+from exporter.config.remoting import Remoting
+
+
+class ExchangeServerConfig(StrictModel):
+    # The server's Exchange name (SOLO-E16A): what cmdlets take as -Identity / -Server, and the label.
+    name: str = Field(min_length=1)
+    # Where to connect: its DNS name (checked against the certificate, used for Kerberos), or an address.
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class HybridConfig(StrictModel):
+    # The tenant's routing domain (contoso.mail.onmicrosoft.com): every remote mailbox's
+    # RemoteRoutingAddress must be in it.
+    tenant_routing_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+    # TlsCertificateName the hybrid connectors must carry, as "<I>issuer<S>subject" or just the subject.
+    expected_tls_certificate_name: str | None = None
+    interval_seconds: Seconds = 900.0
+    # Cap on misrouted remote mailboxes listed by name; the count is always exported.
+    max_listed_mailboxes: int = Field(default=20, ge=0, le=1000)
+
+
+class SecurityUpdateConfig(StrictModel):
+    """Reading the security update level: ExSetup.exe's file version, through the server's plain PowerShell
+    endpoint (WinRM), since Exchange's restricted runspace cannot run Get-Command and AdminDisplayVersion
+    names only the CU. Same account and transport settings as the Exchange endpoint."""
+
+    enabled: bool = False
+    path: str = "wsman"
+    configuration_name: str = "Microsoft.PowerShell"
+    # WinRM's own port: 5985 for http, 5986 for https when not given.
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ExchangeConfig(Remoting):
+    organization: str = Field(min_length=1)
+    servers: list[ExchangeServerConfig] = Field(min_length=1)
+    path: str = "PowerShell"
+    configuration_name: str = "Microsoft.Exchange"
+    interval_seconds: Seconds = 60.0
+    # Cap on queue groups (next hop, delivery type, status) per server; the rest is counted as left out.
+    max_queues: int = Field(default=50, ge=1, le=1000)
+    hybrid: HybridConfig | None = None
+    security_update: SecurityUpdateConfig = Field(default_factory=SecurityUpdateConfig)
+
+    @model_validator(mode="after")
+    def _servers(self) -> ExchangeConfig:
+        problems = Problems()
+        if self.timeout_seconds >= self.interval_seconds:
+            problems.append("timeout_seconds: must be shorter than interval_seconds")
+        names = [s.name.lower() for s in self.servers]
+        if len(set(names)) != len(names):
+            problems.append("servers: a server name appears twice")
+        problems.check()
+        return self
+
+    @property
+    def default_port(self) -> int:
+        return 443 if self.scheme == "https" else 80

@@ -1,0 +1,56 @@
+"""The exporter's own web listener, logging and state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from exporter.config.base import ReadableFile, StrictModel, readable_file
+
+
+class WebConfig(StrictModel):
+    listen_address: str = "127.0.0.1:9733"
+    # TLS and basic auth in exporter-toolkit's web config format (see exporter/web_security.py).
+    config_file: ReadableFile | None = None
+    # Reachable without credentials: they only ever answer OK or not, and kubelets probe them.
+    unauthenticated_paths: list[str] = Field(default_factory=lambda: ["/-/healthy", "/-/ready"])
+
+    _check_config_file = field_validator("config_file")(readable_file)
+
+    @field_validator("unauthenticated_paths")
+    @classmethod
+    def _known_paths(cls, paths: list[str]) -> list[str]:
+        # Only paths that reveal nothing may be opened; /metrics, / and /probe always need credentials.
+        allowed = {"/-/healthy", "/-/ready"}
+        refused = [p for p in paths if p not in allowed]
+        if refused:
+            raise ValueError(f"only {' and '.join(sorted(allowed))} can be left open, not {', '.join(refused)}")
+        return paths
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen_address.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.listen_address.rpartition(":")[2])
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class StateConfig(StrictModel):
+    # Bookmarks, log checkpoints and their counters; without a path they do not survive a restart.
+    path: Path | None = None

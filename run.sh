@@ -2,7 +2,7 @@
 # One entry point for people and CI:
 #   ./run.sh demo    install what is missing, start the lab and the exporter until Ctrl-C
 #   ./run.sh test    install what is missing, then lint, type-check and run every test against the lab
-#   ./run.sh lint    ruff format --check, ruff check and mypy only
+#   ./run.sh lint    ruff format --check, ruff check, codespell and mypy only
 #   ./run.sh bench   the benchmarks in bench/ (not part of the tests)
 # Needs root (or sudo): it installs Debian packages and runs Samba domain controllers on 127.0.0.2/127.0.0.6.
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   samba samba-ad-dc samba-ad-provision winbind krb5-user ldb-tools smbclient ldap-utils  # the lab DCs and clients
   prometheus prometheus-alertmanager                                    # promtool, Prometheus and amtool in tests
-  mtail mawk prometheus-blackbox-exporter                               # peers in the benchmarks
+  mtail mawk prometheus-blackbox-exporter prometheus-node-exporter wrk   # peers and load in the benchmarks
   libkrb5-dev gcc python3-dev python3-venv                              # to build gssapi (Kerberos binds)
   chromium                                                              # landing-page checks in a real browser
   dovecot-imapd                                                         # the lab's canary mailbox (IMAP)
@@ -50,7 +50,8 @@ setup() { install_packages; python_env; }
 lint() {
   "$VENV/bin/ruff" format --check .
   "$VENV/bin/ruff" check .
-  "$VENV/bin/mypy" exporter
+  "$VENV/bin/codespell" --toml pyproject.toml .
+  "$VENV/bin/mypy" exporter lab dashboards bench
 }
 
 cmd=${1:-help}

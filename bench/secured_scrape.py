@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import http.client
 import shutil
 import ssl
@@ -136,7 +137,7 @@ def main(argv: list[str]) -> int:
                 process, port = start(kind, secured)
                 try:
                     ctx, header = (context, auth) if secured else (None, None)
-                    wait(lambda p=port, pa=path, c=ctx, h=header: medians(p, pa, c, h, 1))
+                    wait(functools.partial(medians, port, path, ctx, header, 1))
                     results[(kind, secured)] = medians(port, path, ctx, header, args.rounds)
                 finally:
                     stop_process(process)
@@ -150,13 +151,13 @@ def main(argv: list[str]) -> int:
         f"bcrypt cost-{args.cost} hash:"
     )
     print(f"  {'':<44}{'plain':>9}{'secured':>9}{'overhead':>10}")
-    overheads = {}
+    overheads: dict[tuple[str, int], float] = {}
     for index, label in enumerate(("kept-alive connection", "new connection per request")):
         for kind in paths:
-            plain, secured = results[(kind, False)][index], results[(kind, True)][index]
-            overheads[(kind, index)] = secured - plain
+            plain, guarded = results[(kind, False)][index], results[(kind, True)][index]
+            overheads[(kind, index)] = guarded - plain
             print(
-                f"  {kind + ', ' + label:<44}{plain * 1000:9.2f}{secured * 1000:9.2f}{(secured - plain) * 1000:10.2f}"
+                f"  {kind + ', ' + label:<44}{plain * 1000:9.2f}{guarded * 1000:9.2f}{(guarded - plain) * 1000:10.2f}"
             )
         ratio = overheads[("exporter", index)] / overheads[("prometheus", index)]
         print(f"  {label}: exporter overhead / exporter-toolkit overhead = {ratio:.2f}")

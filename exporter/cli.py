@@ -9,11 +9,12 @@ import logging
 import signal
 import ssl
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry as PromRegistry
 from prometheus_client import ProcessCollector
+from prometheus_client.core import Metric
 
 from exporter import __version__
 from exporter.collectors.active_directory import ActiveDirectoryCollector
@@ -24,6 +25,7 @@ from exporter.collectors.hybrid_mail import HybridMailCollector
 from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.collectors.smtp_probe import ScheduledProbesCollector
 from exporter.config import Config, ConfigError, load_config
+from exporter.metrics import Family
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.state import StateStore
@@ -31,6 +33,17 @@ from exporter.web import build_app
 from exporter.web_security import TlsContexts, WebSecurity, load_web_config
 
 log = logging.getLogger("exporter")
+
+CONFIG_LAST_RELOAD_SUCCESSFUL = Family(
+    "ad_exchange_exporter_config_last_reload_successful",
+    "gauge",
+    "1 if the last configuration reload (SIGHUP) succeeded; 0 while the exporter runs the configuration before it.",
+)
+CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP = Family(
+    "ad_exchange_exporter_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "When the configuration was last loaded successfully (at start, or by a reload).",
+)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -106,9 +119,19 @@ class Exporter:
         self.security = load_security(config)
         tls = self.security.config.tls_server_config if self.security else None
         self.tls = TlsContexts(tls) if tls else None
-        self.prom = PromRegistry(auto_describe=False)
-        self.prom.register(ProcessCollector(registry=None))
-        self.prom.register(_Delegate(self))
+        self._process = ProcessCollector(registry=None)
+        # SIGHUPs in quick succession reload one after the other, never two registries at once.
+        self._reloading = asyncio.Lock()
+        self.last_reload_successful = True
+        self.last_reload_success = time.time()  # the configuration loaded at start counts as the first
+
+    def per_scrape(self) -> list[Metric]:
+        """What changes between refreshes and is encoded per scrape: the process and the reload state."""
+        return [
+            *self._process.collect(),
+            CONFIG_LAST_RELOAD_SUCCESSFUL.one([], 1.0 if self.last_reload_successful else 0.0),
+            CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.one([], self.last_reload_success),
+        ]
 
     def _new_registry(self, config: Config) -> CollectorRegistry:
         redact = Redactor(config.secrets())
@@ -116,11 +139,17 @@ class Exporter:
         return CollectorRegistry(build_collectors(config, self.guard, redact, self.state), redact)
 
     async def reload(self) -> None:
+        async with self._reloading:
+            self.last_reload_successful = await self._reload()
+            if self.last_reload_successful:
+                self.last_reload_success = time.time()
+
+    async def _reload(self) -> bool:
         try:
             config = with_web_overrides(load_config(self.config_path), self.web_overrides)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration:\n%s", "\n".join(exc.errors))
-            return
+            return False
         try:
             security = load_security(config)
             tls = security.config.tls_server_config if security else None
@@ -134,7 +163,7 @@ class Exporter:
         except (ConfigError, OSError, ssl.SSLError) as exc:
             detail = "\n".join(exc.errors) if isinstance(exc, ConfigError) else str(exc)
             log.error("reload failed, keeping the running configuration:\n%s", detail)
-            return
+            return False
         self.security = security
         # The old collectors finish and store their last bookmarks before the new ones read them.
         await self.registry.stop()
@@ -142,6 +171,7 @@ class Exporter:
         self.registry = self._new_registry(config)
         self.registry.start()
         log.info("configuration reloaded: %d collector(s)", len(self.registry.states))
+        return True
 
 
 def with_web_overrides(config: Config, overrides: dict[str, object]) -> Config:
@@ -154,22 +184,9 @@ def load_security(config: Config) -> WebSecurity | None:
     return WebSecurity(load_web_config(config.web.config_file), frozenset(config.web.unauthenticated_paths))
 
 
-class _Delegate:
-    """Lets prometheus_client follow the registry across reloads."""
-
-    def __init__(self, exporter: Exporter) -> None:
-        self.exporter = exporter
-
-    def describe(self) -> list[object]:
-        return []
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        return self.exporter.registry.collect()
-
-
 async def serve(exporter: Exporter) -> None:
     app = build_app(
-        lambda: exporter.registry, lambda: exporter.prom, lambda: exporter.config.probes, lambda: exporter.security
+        lambda: exporter.registry, exporter.per_scrape, lambda: exporter.config.probes, lambda: exporter.security
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -15,11 +15,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
-from exporter import __version__
+from exporter import __version__, exposition
+from exporter.metrics import DeclarationError, Family, Series, check_families
+from exporter.sources.pool import BlockingPool, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +48,6 @@ class Redactor:
         return text
 
 
-def capped_series_family() -> GaugeMetricFamily:
-    """``ad_exchange_exporter_capped_series{collector,target,family}``: what a collector's caps left out."""
-    return GaugeMetricFamily(
-        "ad_exchange_exporter_capped_series",
-        "Series left out of a family in the last refresh because of a configured cap.",
-        labels=["collector", "target", "family"],
-    )
-
-
-def parse_errors_family(collector: str, target: str, count: float) -> CounterMetricFamily:
-    """``ad_exchange_exporter_parse_errors_total{collector,target}``: values skipped because they did not parse."""
-    family = CounterMetricFamily(
-        "ad_exchange_exporter_parse_errors",
-        "Values that could not be parsed and were skipped.",
-        labels=["collector", "target"],
-    )
-    family.add_metric([collector, target], count)
-    return family
-
-
 class Collector(ABC):
     """A source of metric families, refreshed in the background.
 
@@ -72,27 +55,93 @@ class Collector(ABC):
     """
 
     name: str = ""
+    # Every family the collector exports, declared at module level; describe() returns them.
+    families: ClassVar[tuple[Family, ...]] = ()
+    # On close, let the pool's calls in flight finish (they commit bookmarks and checkpoints); collectors whose
+    # calls only read from a server that may never answer do not wait.
+    wait_on_close: bool = True
 
-    def __init__(self, target: str, interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        target: str,
+        interval: float,
+        timeout: float,
+        *,
+        concurrency: int = 1,
+        error: type[SourceError] = SourceError,
+    ) -> None:
         self.target = target
         self.interval = interval
         self.timeout = timeout
+        # The collector's blocking I/O runs here: at most ``concurrency`` targets at once, each within a deadline.
+        self.pool = BlockingPool(f"{self.name}-{target}", concurrency, error=error)
 
     @abstractmethod
-    async def collect(self) -> list[Metric]:
+    async def collect(self) -> list[Series]:
         """Return a complete snapshot. Per-target failures are reported inside it, not raised."""
+
+    def describe(self) -> tuple[Family, ...]:
+        return self.families
 
     def target_status(self) -> list[TargetStatus]:
         return []
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections and threads."""
+    async def close(self) -> None:
+        """Release connections and threads (subclasses close their clients, then call this)."""
+        await self.pool.shutdown(wait=self.wait_on_close)
+
+
+BUILD_INFO = Family(
+    "ad_exchange_exporter_build_info",
+    "gauge",
+    "The exporter's version and Python version.",
+    ("version", "python_version"),
+)
+_PER_COLLECTOR = ("collector", "target")
+COLLECTOR_SUCCESS = Family(
+    "ad_exchange_exporter_collector_success",
+    "gauge",
+    "1 if the collector's last refresh succeeded. Its metrics are served from that refresh's cache.",
+    _PER_COLLECTOR,
+)
+COLLECTOR_DURATION = Family(
+    "ad_exchange_exporter_collector_duration_seconds",
+    "gauge",
+    "How long the collector's last refresh took.",
+    _PER_COLLECTOR,
+)
+COLLECTOR_LAST_SUCCESS = Family(
+    "ad_exchange_exporter_collector_last_success_timestamp_seconds",
+    "gauge",
+    "When the collector last refreshed successfully (0 if never); cached metrics are this old.",
+    _PER_COLLECTOR,
+)
+COLLECTOR_REFRESHES = Family(
+    "ad_exchange_exporter_collector_refreshes_total",
+    "counter",
+    "Refreshes of the collector, successful or not. Scrapes never cause one: they read the cache.",
+    _PER_COLLECTOR,
+)
+COLLECTOR_FAILURES = Family(
+    "ad_exchange_exporter_collector_failures_total",
+    "counter",
+    "Refreshes of the collector that failed as a whole (timeout or error).",
+    _PER_COLLECTOR,
+)
+COLLECTOR_INTERVAL = Family(
+    "ad_exchange_exporter_collector_interval_seconds",
+    "gauge",
+    "The collector's configured refresh interval.",
+    _PER_COLLECTOR,
+)
 
 
 @dataclass
 class CollectorState:
     collector: Collector
-    snapshot: list[Metric] = field(default_factory=list)
+    snapshot: list[Series] = field(default_factory=list)
+    # The snapshot's sample lines and headers, encoded once per refresh.
+    encoded: tuple[exposition.EncodedSnapshot, dict[str, exposition.Header]] = ({}, {})
     attempts: int = 0
     success: bool = False
     last_duration: float = 0.0
@@ -101,8 +150,19 @@ class CollectorState:
     failures_total: int = 0
 
 
+_SELF_METRICS: tuple[tuple[Family, Callable[[CollectorState], float]], ...] = (
+    (COLLECTOR_SUCCESS, lambda s: 1.0 if s.success else 0.0),
+    (COLLECTOR_DURATION, lambda s: s.last_duration),
+    (COLLECTOR_LAST_SUCCESS, lambda s: s.last_success),
+    (COLLECTOR_REFRESHES, lambda s: s.attempts),
+    (COLLECTOR_FAILURES, lambda s: s.failures_total),
+    (COLLECTOR_INTERVAL, lambda s: s.collector.interval),
+)
+SELF_FAMILIES = (BUILD_INFO, *(family for family, _ in _SELF_METRICS))
+
+
 class CollectorRegistry(PromCollector):
-    """Owns the collectors' refresh loops and exposes their snapshots to prometheus_client."""
+    """Owns the collectors' refresh loops, their snapshots and the encoded exposition."""
 
     def __init__(
         self,
@@ -111,11 +171,17 @@ class CollectorRegistry(PromCollector):
         clock: Callable[[], float] = time.time,
         jitter: float = 0.1,
     ) -> None:
+        # Two collectors declaring one family differently fail here, at start.
+        check_families([*SELF_FAMILIES, *(f for c in collectors for f in c.describe())])
         self._states = [CollectorState(c) for c in collectors]
         self._redact = redact or Redactor()
         self._clock = clock
         self._jitter = jitter
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._self_encoded: tuple[exposition.EncodedSnapshot, dict[str, exposition.Header]] = ({}, {})
+        self.exposition = exposition.Exposition(self._parts)
+        self._encode_self()
 
     @property
     def states(self) -> list[CollectorState]:
@@ -132,6 +198,9 @@ class CollectorRegistry(PromCollector):
             self._tasks.append(asyncio.create_task(self._loop(state), name=name))
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for can swallow a cancel that lands as its inner call finishes; the flag ends the
+        # loop at its next turn all the same.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -143,6 +212,9 @@ class CollectorRegistry(PromCollector):
         started = time.monotonic()
         try:
             snapshot = await asyncio.wait_for(collector.collect(), timeout=collector.timeout)
+            _check_snapshot(collector, snapshot)
+            # Off the event loop, once per refresh: scrapes serve these lines until the next one.
+            encoded = await asyncio.to_thread(exposition.encode_snapshot, snapshot)
         except TimeoutError:
             self._failed(state, f"timed out after {collector.timeout:g}s")
         except Exception as exc:
@@ -150,12 +222,15 @@ class CollectorRegistry(PromCollector):
             self._failed(state, f"{type(exc).__name__}: {exc}")
         else:
             state.snapshot = snapshot
+            state.encoded = encoded
             state.success = True
             state.last_success = self._clock()
             state.last_error = ""
         finally:
             state.attempts += 1
             state.last_duration = time.monotonic() - started
+            self._encode_self()
+            self.exposition.changed()
 
     def _failed(self, state: CollectorState, error: str) -> None:
         # The last good snapshot is kept (HELP says so) and its age is visible via last_success_timestamp.
@@ -166,76 +241,46 @@ class CollectorRegistry(PromCollector):
 
     async def _loop(self, state: CollectorState) -> None:
         interval = state.collector.interval
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             await self.refresh_once(state)
             # Jitter spreads the load on the DCs when many exporters start together.
             delay = interval * (1 + random.uniform(-self._jitter, self._jitter)) - (time.monotonic() - started)  # noqa: S311
             await asyncio.sleep(max(delay, 0.0))
 
-    # prometheus_client protocol
+    def _self_metrics(self) -> list[Series]:
+        families = [BUILD_INFO.one([__version__, platform.python_version()], 1.0)]
+        for family, read in _SELF_METRICS:
+            series = family.new()
+            for state in self._states:
+                series.add_metric([state.collector.name, state.collector.target], read(state))
+            families.append(series)
+        return families
+
+    def _encode_self(self) -> None:
+        self._self_encoded = exposition.encode_snapshot(self._self_metrics())
+
+    def _parts(self) -> list[tuple[exposition.EncodedSnapshot, dict[str, exposition.Header]]]:
+        return [self._self_encoded, *(s.encoded for s in self._states)]
+
+    # prometheus_client protocol (tests, and anything that wants the families rather than bytes)
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
-            "ad_exchange_exporter_build_info",
-            "The exporter's version and Python version.",
-            labels=["version", "python_version"],
-        )
-        build.add_metric([__version__, platform.python_version()], 1.0)
-        yield build
-        for family_type, name, doc, read in _SELF_METRICS:
-            family = family_type(name, doc, labels=["collector", "target"])
-            for state in self._states:
-                family.add_metric([state.collector.name, state.collector.target], read(state))
-            yield family
+        yield from self._self_metrics()
         yield from _merge_families(s.snapshot for s in self._states)
 
 
-_SELF_METRICS: tuple[
-    tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, Callable[[CollectorState], float]], ...
-] = (
-    (
-        GaugeMetricFamily,
-        "ad_exchange_exporter_collector_success",
-        "1 if the collector's last refresh succeeded. Its metrics are served from that refresh's cache.",
-        lambda s: 1.0 if s.success else 0.0,
-    ),
-    (
-        GaugeMetricFamily,
-        "ad_exchange_exporter_collector_duration_seconds",
-        "How long the collector's last refresh took.",
-        lambda s: s.last_duration,
-    ),
-    (
-        GaugeMetricFamily,
-        "ad_exchange_exporter_collector_last_success_timestamp_seconds",
-        "When the collector last refreshed successfully (0 if never); cached metrics are this old.",
-        lambda s: s.last_success,
-    ),
-    (
-        CounterMetricFamily,
-        "ad_exchange_exporter_collector_refreshes",
-        "Refreshes of the collector, successful or not. Scrapes never cause one: they read the cache.",
-        lambda s: s.attempts,
-    ),
-    (
-        CounterMetricFamily,
-        "ad_exchange_exporter_collector_failures",
-        "Refreshes of the collector that failed as a whole (timeout or error).",
-        lambda s: s.failures_total,
-    ),
-    (
-        GaugeMetricFamily,
-        "ad_exchange_exporter_collector_interval_seconds",
-        "The collector's configured refresh interval.",
-        lambda s: s.collector.interval,
-    ),
-)
+def _check_snapshot(collector: Collector, snapshot: Sequence[Metric]) -> None:
+    """A family the collector did not declare is a bug: the refresh fails and says which."""
+    declared = set(collector.describe())
+    for family in snapshot:
+        if not isinstance(family, Series) or family.family not in declared:
+            raise DeclarationError(f"{collector.name} returned {family.name}, which it does not declare")
 
 
-def _merge_families(snapshots: Iterator[list[Metric]]) -> Iterator[Metric]:
+def _merge_families(snapshots: Iterator[list[Series]]) -> Iterator[Metric]:
     """Merge families of the same name from several collectors (two domains both emit ad_dc_up)."""
     merged: dict[str, Metric] = {}
     for snapshot in snapshots:

@@ -4,41 +4,68 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry as PromRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
+from exporter import __version__, exposition
 from exporter.collectors.smtp_probe import probe_families
 from exporter.config import ProbesConfig
 from exporter.registry import CollectorRegistry
 from exporter.sources.smtp import probe_smtp
 from exporter.web_security import WebSecurity, security_middleware
 
-REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-PROM_KEY = web.AppKey("prom", PromRegistry)
+PROBE_TIMEOUT_MARGIN = 0.5  # seconds kept for answering, as blackbox_exporter's scrape_timeout offset
 
 
-class _Families:
-    """A one-off prometheus_client collector around the families of one probe."""
+def wants_openmetrics(accept: str) -> bool:
+    """Prometheus asks for OpenMetrics first; curl and browsers get the text format."""
+    return choose_encoder(accept)[1].startswith("application/openmetrics-text")
 
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
 
-    def collect(self) -> list[Metric]:
-        return self.families
+def accepts_gzip(accept_encoding: str) -> bool:
+    for token in accept_encoding.split(","):
+        name, _, params = token.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            quality = params.strip().removeprefix("q=")
+            return not (params.strip().startswith("q=") and _float(quality) == 0.0)
+    return False
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0
+
+
+def probe_timeout(module_timeout: float, header: str | None) -> float:
+    """The probe's deadline: the module's, shortened to what Prometheus waits (X-Prometheus-Scrape-Timeout-Seconds)
+    less a margin for the answer, never longer than the module's."""
+    if header is None:
+        return module_timeout
+    try:
+        scrape_timeout = float(header)
+    except ValueError:
+        return module_timeout
+    if not scrape_timeout > 0:
+        return module_timeout
+    return max(min(module_timeout, scrape_timeout - PROBE_TIMEOUT_MARGIN), 0.1)
 
 
 def build_app(
     get_registry: Callable[[], CollectorRegistry],
-    prom: Callable[[], PromRegistry],
+    per_scrape: Callable[[], Iterable[Metric]] = list,
     get_probes: Callable[[], ProbesConfig] | None = None,
     get_security: Callable[[], WebSecurity | None] | None = None,
 ) -> web.Application:
-    """The registry and web security are fetched per request, so a config reload can swap them."""
+    """The registry and web security are fetched per request, so a config reload can swap them.
+
+    ``per_scrape`` gives the few families that change between refreshes (process, reload state); the rest is
+    served from the registry's encoded exposition.
+    """
     app = web.Application(middlewares=[security_middleware(get_security or (lambda: None))])
 
     async def probe(request: web.Request) -> web.Response:
@@ -56,22 +83,28 @@ def build_app(
         result = await probe_smtp(
             host.strip("[]"),
             int(port),
-            timeout=module.timeout_seconds,
+            timeout=probe_timeout(module.timeout_seconds, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")),
             ehlo_hostname=module.ehlo_hostname,
             starttls=module.starttls,
             verify=module.verify,
             ca_file=module.ca_file,
             server_name=module.server_name,
         )
-        registry = PromRegistry(auto_describe=False)
-        registry.register(_Families(probe_families(result, module)))
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        body = exposition.render(probe_families(result, module), openmetrics)
+        if openmetrics:
+            body += b"# EOF\n"
+        return web.Response(body=body, headers={"Content-Type": _content_type(openmetrics)})
 
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(prom())
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        body = await get_registry().exposition.body(openmetrics, compress)
+        body += exposition.tail(per_scrape(), openmetrics, compress)
+        headers = {"Content-Type": _content_type(openmetrics)}
+        if compress:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def healthy(_: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -90,6 +123,10 @@ def build_app(
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     return app
+
+
+def _content_type(openmetrics: bool) -> str:
+    return exposition.OPENMETRICS_CONTENT_TYPE if openmetrics else exposition.TEXT_CONTENT_TYPE
 
 
 def _ago(timestamp: float) -> str:

@@ -86,6 +86,11 @@ def _xml(element: ET.Element) -> str:
     return ET.tostring(element, encoding="unicode")
 
 
+def recorded_objects(name: str) -> list[str]:
+    """A sample's objects, each as the self-contained CLIXML one PSRP output message carries."""
+    return [_xml(obj) for obj in _load(name)]
+
+
 # --- building objects to Exchange's schema ------------------------------------------------------------------
 
 

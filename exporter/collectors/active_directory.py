@@ -14,25 +14,23 @@ import math
 import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import dns.asyncresolver
 import dns.exception
 from ldap3.utils.conv import escape_filter_chars
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.config import ActiveDirectoryConfig
+from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import ad
-from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family, parse_errors_family
+from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.ldap import LdapClient, LdapCredential, LdapEndpoint, LdapError, RawEntry
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-OTHER = "<other>"  # '<' and '>' cannot occur in a sAMAccountName, so this never names a real account
 
 _BAD_PASSWORD_ATTRS = ("sAMAccountName", "badPwdCount", "badPasswordTime")
 _LOCKOUT_ATTRS = (
@@ -42,6 +40,137 @@ _LOCKOUT_ATTRS = (
     "replPropertyMetaData",
     "badPwdCount",
     "badPasswordTime",
+)
+
+
+AD_DC_UP = Family(
+    "ad_dc_up",
+    "gauge",
+    "1 if the DC answered the last LDAP sweep (bind and searches).",
+    ("domain", "dc"),
+)
+AD_DC_ERROR_REASON = Family(
+    "ad_dc_error_reason",
+    "gauge",
+    "1 for the reason the DC did not answer the last sweep: unreachable, timeout, tls, wrong_password, "
+    "account_locked_out, bind_suspended (the credential is held back after a refusal), kerberos, ...",
+    ("domain", "dc", "reason"),
+)
+AD_DC_SWEEP_DURATION_SECONDS = Family(
+    "ad_dc_sweep_duration_seconds",
+    "gauge",
+    "Time the DC took to answer the last sweep.",
+    ("domain", "dc"),
+)
+AD_DC_INFO = Family(
+    "ad_dc_info",
+    "gauge",
+    "A domain controller of the domain, with its site.",
+    ("domain", "dc", "site"),
+)
+AD_DC_IS_PDC_EMULATOR = Family(
+    "ad_dc_is_pdc_emulator",
+    "gauge",
+    "1 if the DC holds the PDC emulator role (fSMORoleOwner).",
+    ("domain", "dc"),
+)
+AD_ACCOUNTS_LOCKED = Family(
+    "ad_accounts_locked",
+    "gauge",
+    "Accounts locked now as this DC sees them (lockoutTime + lockoutDuration > now).",
+    ("domain", "dc"),
+)
+AD_ACCOUNTS_WITH_BAD_PASSWORD = Family(
+    "ad_accounts_with_bad_password",
+    "gauge",
+    "Accounts whose badPwdCount on this DC is >= 1 within the observation window.",
+    ("domain", "dc"),
+)
+AD_LOCKOUTS_IN_OBSERVATION_WINDOW = Family(
+    "ad_lockouts_in_observation_window",
+    "gauge",
+    "Accounts this DC says were locked out within the last observation window.",
+    ("domain", "dc"),
+)
+AD_ACCOUNT_BAD_PASSWORDS = Family(
+    "ad_account_bad_passwords",
+    "gauge",
+    f'badPwdCount per DC for watched accounts and the top accounts (cap top_accounts); user="{OTHER}" sums the rest.',
+    ("domain", "dc", "user"),
+)
+AD_ACCOUNT_LAST_BAD_PASSWORD_TIMESTAMP_SECONDS = Family(
+    "ad_account_last_bad_password_timestamp_seconds",
+    "gauge",
+    "badPasswordTime per DC for watched accounts and the top accounts.",
+    ("domain", "dc", "user"),
+)
+AD_LOCKOUT_POLICY_THRESHOLD = Family(
+    "ad_lockout_policy_threshold",
+    "gauge",
+    "Bad passwords before lockout (0: lockout disabled).",
+    ("domain",),
+)
+AD_LOCKOUT_POLICY_DURATION_SECONDS = Family(
+    "ad_lockout_policy_duration_seconds",
+    "gauge",
+    "How long a lockout lasts (+Inf: until an administrator unlocks).",
+    ("domain",),
+)
+AD_LOCKOUT_POLICY_OBSERVATION_WINDOW_SECONDS = Family(
+    "ad_lockout_policy_observation_window_seconds",
+    "gauge",
+    "Time after which badPwdCount starts again from 0.",
+    ("domain",),
+)
+AD_PASSWORD_SETTINGS_LOCKOUT_THRESHOLD = Family(
+    "ad_password_settings_lockout_threshold",
+    "gauge",
+    "Lockout threshold of a fine-grained password settings object.",
+    ("domain", "pso"),
+)
+AD_PASSWORD_SETTINGS_LOCKOUT_DURATION_SECONDS = Family(
+    "ad_password_settings_lockout_duration_seconds",
+    "gauge",
+    "Lockout duration of a fine-grained password settings object.",
+    ("domain", "pso"),
+)
+AD_PASSWORD_SETTINGS_OBSERVATION_WINDOW_SECONDS = Family(
+    "ad_password_settings_observation_window_seconds",
+    "gauge",
+    "Observation window of a fine-grained password settings object.",
+    ("domain", "pso"),
+)
+AD_ACCOUNT_LOCKED = Family(
+    "ad_account_locked",
+    "gauge",
+    "1 per account locked now (cap max_locked_accounts), with the DC the lockout "
+    "originated on (replication metadata of lockoutTime, like LockoutStatus' "
+    "Orig Lock).",
+    ("domain", "user", "origin_dc"),
+)
+AD_ACCOUNT_LOCKOUT_TIMESTAMP_SECONDS = Family(
+    "ad_account_lockout_timestamp_seconds",
+    "gauge",
+    "lockoutTime of each account locked now (cap max_locked_accounts).",
+    ("domain", "user", "origin_dc"),
+)
+AD_DOMAIN_ACCOUNTS_LOCKED = Family(
+    "ad_domain_accounts_locked",
+    "gauge",
+    "Accounts locked now on at least one DC (not capped).",
+    ("domain",),
+)
+AD_WATCHED_ACCOUNT_LOCKED = Family(
+    "ad_watched_account_locked",
+    "gauge",
+    "1 if a watched (service) account is locked now on any DC that answered.",
+    ("domain", "user"),
+)
+AD_ACCOUNT_LOCKOUTS_TOTAL = Family(
+    "ad_account_lockouts_total",
+    "counter",
+    "Lockouts first seen by the exporter, by the DC they originated on.",
+    ("domain", "origin_dc"),
 )
 
 
@@ -69,6 +198,32 @@ class DomainState:
 
 class ActiveDirectoryCollector(Collector):
     name = "active_directory"
+    families = (
+        AD_DC_UP,
+        AD_DC_ERROR_REASON,
+        AD_DC_SWEEP_DURATION_SECONDS,
+        AD_DC_INFO,
+        AD_DC_IS_PDC_EMULATOR,
+        AD_LOCKOUT_POLICY_THRESHOLD,
+        AD_LOCKOUT_POLICY_DURATION_SECONDS,
+        AD_LOCKOUT_POLICY_OBSERVATION_WINDOW_SECONDS,
+        AD_PASSWORD_SETTINGS_LOCKOUT_THRESHOLD,
+        AD_PASSWORD_SETTINGS_LOCKOUT_DURATION_SECONDS,
+        AD_PASSWORD_SETTINGS_OBSERVATION_WINDOW_SECONDS,
+        AD_ACCOUNTS_LOCKED,
+        AD_ACCOUNTS_WITH_BAD_PASSWORD,
+        AD_LOCKOUTS_IN_OBSERVATION_WINDOW,
+        AD_ACCOUNT_LOCKED,
+        AD_ACCOUNT_LOCKOUT_TIMESTAMP_SECONDS,
+        AD_DOMAIN_ACCOUNTS_LOCKED,
+        AD_WATCHED_ACCOUNT_LOCKED,
+        AD_ACCOUNT_LOCKOUTS_TOTAL,
+        AD_ACCOUNT_BAD_PASSWORDS,
+        AD_ACCOUNT_LAST_BAD_PASSWORD_TIMESTAMP_SECONDS,
+        CAPPED_SERIES,
+        PARSE_ERRORS,
+    )
+    wait_on_close = False  # a DC that stopped answering must not hold up a reload
 
     def __init__(
         self,
@@ -76,17 +231,22 @@ class ActiveDirectoryCollector(Collector):
         guard: CredentialGuard,
         redact: Redactor | None = None,
         clock: Callable[[], float] = time.time,
+        client_factory: Callable[[LdapEndpoint, LdapCredential, str, CredentialGuard], LdapClient] = LdapClient,
     ) -> None:
         # The registry's timeout is a backstop; each DC has its own, shorter deadline.
         super().__init__(
             config.domain.lower(),
             config.interval_seconds,
             timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1),
+            concurrency=config.max_concurrent_dcs,
+            error=LdapError,
         )
         self.config = config
         self.guard = guard
         self.redact = redact or Redactor()
         self.clock = clock
+        # The I/O boundary: LdapClient, or a replay of recorded entries (the golden exposition test).
+        self.client_factory = client_factory
         self.domain = config.domain.lower()
         self.base_dn = config.effective_base_dn
         self.credential = LdapCredential(
@@ -95,10 +255,6 @@ class ActiveDirectoryCollector(Collector):
             password=config.bind.password,
             keytab=config.bind.keytab_file,
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.max_concurrent_dcs + 1, thread_name_prefix=f"ldap-{self.domain}"
-        )
-        self._semaphore = asyncio.Semaphore(config.max_concurrent_dcs)
         self._clients: dict[str, LdapClient] = {}
         self._state = DomainState()
         self._seen_lockouts: set[tuple[str, int]] | None = None
@@ -127,7 +283,7 @@ class ActiveDirectoryCollector(Collector):
         if client is None or client.endpoint != endpoint:
             if client is not None:
                 client.close()
-            client = LdapClient(endpoint, self.credential, self.domain, self.guard)
+            client = self.client_factory(endpoint, self.credential, self.domain, self.guard)
             self._clients[endpoint.host] = client
         return client
 
@@ -183,7 +339,7 @@ class ActiveDirectoryCollector(Collector):
 
     # --- one refresh -------------------------------------------------------------------------------------
 
-    async def collect(self) -> list[Metric]:
+    async def collect(self) -> list[Series]:
         now = self.clock()
         # The topology is read through the DCs known from the last refresh; then the targets are worked
         # out once, since the topology may have just named DCs we did not know.
@@ -212,12 +368,9 @@ class ActiveDirectoryCollector(Collector):
         for ep in ordered:
             client = self._client(ep)
             try:
-                state = await self._in_thread(client, self._read_domain_state, client)
+                state = await self._on_dc(client, self._read_domain_state, client)
             except LdapError as exc:
                 errors.append(f"{ep.host}: {exc}")
-                continue
-            except TimeoutError:
-                errors.append(f"{ep.host}: no answer within {self.config.timeout_seconds:g}s")
                 continue
             except Exception as exc:  # one DC's surprise must not stop the others
                 log.exception("%s: reading the domain state from %s failed", self.domain, ep.host)
@@ -274,41 +427,19 @@ class ActiveDirectoryCollector(Collector):
                 log.info("%s: password settings object %s not readable: %s", self.domain, dn, exc)
         return DomainState(topology, policy, psos)
 
-    async def _in_thread(self, client: LdapClient, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn`` on a worker thread holding the client's lock, within the DC's deadline.
-
-        A DC that stops answering is given up on at the deadline; its thread ends at ldap3's own
-        receive timeout, and until then the lock keeps the next refresh off that connection.
-        """
-        loop = asyncio.get_running_loop()
-        timeout = self.config.timeout_seconds
-
-        def locked() -> _T:
-            if not client.lock.acquire(timeout=timeout):
-                raise LdapError("busy", f"{client.endpoint.host}: previous request still running")
-            try:
-                return fn(*args)
-            finally:
-                client.lock.release()
-
-        async with self._semaphore:
-            return await asyncio.wait_for(loop.run_in_executor(self._executor, locked), timeout=timeout)
+    async def _on_dc(self, client: LdapClient, fn: Callable[..., _T], *args: object) -> _T:
+        """``fn`` on a worker thread holding the DC's connection, within the DC's deadline."""
+        return await self.pool.run(
+            fn, *args, lock=client.lock, timeout=self.config.timeout_seconds, where=client.endpoint.url
+        )
 
     async def _sweep(self, ep: LdapEndpoint, now: float) -> DcSweep:
         started = time.monotonic()
         client = self._client(ep)
         try:
-            bad, locked = await self._in_thread(client, self._search_accounts, client, now)
+            bad, locked = await self._on_dc(client, self._search_accounts, client, now)
         except LdapError as exc:
             return DcSweep(ep.host, False, time.monotonic() - started, exc.reason, self.redact(str(exc)))
-        except TimeoutError:
-            return DcSweep(
-                ep.host,
-                False,
-                time.monotonic() - started,
-                "timeout",
-                f"{ep.url}: no answer within {self.config.timeout_seconds:g}s",
-            )
         except Exception as exc:  # one DC's surprise must not stop the others
             log.exception("%s: sweep of %s failed", self.domain, ep.host)
             client.close()
@@ -375,7 +506,7 @@ class ActiveDirectoryCollector(Collector):
             statuses.append(TargetStatus(f"{self.domain} (topology)", False, topology_note))
         return statuses
 
-    def _metrics(self, sweeps: Sequence[DcSweep], now: float) -> list[Metric]:
+    def _metrics(self, sweeps: Sequence[DcSweep], now: float) -> list[Series]:
         state = self._state
         policy = state.policy
         topology = state.topology or ad.Topology((), None)
@@ -383,47 +514,18 @@ class ActiveDirectoryCollector(Collector):
         by_host = {dc.host: dc for dc in topology.controllers if dc.host}
         pdc = topology.pdc
 
-        def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=list(labels))
-
-        up = gauge("ad_dc_up", "1 if the DC answered the last LDAP sweep (bind and searches).", ["domain", "dc"])
-        error = gauge(
-            "ad_dc_error_reason", "1 for the reason the DC did not answer the last sweep.", ["domain", "dc", "reason"]
-        )
-        sweep_seconds = gauge(
-            "ad_dc_sweep_duration_seconds", "Time the DC took to answer the last sweep.", ["domain", "dc"]
-        )
-        info = gauge("ad_dc_info", "A domain controller of the domain, with its site.", ["domain", "dc", "site"])
-        is_pdc = gauge(
-            "ad_dc_is_pdc_emulator", "1 if the DC holds the PDC emulator role (fSMORoleOwner).", ["domain", "dc"]
-        )
-        locked_per_dc = gauge(
-            "ad_accounts_locked",
-            "Accounts locked now as this DC sees them (lockoutTime + lockoutDuration > now).",
-            ["domain", "dc"],
-        )
-        bad_per_dc = gauge(
-            "ad_accounts_with_bad_password",
-            "Accounts whose badPwdCount on this DC is >= 1 within the observation window.",
-            ["domain", "dc"],
-        )
-        recent = gauge(
-            "ad_lockouts_in_observation_window",
-            "Accounts this DC says were locked out within the last observation window.",
-            ["domain", "dc"],
-        )
-        bad_count = gauge(
-            "ad_account_bad_passwords",
-            f"badPwdCount per DC for watched accounts and the top accounts (cap top_accounts); "
-            f'user="{OTHER}" sums the rest.',
-            ["domain", "dc", "user"],
-        )
-        bad_time = gauge(
-            "ad_account_last_bad_password_timestamp_seconds",
-            "badPasswordTime per DC for watched accounts and the top accounts.",
-            ["domain", "dc", "user"],
-        )
-        capped_bad_password = 0
+        up = AD_DC_UP.new()
+        error = AD_DC_ERROR_REASON.new()
+        sweep_seconds = AD_DC_SWEEP_DURATION_SECONDS.new()
+        info = AD_DC_INFO.new()
+        is_pdc = AD_DC_IS_PDC_EMULATOR.new()
+        locked_per_dc = AD_ACCOUNTS_LOCKED.new()
+        bad_per_dc = AD_ACCOUNTS_WITH_BAD_PASSWORD.new()
+        recent = AD_LOCKOUTS_IN_OBSERVATION_WINDOW.new()
+        bad_count = AD_ACCOUNT_BAD_PASSWORDS.new()
+        bad_time = AD_ACCOUNT_LAST_BAD_PASSWORD_TIMESTAMP_SECONDS.new()
+        caps = Caps(self.name, domain)
+        caps.note(AD_ACCOUNT_BAD_PASSWORDS)
         for sweep in sweeps:
             labels = [domain, sweep.dc]
             up.add_metric(labels, 1.0 if sweep.up else 0.0)
@@ -443,71 +545,45 @@ class ActiveDirectoryCollector(Collector):
             )
             counting = [a for a in sweep.bad_password if ad.counts_toward_lockout(a, policy, now)]
             bad_per_dc.add_metric(labels, len(counting))
-            capped_bad_password += self._add_top_accounts(sweep, labels, bad_count, bad_time)
+            self._add_top_accounts(sweep, labels, bad_count, bad_time, caps)
 
-        capped = capped_series_family()
-        capped.add_metric([self.name, domain, "ad_account_bad_passwords"], capped_bad_password)
-        families: list[Metric] = [up, error, sweep_seconds, info, is_pdc]
+        families: list[Series] = [up, error, sweep_seconds, info, is_pdc]
         if policy is not None:
             families.extend(self._policy_metrics(policy))
             families.extend([locked_per_dc, bad_per_dc, recent])
-            families.extend(self._locked_account_metrics(sweeps, policy, topology, now, capped))
-        families.extend([bad_count, bad_time, capped])
-        families.append(parse_errors_family(self.name, domain, self._parse_errors_total))
+            families.extend(self._locked_account_metrics(sweeps, policy, topology, now, caps))
+        families.extend([bad_count, bad_time, caps.series()])
+        families.append(PARSE_ERRORS.one([self.name, domain], self._parse_errors_total))
         return families
 
-    def _add_top_accounts(
-        self, sweep: DcSweep, labels: list[str], count: GaugeMetricFamily, last: GaugeMetricFamily
-    ) -> int:
-        """Watched accounts, then the top accounts by badPwdCount; returns how many were summed as other."""
+    def _add_top_accounts(self, sweep: DcSweep, labels: list[str], count: Series, last: Series, caps: Caps) -> None:
+        """Watched accounts, then the top accounts by badPwdCount; the rest summed as other."""
         watched = {name.lower() for name in self.config.watch_accounts}
-        ranked = sorted(
+        for account in sweep.bad_password:
+            if account.user.lower() in watched:
+                count.add_metric([*labels, account.user], account.bad_pwd_count or 0)
+                last.add_metric([*labels, account.user], account.bad_password_time or 0)
+        top = caps.top(
+            AD_ACCOUNT_BAD_PASSWORDS,
             (a for a in sweep.bad_password if a.user.lower() not in watched and a.bad_pwd_count),
-            key=lambda a: (-(a.bad_pwd_count or 0), -(a.bad_password_time or 0), a.user),
+            self.config.top_accounts,
+            lambda a: (-(a.bad_pwd_count or 0), -(a.bad_password_time or 0), a.user),
         )
-        shown = [a for a in sweep.bad_password if a.user.lower() in watched] + ranked[: self.config.top_accounts]
-        rest = ranked[self.config.top_accounts :]
-        for account in shown:
-            count.add_metric([*labels, account.user], account.bad_pwd_count or 0)
+        top.add(count, lambda a: [*labels, a.user], lambda a: a.bad_pwd_count or 0, other=[*labels, OTHER])
+        for account in top.kept:
             last.add_metric([*labels, account.user], account.bad_password_time or 0)
-        if rest:
-            count.add_metric([*labels, OTHER], sum(a.bad_pwd_count or 0 for a in rest))
-        return len(rest)
 
-    def _policy_metrics(self, policy: ad.LockoutPolicy) -> list[Metric]:
+    def _policy_metrics(self, policy: ad.LockoutPolicy) -> list[Series]:
         domain = self.domain
-        threshold = GaugeMetricFamily(
-            "ad_lockout_policy_threshold", "Bad passwords before lockout (0: lockout disabled).", labels=["domain"]
-        )
-        duration = GaugeMetricFamily(
-            "ad_lockout_policy_duration_seconds",
-            "How long a lockout lasts (+Inf: until an administrator unlocks).",
-            labels=["domain"],
-        )
-        window = GaugeMetricFamily(
-            "ad_lockout_policy_observation_window_seconds",
-            "Time after which badPwdCount starts again from 0.",
-            labels=["domain"],
-        )
+        threshold = AD_LOCKOUT_POLICY_THRESHOLD.new()
+        duration = AD_LOCKOUT_POLICY_DURATION_SECONDS.new()
+        window = AD_LOCKOUT_POLICY_OBSERVATION_WINDOW_SECONDS.new()
         threshold.add_metric([domain], policy.threshold)
         duration.add_metric([domain], policy.duration_seconds)
         window.add_metric([domain], policy.observation_window_seconds)
-        pso_labels = ["domain", "pso"]
-        pso_threshold = GaugeMetricFamily(
-            "ad_password_settings_lockout_threshold",
-            "Lockout threshold of a fine-grained password settings object.",
-            labels=pso_labels,
-        )
-        pso_duration = GaugeMetricFamily(
-            "ad_password_settings_lockout_duration_seconds",
-            "Lockout duration of a fine-grained password settings object.",
-            labels=pso_labels,
-        )
-        pso_window = GaugeMetricFamily(
-            "ad_password_settings_observation_window_seconds",
-            "Observation window of a fine-grained password settings object.",
-            labels=pso_labels,
-        )
+        pso_threshold = AD_PASSWORD_SETTINGS_LOCKOUT_THRESHOLD.new()
+        pso_duration = AD_PASSWORD_SETTINGS_LOCKOUT_DURATION_SECONDS.new()
+        pso_window = AD_PASSWORD_SETTINGS_OBSERVATION_WINDOW_SECONDS.new()
         for pso in self._state.password_settings:
             pso_threshold.add_metric([domain, pso.name], pso.policy.threshold)
             pso_duration.add_metric([domain, pso.name], pso.policy.duration_seconds)
@@ -520,8 +596,8 @@ class ActiveDirectoryCollector(Collector):
         policy: ad.LockoutPolicy,
         topology: ad.Topology,
         now: float,
-        capped: GaugeMetricFamily,
-    ) -> list[Metric]:
+        caps: Caps,
+    ) -> list[Series]:
         domain = self.domain
         # An account is locked if any DC that answered says so; the newest lockoutTime names the origin.
         newest: dict[str, ad.Account] = {}
@@ -537,42 +613,29 @@ class ActiveDirectoryCollector(Collector):
                     or (seen.lockout_origin is None and account.lockout_origin is not None)
                 ):
                     newest[key] = account
-        ordered = sorted(newest.values(), key=lambda a: (-(a.lockout_time or 0), a.user.lower()))
-        locked = GaugeMetricFamily(
-            "ad_account_locked",
-            "1 per account locked now (cap max_locked_accounts), with the DC the lockout "
-            "originated on (replication metadata of lockoutTime, like LockoutStatus' "
-            "Orig Lock).",
-            labels=["domain", "user", "origin_dc"],
+        locked = AD_ACCOUNT_LOCKED.new()
+        locked_at = AD_ACCOUNT_LOCKOUT_TIMESTAMP_SECONDS.new()
+        top = caps.top(
+            AD_ACCOUNT_LOCKED,
+            newest.values(),
+            self.config.max_locked_accounts,
+            lambda a: (-(a.lockout_time or 0), a.user.lower()),
         )
-        locked_at = GaugeMetricFamily(
-            "ad_account_lockout_timestamp_seconds",
-            "lockoutTime of each account locked now (cap max_locked_accounts).",
-            labels=["domain", "user", "origin_dc"],
-        )
-        shown = ordered[: self.config.max_locked_accounts]
-        for account in shown:
+        for account in top.kept:
             origin = ad.resolve_origin(account.lockout_origin, topology)
             locked.add_metric([domain, account.user, origin], 1.0)
             locked_at.add_metric([domain, account.user, origin], account.lockout_time or 0)
-        total_locked = GaugeMetricFamily(
-            "ad_domain_accounts_locked", "Accounts locked now on at least one DC (not capped).", labels=["domain"]
-        )
-        total_locked.add_metric([domain], len(ordered))
+        total_locked = AD_DOMAIN_ACCOUNTS_LOCKED.new()
+        total_locked.add_metric([domain], len(newest))
 
-        watched = GaugeMetricFamily(
-            "ad_watched_account_locked",
-            "1 if a watched (service) account is locked now on any DC that answered.",
-            labels=["domain", "user"],
-        )
+        watched = AD_WATCHED_ACCOUNT_LOCKED.new()
         for name in self.config.watch_accounts:
             watched.add_metric([domain, name], 1.0 if name.lower() in newest else 0.0)
 
-        capped.add_metric([self.name, domain, "ad_account_locked"], len(ordered) - len(shown))
         lockouts = self._count_new_lockouts(sweeps, topology, now)
         return [locked, locked_at, total_locked, watched, lockouts]
 
-    def _count_new_lockouts(self, sweeps: Sequence[DcSweep], topology: ad.Topology, now: float) -> Metric:
+    def _count_new_lockouts(self, sweeps: Sequence[DcSweep], topology: ad.Topology, now: float) -> Series:
         """A counter of lockouts seen for the first time, by origin DC (for rate alerts).
 
         The first successful refresh only records what is already there, so a restart never counts
@@ -602,11 +665,7 @@ class ActiveDirectoryCollector(Collector):
         # Every known origin starts at 0, so that increase() sees the first lockout of a new series.
         for dc in topology.controllers:
             self._lockouts_total.setdefault(dc.host or dc.name.lower(), 0)
-        family = CounterMetricFamily(
-            "ad_account_lockouts",
-            "Lockouts first seen by the exporter, by the DC they originated on.",
-            labels=["domain", "origin_dc"],
-        )
+        family = AD_ACCOUNT_LOCKOUTS_TOTAL.new()
         for origin, count in sorted(self._lockouts_total.items()):
             family.add_metric([self.domain, origin], count)
         return family
@@ -614,7 +673,7 @@ class ActiveDirectoryCollector(Collector):
     async def close(self) -> None:
         for client in self._clients.values():
             client.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await super().close()
 
 
 def _finite(value: float) -> float:

@@ -9,7 +9,6 @@ or deliver (never arrived).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -18,9 +17,9 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 import aiosmtplib
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.config import CanaryConfig
+from exporter.metrics import Family, Series
 from exporter.parsers.mail_headers import parse_headers
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.imap import ImapError, fetch_new_headers, target_from
@@ -30,8 +29,52 @@ from exporter.sources.smtp import tls_context
 log = logging.getLogger(__name__)
 
 
+EXCHANGE_CANARY_SENT_TOTAL = Family("exchange_canary_sent_total", "counter", "Canaries submitted.", ("canary",))
+EXCHANGE_CANARY_RECEIVED_TOTAL = Family(
+    "exchange_canary_received_total", "counter", "Canaries found at the destination.", ("canary",)
+)
+EXCHANGE_CANARY_FAILURES_TOTAL = Family(
+    "exchange_canary_failures_total",
+    "counter",
+    "Canaries that failed, by stage: submit (the SMTP conversation), deliver (not found within late_seconds), "
+    "mailbox (the destination mailbox could not be read).",
+    ("canary", "stage"),
+)
+EXCHANGE_CANARY_IN_FLIGHT = Family(
+    "exchange_canary_in_flight", "gauge", "Canaries sent and not yet found.", ("canary",)
+)
+EXCHANGE_CANARY_LATENCY_SECONDS = Family(
+    "exchange_canary_latency_seconds", "gauge", "End-to-end time of the last canary found.", ("canary",)
+)
+EXCHANGE_CANARY_LAST_RECEIVED_TIMESTAMP_SECONDS = Family(
+    "exchange_canary_last_received_timestamp_seconds",
+    "gauge",
+    "When the last canary arrived (0 if none yet).",
+    ("canary",),
+)
+EXCHANGE_CANARY_HOPS = Family(
+    "exchange_canary_hops", "gauge", "Received headers of the last canary found.", ("canary",)
+)
+EXCHANGE_CANARY_AUTH_AS_INFO = Family(
+    "exchange_canary_auth_as_info",
+    "gauge",
+    "How the last canary was attributed at the destination (Internal expected).",
+    ("canary", "auth_as"),
+)
+
+
 class CanaryCollector(Collector):
     name = "canary"
+    families = (
+        EXCHANGE_CANARY_SENT_TOTAL,
+        EXCHANGE_CANARY_RECEIVED_TOTAL,
+        EXCHANGE_CANARY_FAILURES_TOTAL,
+        EXCHANGE_CANARY_IN_FLIGHT,
+        EXCHANGE_CANARY_LATENCY_SECONDS,
+        EXCHANGE_CANARY_LAST_RECEIVED_TIMESTAMP_SECONDS,
+        EXCHANGE_CANARY_HOPS,
+        EXCHANGE_CANARY_AUTH_AS_INFO,
+    )
 
     def __init__(
         self, config: CanaryConfig, redact: Redactor | None = None, clock: Callable[[], float] = time.time
@@ -111,8 +154,8 @@ class CanaryCollector(Collector):
         self.latency = max(0.0, when - sent)
         self.last_auth_as, self.last_hops = route.auth_as or "unknown", route.hop_count
 
-    async def collect(self) -> list[Metric]:
-        await asyncio.to_thread(self._find)
+    async def collect(self) -> list[Series]:
+        await self.pool.run(self._find)
         now = self.clock()
         for message_id, sent in list(self.in_flight.items()):
             if now - sent > self.config.late_seconds:
@@ -122,56 +165,22 @@ class CanaryCollector(Collector):
         await self._submit()
         return self._metrics()
 
-    def _metrics(self) -> list[Metric]:
+    def _metrics(self) -> list[Series]:
         label = [self.target]
-
-        def family(kind: type[GaugeMetricFamily | CounterMetricFamily], name: str, doc: str, value: float) -> Metric:
-            metric = kind(name, doc, labels=["canary"])
-            metric.add_metric(label, value)
-            return metric
-
-        failures = CounterMetricFamily(
-            "exchange_canary_failures",
-            "Canaries that failed, by stage: submit (the "
-            "SMTP conversation), deliver (not found within late_seconds), mailbox "
-            "(the destination mailbox could not be read).",
-            labels=["canary", "stage"],
-        )
+        failures = EXCHANGE_CANARY_FAILURES_TOTAL.new()
         for stage in ("submit", "deliver", "mailbox"):
             failures.add_metric([self.target, stage], self.failures.get(stage, 0))
         families = [
-            family(CounterMetricFamily, "exchange_canary_sent", "Canaries submitted.", self.sent),
-            family(
-                CounterMetricFamily, "exchange_canary_received", "Canaries found at the destination.", self.received
-            ),
+            EXCHANGE_CANARY_SENT_TOTAL.one(label, self.sent),
+            EXCHANGE_CANARY_RECEIVED_TOTAL.one(label, self.received),
             failures,
-            family(
-                GaugeMetricFamily, "exchange_canary_in_flight", "Canaries sent and not yet found.", len(self.in_flight)
-            ),
-            family(
-                GaugeMetricFamily,
-                "exchange_canary_latency_seconds",
-                "End-to-end time of the last canary found.",
-                self.latency,
-            ),
-            family(
-                GaugeMetricFamily,
-                "exchange_canary_last_received_timestamp_seconds",
-                "When the last canary arrived (0 if none yet).",
-                self.last_received,
-            ),
-            family(
-                GaugeMetricFamily, "exchange_canary_hops", "Received headers of the last canary found.", self.last_hops
-            ),
+            EXCHANGE_CANARY_IN_FLIGHT.one(label, len(self.in_flight)),
+            EXCHANGE_CANARY_LATENCY_SECONDS.one(label, self.latency),
+            EXCHANGE_CANARY_LAST_RECEIVED_TIMESTAMP_SECONDS.one(label, self.last_received),
+            EXCHANGE_CANARY_HOPS.one(label, self.last_hops),
         ]
         if self.last_auth_as:
-            auth = GaugeMetricFamily(
-                "exchange_canary_auth_as_info",
-                "How the last canary was attributed at the destination (Internal expected).",
-                labels=["canary", "auth_as"],
-            )
-            auth.add_metric([self.target, self.last_auth_as], 1.0)
-            families.append(auth)
+            families.append(EXCHANGE_CANARY_AUTH_AS_INFO.one([self.target, self.last_auth_as], 1.0))
         return families
 
     def target_status(self) -> list[TargetStatus]:

@@ -12,17 +12,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-
 from exporter.config import ExchangeConfig
+from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import exchange as ex
 from exporter.parsers.clixml import ClixmlError, parse_object
 from exporter.parsers.exchange_builds import date_to_unix
-from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family, parse_errors_family
+from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 
@@ -36,8 +34,156 @@ HYBRID_CMDLETS = (
     "Get-ReceiveConnector",
     "Get-HybridConfiguration",
 )
-OTHER = "<other>"
 FILE_VERSION_CMDLET = "Get-Command ExSetup.exe"
+
+
+EXCHANGE_SERVER_UP = Family(
+    "exchange_server_up",
+    "gauge",
+    "1 if every cmdlet the exporter runs on the server answered in the last refresh (cached between refreshes).",
+    ("server",),
+)
+EXCHANGE_SERVER_ERROR_REASON = Family(
+    "exchange_server_error_reason",
+    "gauge",
+    "Why the server's last refresh failed (1 for the reason): unreachable, timeout, auth_failed, "
+    "credential_suspended, tls_error, server_error (HTTP 500), cmdlet_error, access_denied, wsman_fault.",
+    ("server", "reason"),
+)
+EXCHANGE_SERVER_SWEEP_DURATION_SECONDS = Family(
+    "exchange_server_sweep_duration_seconds",
+    "gauge",
+    "How long the server took to answer.",
+    ("server",),
+)
+EXCHANGE_CMDLET_SUCCESS = Family(
+    "exchange_cmdlet_success",
+    "gauge",
+    "1 if the cmdlet answered on the server in the last refresh.",
+    ("server", "cmdlet"),
+)
+EXCHANGE_SERVER_INFO = Family(
+    "exchange_server_info",
+    "gauge",
+    "The server as Get-ExchangeServer describes it.",
+    ("server", "fqdn", "edition", "roles", "site"),
+)
+EXCHANGE_BUILD_INFO = Family(
+    "exchange_build_info",
+    "gauge",
+    "The server's build, the product and cumulative update (CU) it "
+    "belongs to, and the security/hotfix update when known.",
+    ("server", "version", "product", "cu", "update"),
+)
+EXCHANGE_BUILD_CU_RELEASE_TIMESTAMP_SECONDS = Family(
+    "exchange_build_cu_release_timestamp_seconds",
+    "gauge",
+    "Release date of the CU the server runs (0 if the build is not in the exporter's table).",
+    ("server",),
+)
+EXCHANGE_BUILD_IN_HYBRID_SUPPORT_WINDOW = Family(
+    "exchange_build_in_hybrid_support_window",
+    "gauge",
+    "1 if the server runs one of its product's two newest CUs (what the Hybrid Configuration Wizard supports).",
+    ("server",),
+)
+EXCHANGE_BUILD_PRODUCT_END_OF_SUPPORT_TIMESTAMP_SECONDS = Family(
+    "exchange_build_product_end_of_support_timestamp_seconds",
+    "gauge",
+    "End of support of the server's product (absent when it has none announced).",
+    ("server", "product"),
+)
+EXCHANGE_COMPONENT_STATE = Family(
+    "exchange_component_state",
+    "gauge",
+    "Get-ServerComponentState per component: 0 Inactive, "
+    "1 Active, 2 Draining (Exchange's ServiceState), -1 anything else.",
+    ("server", "component"),
+)
+EXCHANGE_COMPONENT_REQUESTER_STATE = Family(
+    "exchange_component_requester_state",
+    "gauge",
+    "A requester's entry for a component: 0 Inactive, 1 Active, 2 Draining. A component is "
+    "Inactive while any requester holds it Inactive; scope local is the server's registry, "
+    "remote is Active Directory.",
+    ("server", "component", "requester", "scope"),
+)
+EXCHANGE_COMPONENT_REQUESTER_TIMESTAMP_SECONDS = Family(
+    "exchange_component_requester_timestamp_seconds",
+    "gauge",
+    "When the requester last set its state for the component.",
+    ("server", "component", "requester", "scope"),
+)
+EXCHANGE_QUEUE_MESSAGES = Family(
+    "exchange_queue_messages",
+    "gauge",
+    "Messages in the server's queues, summed by next hop, delivery type and status.",
+    ("server", "next_hop", "delivery_type", "status"),
+)
+EXCHANGE_QUEUE_LAST_ERROR_INFO = Family(
+    "exchange_queue_last_error_info",
+    "gauge",
+    "1 for a queue group whose last error carries these SMTP codes: code/enhanced_code as "
+    "Exchange reported it, remote_* as the next hop answered (when quoted).",
+    ("server", "next_hop", "delivery_type", "code", "enhanced_code", "remote_code", "remote_enhanced_code"),
+)
+EXCHANGE_CERTIFICATE_NOT_AFTER_TIMESTAMP_SECONDS = Family(
+    "exchange_certificate_not_after_timestamp_seconds",
+    "gauge",
+    "When each Exchange certificate on the server expires.",
+    ("server", "thumbprint", "subject"),
+)
+EXCHANGE_HYBRID_SETTINGS_UP = Family(
+    "exchange_hybrid_settings_up",
+    "gauge",
+    "1 if the organisation's hybrid settings were read "
+    "in their last refresh (they refresh on their own, longer interval).",
+    ("organization",),
+)
+EXCHANGE_HYBRID_SETTINGS_LAST_SUCCESS_TIMESTAMP_SECONDS = Family(
+    "exchange_hybrid_settings_last_success_timestamp_seconds",
+    "gauge",
+    "When the hybrid settings were last read successfully (0 if never).",
+    ("organization",),
+)
+EXCHANGE_REMOTE_MAILBOXES = Family(
+    "exchange_remote_mailboxes",
+    "gauge",
+    "Remote mailboxes (Get-RemoteMailbox).",
+    ("organization",),
+)
+EXCHANGE_REMOTE_MAILBOXES_MISROUTED = Family(
+    "exchange_remote_mailboxes_misrouted",
+    "gauge",
+    "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain; mail to them "
+    "does not reach Exchange Online.",
+    ("organization", "tenant_routing_domain"),
+)
+EXCHANGE_REMOTE_MAILBOX_MISROUTED_INFO = Family(
+    "exchange_remote_mailbox_misrouted_info",
+    "gauge",
+    "1 for each misrouted remote mailbox, up to the configured cap.",
+    ("organization", "mailbox", "routing_domain"),
+)
+EXCHANGE_ACCEPTED_DOMAIN_INFO = Family(
+    "exchange_accepted_domain_info",
+    "gauge",
+    "The organisation's accepted domains.",
+    ("organization", "domain", "type", "default"),
+)
+EXCHANGE_CONNECTOR_TLS_CERTIFICATE_INFO = Family(
+    "exchange_connector_tls_certificate_info",
+    "gauge",
+    "The TlsCertificateName of each connector that sets one; hybrid=true for the "
+    "connectors the Hybrid Configuration Wizard manages.",
+    ("organization", "kind", "connector", "issuer", "subject", "hybrid"),
+)
+EXCHANGE_CONNECTOR_TLS_CERTIFICATE_MATCHES = Family(
+    "exchange_connector_tls_certificate_matches",
+    "gauge",
+    "1 if a hybrid connector's TlsCertificateName matches the configured one, 0 if it differs or is not set.",
+    ("organization", "kind", "connector"),
+)
 
 
 @dataclass
@@ -79,6 +225,34 @@ def _parse_all(xml_objects: list[str], parse: Callable[[Any], Any], errors: list
 
 class ExchangeCollector(Collector):
     name = "exchange"
+    families = (
+        EXCHANGE_SERVER_UP,
+        EXCHANGE_SERVER_ERROR_REASON,
+        EXCHANGE_SERVER_SWEEP_DURATION_SECONDS,
+        EXCHANGE_CMDLET_SUCCESS,
+        EXCHANGE_SERVER_INFO,
+        EXCHANGE_BUILD_INFO,
+        EXCHANGE_BUILD_CU_RELEASE_TIMESTAMP_SECONDS,
+        EXCHANGE_BUILD_IN_HYBRID_SUPPORT_WINDOW,
+        EXCHANGE_BUILD_PRODUCT_END_OF_SUPPORT_TIMESTAMP_SECONDS,
+        EXCHANGE_COMPONENT_STATE,
+        EXCHANGE_COMPONENT_REQUESTER_STATE,
+        EXCHANGE_COMPONENT_REQUESTER_TIMESTAMP_SECONDS,
+        EXCHANGE_QUEUE_MESSAGES,
+        EXCHANGE_QUEUE_LAST_ERROR_INFO,
+        EXCHANGE_CERTIFICATE_NOT_AFTER_TIMESTAMP_SECONDS,
+        EXCHANGE_HYBRID_SETTINGS_UP,
+        EXCHANGE_HYBRID_SETTINGS_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        EXCHANGE_REMOTE_MAILBOXES,
+        EXCHANGE_REMOTE_MAILBOXES_MISROUTED,
+        EXCHANGE_REMOTE_MAILBOX_MISROUTED_INFO,
+        EXCHANGE_ACCEPTED_DOMAIN_INFO,
+        EXCHANGE_CONNECTOR_TLS_CERTIFICATE_INFO,
+        EXCHANGE_CONNECTOR_TLS_CERTIFICATE_MATCHES,
+        CAPPED_SERIES,
+        PARSE_ERRORS,
+    )
+    wait_on_close = False  # a server that stopped answering must not hold up a reload
 
     def __init__(
         self,
@@ -86,12 +260,15 @@ class ExchangeCollector(Collector):
         guard: CredentialGuard,
         redact: Redactor | None = None,
         clock: Callable[[], float] = time.time,
+        client_factory: Callable[[RemotingTarget, RemotingCredential, CredentialGuard, float], PsrpClient] = PsrpClient,
     ) -> None:
         # Four cmdlets per server, each bounded by the timeout; the registry's deadline is a backstop.
         super().__init__(
             config.organization.lower(),
             config.interval_seconds,
             timeout=min(config.interval_seconds, config.timeout_seconds * 2 + 1),
+            concurrency=config.max_concurrent_servers,
+            error=RemotingError,
         )
         self.config = config
         self.redact = redact or Redactor()
@@ -111,7 +288,8 @@ class ExchangeCollector(Collector):
                 encryption=config.encryption,
                 timeout=config.timeout_seconds,
             )
-            return PsrpClient(target, credential, guard, config.bind_retry_after_seconds)
+            # The I/O boundary: PsrpClient, or a replay of recorded CLIXML (the golden exposition test).
+            return client_factory(target, credential, guard, config.bind_retry_after_seconds)
 
         self.clients = {
             s.name.lower(): client(
@@ -128,17 +306,13 @@ class ExchangeCollector(Collector):
             if su.enabled
         }
         self._names = {s.name.lower(): s.name for s in config.servers}
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.max_concurrent_servers + 1, thread_name_prefix=f"psrp-{self.target}"
-        )
-        self._semaphore = asyncio.Semaphore(config.max_concurrent_servers)
         self._last: list[ServerSweep] = []
         self._hybrid = HybridState()
         self._parse_errors_total = 0
 
     # --- refresh ---------------------------------------------------------------------------------------------
 
-    async def collect(self) -> list[Metric]:
+    async def collect(self) -> list[Series]:
         sweeps = list(await asyncio.gather(*(self._sweep(server) for server in self.clients)))
         hybrid = self.config.hybrid
         now = self.clock()
@@ -151,25 +325,12 @@ class ExchangeCollector(Collector):
                 log.warning("%s/%s: skipped an object: %s", self.target, sweep.server, error)
         return self._metrics(sweeps)
 
-    async def _in_thread(self, server: str, work: Callable[[PsrpClient], Any]) -> Any:
-        """Run ``work`` on the server's client in a worker thread, one pipeline at a time per server."""
+    async def _on_server(self, server: str, work: Callable[[PsrpClient], Any]) -> Any:
+        """``work`` on the server's client in a worker thread, one pipeline at a time per server."""
         client = self.clients[server]
+        # Several cmdlets in one call, each bounded by the timeout: the call's deadline is twice that.
         timeout = self.config.timeout_seconds
-
-        def locked() -> Any:
-            if not client.lock.acquire(timeout=timeout):
-                raise RemotingError("timeout", "an earlier request to this server is still waiting for an answer")
-            try:
-                return work(client)
-            finally:
-                client.lock.release()
-
-        loop = asyncio.get_running_loop()
-        async with self._semaphore:
-            try:
-                return await asyncio.wait_for(loop.run_in_executor(self._executor, locked), timeout * 2)
-            except TimeoutError:
-                raise RemotingError("timeout", f"no answer within {timeout * 2:g}s") from None
+        return await self.pool.run(work, client, lock=client.lock, timeout=timeout * 2, lock_timeout=timeout)
 
     async def _sweep(self, server: str) -> ServerSweep:
         sweep = ServerSweep(server)
@@ -209,7 +370,7 @@ class ExchangeCollector(Collector):
                     log.warning("exchange server %s: ExSetup version: %s", server, self.redact(str(exc)))
 
         try:
-            await self._in_thread(server, run)
+            await self._on_server(server, run)
         except RemotingError as exc:
             failures.append(exc)
         file_version = file_versions[0] if file_versions else None
@@ -236,7 +397,7 @@ class ExchangeCollector(Collector):
                     results[cmdlet] = client.run(cmdlet, params)
 
             try:
-                await self._in_thread(server, run)
+                await self._on_server(server, run)
             except RemotingError as exc:
                 hybrid.up, hybrid.detail = False, self.redact(f"{server}: {exc.reason}: {exc}")
                 log.warning("exchange hybrid settings from %s: %s", server, hybrid.detail)
@@ -256,89 +417,24 @@ class ExchangeCollector(Collector):
 
     # --- metrics -----------------------------------------------------------------------------------------------
 
-    def _metrics(self, sweeps: list[ServerSweep]) -> list[Metric]:
-        def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=labels)
-
-        up = gauge(
-            "exchange_server_up",
-            "1 if every cmdlet the exporter runs on the server answered in the last "
-            "refresh (cached between refreshes).",
-            ["server"],
-        )
-        error = gauge(
-            "exchange_server_error_reason",
-            "Why the server's last refresh failed (1 for the reason).",
-            ["server", "reason"],
-        )
-        duration = gauge("exchange_server_sweep_duration_seconds", "How long the server took to answer.", ["server"])
-        cmdlet_ok = gauge(
-            "exchange_cmdlet_success",
-            "1 if the cmdlet answered on the server in the last refresh.",
-            ["server", "cmdlet"],
-        )
-        info = gauge(
-            "exchange_server_info",
-            "The server as Get-ExchangeServer describes it.",
-            ["server", "fqdn", "edition", "roles", "site"],
-        )
-        build = gauge(
-            "exchange_build_info",
-            "The server's build, the product and cumulative update (CU) it "
-            "belongs to, and the security/hotfix update when known.",
-            ["server", "version", "product", "cu", "update"],
-        )
-        cu_release = gauge(
-            "exchange_build_cu_release_timestamp_seconds",
-            "Release date of the CU the server runs (0 if the build is not in the exporter's table).",
-            ["server"],
-        )
-        window = gauge(
-            "exchange_build_in_hybrid_support_window",
-            "1 if the server runs one of its product's two newest CUs (what the Hybrid Configuration Wizard supports).",
-            ["server"],
-        )
-        end_of_support = gauge(
-            "exchange_build_product_end_of_support_timestamp_seconds",
-            "End of support of the server's product (absent when it has none announced).",
-            ["server", "product"],
-        )
-        component = gauge(
-            "exchange_component_state",
-            "Get-ServerComponentState per component: 0 Inactive, "
-            "1 Active, 2 Draining (Exchange's ServiceState), -1 anything else.",
-            ["server", "component"],
-        )
-        requester = gauge(
-            "exchange_component_requester_state",
-            "A requester's entry for a component: 0 Inactive, 1 Active, 2 Draining. A component is "
-            "Inactive while any requester holds it Inactive; scope local is the server's registry, "
-            "remote is Active Directory.",
-            ["server", "component", "requester", "scope"],
-        )
-        requester_ts = gauge(
-            "exchange_component_requester_timestamp_seconds",
-            "When the requester last set its state for the component.",
-            ["server", "component", "requester", "scope"],
-        )
-        queue_messages = gauge(
-            "exchange_queue_messages",
-            "Messages in the server's queues, summed by next hop, delivery type and status.",
-            ["server", "next_hop", "delivery_type", "status"],
-        )
-        queue_error = gauge(
-            "exchange_queue_last_error_info",
-            "1 for a queue group whose last error carries these SMTP codes: code/enhanced_code as "
-            "Exchange reported it, remote_* as the next hop answered (when quoted).",
-            ["server", "next_hop", "delivery_type", "code", "enhanced_code", "remote_code", "remote_enhanced_code"],
-        )
-        certificate = gauge(
-            "exchange_certificate_not_after_timestamp_seconds",
-            "When each Exchange certificate on the server expires.",
-            ["server", "thumbprint", "subject"],
-        )
-        capped = capped_series_family()
-        capped_queues = 0
+    def _metrics(self, sweeps: list[ServerSweep]) -> list[Series]:
+        up = EXCHANGE_SERVER_UP.new()
+        error = EXCHANGE_SERVER_ERROR_REASON.new()
+        duration = EXCHANGE_SERVER_SWEEP_DURATION_SECONDS.new()
+        cmdlet_ok = EXCHANGE_CMDLET_SUCCESS.new()
+        info = EXCHANGE_SERVER_INFO.new()
+        build = EXCHANGE_BUILD_INFO.new()
+        cu_release = EXCHANGE_BUILD_CU_RELEASE_TIMESTAMP_SECONDS.new()
+        window = EXCHANGE_BUILD_IN_HYBRID_SUPPORT_WINDOW.new()
+        end_of_support = EXCHANGE_BUILD_PRODUCT_END_OF_SUPPORT_TIMESTAMP_SECONDS.new()
+        component = EXCHANGE_COMPONENT_STATE.new()
+        requester = EXCHANGE_COMPONENT_REQUESTER_STATE.new()
+        requester_ts = EXCHANGE_COMPONENT_REQUESTER_TIMESTAMP_SECONDS.new()
+        queue_messages = EXCHANGE_QUEUE_MESSAGES.new()
+        queue_error = EXCHANGE_QUEUE_LAST_ERROR_INFO.new()
+        certificate = EXCHANGE_CERTIFICATE_NOT_AFTER_TIMESTAMP_SECONDS.new()
+        caps = Caps(self.name, self.target)
+        caps.note(EXCHANGE_QUEUE_MESSAGES)
         for sweep in sweeps:
             server = sweep.server
             up.add_metric([server], 1.0 if sweep.up else 0.0)
@@ -362,11 +458,10 @@ class ExchangeCollector(Collector):
                     requester.add_metric(labels, float(ex.COMPONENT_STATES.get(r.state, -1)))
                     if r.timestamp is not None:
                         requester_ts.add_metric(labels, r.timestamp)
-            capped_queues += self._add_queues(server, sweep.queues, queue_messages, queue_error)
+            self._add_queues(server, sweep.queues, queue_messages, queue_error, caps)
             for cert in sweep.certificates:
                 certificate.add_metric([server, cert.thumbprint, cert.subject], cert.not_after)
-        capped.add_metric([self.name, self.target, "exchange_queue_messages"], float(capped_queues))
-        families: list[Metric] = [
+        families: list[Series] = [
             up,
             error,
             duration,
@@ -383,14 +478,12 @@ class ExchangeCollector(Collector):
             queue_error,
             certificate,
         ]
-        families.extend(self._hybrid_metrics(capped))
-        families.append(capped)
-        families.append(parse_errors_family(self.name, self.target, self._parse_errors_total))
+        families.extend(self._hybrid_metrics(caps))
+        families.append(caps.series())
+        families.append(PARSE_ERRORS.one([self.name, self.target], self._parse_errors_total))
         return families
 
-    def _add_queues(
-        self, server: str, queues: list[ex.Queue], messages: GaugeMetricFamily, errors: GaugeMetricFamily
-    ) -> int:
+    def _add_queues(self, server: str, queues: list[ex.Queue], messages: Series, errors: Series, caps: Caps) -> None:
         groups: dict[tuple[str, str, str], int] = {}
         replies: set[tuple[str, str, str, str, str, str]] = set()
         for q in queues:
@@ -409,87 +502,41 @@ class ExchangeCollector(Collector):
                     )
                 )
         # The biggest queues are the ones worth a series each; the rest is summed under next_hop="<other>".
-        ordered = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
-        cap = self.config.max_queues
-        kept, rest = ordered[:cap], ordered[cap:]
-        for (hop, delivery, status), count in kept:
-            messages.add_metric([server, hop, delivery, status], float(count))
-        if rest:
-            messages.add_metric([server, OTHER, OTHER, OTHER], float(sum(c for _, c in rest)))
-        kept_hops = {k[0] for k, _ in kept}
+        top = caps.top(EXCHANGE_QUEUE_MESSAGES, groups.items(), self.config.max_queues, lambda kv: (-kv[1], kv[0]))
+        top.add(messages, lambda kv: [server, *kv[0]], lambda kv: kv[1], other=[server, OTHER, OTHER, OTHER])
+        kept_hops = {k[0] for k, _ in top.kept}
         for hop, delivery, code, enhanced, rcode, renhanced in sorted(replies):
             errors.add_metric(
                 [server, hop if hop in kept_hops else OTHER, delivery, code, enhanced, rcode, renhanced], 1.0
             )
-        return len(rest)
 
-    def _hybrid_metrics(self, capped: GaugeMetricFamily) -> list[Metric]:
+    def _hybrid_metrics(self, caps: Caps) -> list[Series]:
         config, state = self.config.hybrid, self._hybrid
         if config is None:
             return []
         org = self.target
-        up = GaugeMetricFamily(
-            "exchange_hybrid_settings_up",
-            "1 if the organisation's hybrid settings were read "
-            "in their last refresh (they refresh on their own, longer interval).",
-            labels=["organization"],
-        )
+        up = EXCHANGE_HYBRID_SETTINGS_UP.new()
         up.add_metric([org], 1.0 if state.up else 0.0)
-        last = GaugeMetricFamily(
-            "exchange_hybrid_settings_last_success_timestamp_seconds",
-            "When the hybrid settings were last read successfully (0 if never).",
-            labels=["organization"],
-        )
+        last = EXCHANGE_HYBRID_SETTINGS_LAST_SUCCESS_TIMESTAMP_SECONDS.new()
         last.add_metric([org], state.at)
-        families: list[Metric] = [up, last]
+        families: list[Series] = [up, last]
         if state.at == 0:
             return families
-        total = GaugeMetricFamily(
-            "exchange_remote_mailboxes", "Remote mailboxes (Get-RemoteMailbox).", labels=["organization"]
-        )
+        total = EXCHANGE_REMOTE_MAILBOXES.new()
         total.add_metric([org], float(len(state.remote_mailboxes)))
-        misrouted = GaugeMetricFamily(
-            "exchange_remote_mailboxes_misrouted",
-            "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain; mail to them "
-            "does not reach Exchange Online.",
-            labels=["organization", "tenant_routing_domain"],
-        )
-        listed = GaugeMetricFamily(
-            "exchange_remote_mailbox_misrouted_info",
-            "1 for each misrouted remote mailbox, up to the configured cap.",
-            labels=["organization", "mailbox", "routing_domain"],
-        )
+        misrouted = EXCHANGE_REMOTE_MAILBOXES_MISROUTED.new()
+        listed = EXCHANGE_REMOTE_MAILBOX_MISROUTED_INFO.new()
         families += [total, misrouted, listed]
         if config.tenant_routing_domain:
-            wrong = sorted(
-                (m for m in state.remote_mailboxes if not m.routed_to(config.tenant_routing_domain)),
-                key=lambda m: m.name,
-            )
+            wrong = [m for m in state.remote_mailboxes if not m.routed_to(config.tenant_routing_domain)]
             misrouted.add_metric([org, config.tenant_routing_domain.lower()], float(len(wrong)))
-            for m in wrong[: config.max_listed_mailboxes]:
-                listed.add_metric([org, m.name, m.routing_domain or "(none)"], 1.0)
-            capped.add_metric(
-                [self.name, self.target, "exchange_remote_mailbox_misrouted_info"],
-                float(max(0, len(wrong) - config.max_listed_mailboxes)),
-            )
-        domains = GaugeMetricFamily(
-            "exchange_accepted_domain_info",
-            "The organisation's accepted domains.",
-            labels=["organization", "domain", "type", "default"],
-        )
+            top = caps.top(EXCHANGE_REMOTE_MAILBOX_MISROUTED_INFO, wrong, config.max_listed_mailboxes, lambda m: m.name)
+            top.add(listed, lambda m: [org, m.name, m.routing_domain or "(none)"], lambda _: 1.0)
+        domains = EXCHANGE_ACCEPTED_DOMAIN_INFO.new()
         for d in state.accepted_domains:
             domains.add_metric([org, d.domain, d.domain_type, "true" if d.default else "false"], 1.0)
-        tls = GaugeMetricFamily(
-            "exchange_connector_tls_certificate_info",
-            "The TlsCertificateName of each connector that sets one; hybrid=true for the "
-            "connectors the Hybrid Configuration Wizard manages.",
-            labels=["organization", "kind", "connector", "issuer", "subject", "hybrid"],
-        )
-        matches = GaugeMetricFamily(
-            "exchange_connector_tls_certificate_matches",
-            "1 if a hybrid connector's TlsCertificateName matches the configured one, 0 if it differs or is not set.",
-            labels=["organization", "kind", "connector"],
-        )
+        tls = EXCHANGE_CONNECTOR_TLS_CERTIFICATE_INFO.new()
+        matches = EXCHANGE_CONNECTOR_TLS_CERTIFICATE_MATCHES.new()
         for c in state.connectors:
             if c.tls_certificate_name is not None:
                 tls.add_metric(
@@ -518,4 +565,4 @@ class ExchangeCollector(Collector):
     async def close(self) -> None:
         for client in [*self.clients.values(), *self.file_version_clients.values()]:
             client.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await super().close()

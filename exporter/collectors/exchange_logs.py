@@ -8,30 +8,205 @@ stop: nothing is counted twice, nothing is lost.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
 from exporter.config import ExchangeLogsConfig
+from exporter.metrics import CAPPED_SERIES, OTHER, Caps, Family, Series
 from exporter.parsers import exchange_logs as xl
 from exporter.parsers import iis
-from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family
+from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.tail import Lines, Tailer
 from exporter.state import StateStore
 from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
 
-OTHER = "<other>"
 _BATCH_BYTES = 4 * 1024 * 1024
 _HEADER_SCAN_BYTES = 1024 * 1024
 KINDS = ("iis", "smtp_receive", "smtp_send", "message_tracking")
+
+
+EXCHANGE_HTTP_REQUESTS_TOTAL = Family(
+    "exchange_http_requests_total",
+    "counter",
+    "Requests in the front end's IIS logs by protocol and sc-status.",
+    (
+        "server",
+        "protocol",
+        "status",
+    ),
+)
+EXCHANGE_HTTP_UNAUTHORIZED_TOTAL = Family(
+    "exchange_http_unauthorized_total",
+    "counter",
+    (
+        "HTTP 401s by protocol, sc-substatus and sc-win32-status (1326 wrong password, 1330 expired, 1331 "
+        "disabled, 1909 locked out)."
+    ),
+    (
+        "server",
+        "protocol",
+        "substatus",
+        "win32_status",
+        "reason",
+    ),
+)
+EXCHANGE_SMTP_RESPONSES_TOTAL = Family(
+    "exchange_smtp_responses_total",
+    "counter",
+    (
+        "SMTP replies in the protocol logs by connector and direction: what this server answered (receive) or "
+        "the remote host answered (send)."
+    ),
+    (
+        "server",
+        "connector",
+        "direction",
+        "code",
+        "enhanced_code",
+    ),
+)
+EXCHANGE_SMTP_SESSIONS_TOTAL = Family(
+    "exchange_smtp_sessions_total",
+    "counter",
+    "SMTP sessions opened, by connector and direction.",
+    (
+        "server",
+        "connector",
+        "direction",
+    ),
+)
+EXCHANGE_SMTP_TLS_TOTAL = Family(
+    "exchange_smtp_tls_total",
+    "counter",
+    "TLS negotiations in the protocol logs by outcome.",
+    (
+        "server",
+        "connector",
+        "direction",
+        "outcome",
+    ),
+)
+EXCHANGE_SMTP_AUTH_TOTAL = Family(
+    "exchange_smtp_auth_total",
+    "counter",
+    "SMTP AUTH outcomes on receive connectors (235 success, 535 failure).",
+    (
+        "server",
+        "connector",
+        "outcome",
+    ),
+)
+EXCHANGE_MESSAGE_TRACKING_EVENTS_TOTAL = Family(
+    "exchange_message_tracking_events_total",
+    "counter",
+    "Message tracking events by event-id, source, connector and directionality.",
+    (
+        "server",
+        "event_id",
+        "source",
+        "connector",
+        "directionality",
+    ),
+)
+EXCHANGE_MESSAGE_TRACKING_FAILURES_TOTAL = Family(
+    "exchange_message_tracking_failures_total",
+    "counter",
+    (
+        "FAIL, DSN and DEFER events by the SMTP code of their recipient status (554 5.4.6: a loop; 550 5.1.10: "
+        "recipient not found)."
+    ),
+    (
+        "server",
+        "event_id",
+        "code",
+        "enhanced_code",
+    ),
+)
+EXCHANGE_LOG_LINES_TOTAL = Family(
+    "exchange_log_lines_total",
+    "counter",
+    "Lines read from the server's logs.",
+    (
+        "server",
+        "log",
+    ),
+)
+EXCHANGE_LOG_MALFORMED_LINES_TOTAL = Family(
+    "exchange_log_malformed_lines_total",
+    "counter",
+    (
+        "Lines that could not be counted (wrong field count, garbage status codes, a #Fields: header without "
+        "the needed columns), skipped."
+    ),
+    (
+        "server",
+        "log",
+    ),
+)
+EXCHANGE_LOG_OVERLONG_LINES_TOTAL = Family(
+    "exchange_log_overlong_lines_total",
+    "counter",
+    "Lines longer than max_line_bytes, skipped.",
+    (
+        "server",
+        "log",
+    ),
+)
+EXCHANGE_LOG_ROTATIONS_TOTAL = Family(
+    "exchange_log_rotations_total",
+    "counter",
+    "Rotations followed (rename, or a copy of a truncated file) since start.",
+    (
+        "server",
+        "log",
+    ),
+)
+EXCHANGE_LOG_TRUNCATIONS_TOTAL = Family(
+    "exchange_log_truncations_total",
+    "counter",
+    "Files found truncated (copytruncate) since start.",
+    (
+        "server",
+        "log",
+    ),
+)
+EXCHANGE_LOG_LAST_READ_TIMESTAMP_SECONDS = Family(
+    "exchange_log_last_read_timestamp_seconds",
+    "gauge",
+    "When the server's logs of this kind were last read without error.",
+    ("server", "log"),
+)
+EXCHANGE_LOG_FILES = Family(
+    "exchange_log_files",
+    "gauge",
+    "Files being followed.",
+    ("server", "log"),
+)
+EXCHANGE_HTTP_UNAUTHORIZED_USER_FAILURES = Family(
+    "exchange_http_unauthorized_user_failures",
+    "gauge",
+    '401s per user over the window, top top_users; user="<other>" sums the rest.',
+    ("server", "user"),
+)
+EXCHANGE_ACTIVESYNC_DEVICE_FAILURES = Family(
+    "exchange_activesync_device_failures",
+    "gauge",
+    "ActiveSync 401s per device over the window (top top_devices), with the device's "
+    "last client address and win32 status.",
+    ("server", "user", "device_id", "device_type", "client_ip", "win32_status"),
+)
+EXCHANGE_ACTIVESYNC_DEVICE_LOCKING_OUT = Family(
+    "exchange_activesync_device_locking_out",
+    "gauge",
+    "1 for a device that failed with 1326 (wrong password) and then 1909 (locked out) "
+    "within the window: a phone with an old password locking its user out.",
+    ("server", "user", "device_id", "device_type"),
+)
 
 
 @dataclass
@@ -60,6 +235,27 @@ class LogSource:
 
 class ExchangeLogsCollector(Collector):
     name = "exchange_logs"
+    families = (
+        EXCHANGE_HTTP_REQUESTS_TOTAL,
+        EXCHANGE_HTTP_UNAUTHORIZED_TOTAL,
+        EXCHANGE_SMTP_RESPONSES_TOTAL,
+        EXCHANGE_SMTP_SESSIONS_TOTAL,
+        EXCHANGE_SMTP_TLS_TOTAL,
+        EXCHANGE_SMTP_AUTH_TOTAL,
+        EXCHANGE_MESSAGE_TRACKING_EVENTS_TOTAL,
+        EXCHANGE_MESSAGE_TRACKING_FAILURES_TOTAL,
+        EXCHANGE_LOG_LINES_TOTAL,
+        EXCHANGE_LOG_MALFORMED_LINES_TOTAL,
+        EXCHANGE_LOG_OVERLONG_LINES_TOTAL,
+        EXCHANGE_LOG_ROTATIONS_TOTAL,
+        EXCHANGE_LOG_TRUNCATIONS_TOTAL,
+        EXCHANGE_LOG_LAST_READ_TIMESTAMP_SECONDS,
+        EXCHANGE_LOG_FILES,
+        EXCHANGE_HTTP_UNAUTHORIZED_USER_FAILURES,
+        EXCHANGE_ACTIVESYNC_DEVICE_FAILURES,
+        EXCHANGE_ACTIVESYNC_DEVICE_LOCKING_OUT,
+        CAPPED_SERIES,
+    )
 
     def __init__(
         self,
@@ -97,7 +293,6 @@ class ExchangeLogsCollector(Collector):
             )
         self.users = SourceWindow(config.window_seconds)
         self.devices: dict[tuple[str, str, str], Device] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"logs-{self.server}")
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -234,39 +429,33 @@ class ExchangeLogsCollector(Collector):
 
     # --- refresh -----------------------------------------------------------------------------------------------
 
-    async def collect(self) -> list[Metric]:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._read_all)
+    async def collect(self) -> list[Series]:
+        await self.pool.run(self._read_all)
         now = self.clock()
         self.users.prune(now)
         horizon = now - self.config.window_seconds
         self.devices = {k: d for k, d in self.devices.items() if d.last_seen >= horizon}
         return self._metrics()
 
-    def _metrics(self) -> list[Metric]:
+    def _metrics(self) -> list[Series]:
         server = self.server
-        families: list[Metric] = []
+        families: list[Series] = []
 
-        def counter(name: str, doc: str, labels: list[str], rows: list[tuple[list[str], float]]) -> None:
-            family = CounterMetricFamily(name, doc, labels=["server", *labels])
+        def counter(family: Family, rows: list[tuple[list[str], float]]) -> None:
+            series = family.new()
             for values, n in rows:
-                family.add_metric([server, *values], n)
-            families.append(family)
+                series.add_metric([server, *values], n)
+            families.append(series)
 
         by_kind = {s.kind: s.counts for s in self.sources}
         web = by_kind.get("iis")
         if isinstance(web, iis.IisCounts):
             counter(
-                "exchange_http_requests",
-                "Requests in the front end's IIS logs by protocol and sc-status.",
-                ["protocol", "status"],
+                EXCHANGE_HTTP_REQUESTS_TOTAL,
                 [([p, s], n) for (p, s), n in sorted(web.requests.items())],
             )
             counter(
-                "exchange_http_unauthorized",
-                "HTTP 401s by protocol, sc-substatus and sc-win32-status (1326 "
-                "wrong password, 1330 expired, 1331 disabled, 1909 locked out).",
-                ["protocol", "substatus", "win32_status", "reason"],
+                EXCHANGE_HTTP_UNAUTHORIZED_TOTAL,
                 [([p, ss, w, iis.win32_reason(w)], n) for (p, ss, w), n in sorted(web.unauthorized.items())],
             )
             families.extend(self._top_tables())
@@ -277,135 +466,89 @@ class ExchangeLogsCollector(Collector):
                 c = s.counts
                 rows += [([conn, c.direction, code, enh], n) for (conn, code, enh), n in sorted(c.responses.items())]
             counter(
-                "exchange_smtp_responses",
-                "SMTP replies in the protocol logs by connector and direction: what "
-                "this server answered (receive) or the remote host answered (send).",
-                ["connector", "direction", "code", "enhanced_code"],
+                EXCHANGE_SMTP_RESPONSES_TOTAL,
                 rows,
             )
             counter(
-                "exchange_smtp_sessions",
-                "SMTP sessions opened, by connector and direction.",
-                ["connector", "direction"],
+                EXCHANGE_SMTP_SESSIONS_TOTAL,
                 [([conn, s.counts.direction], n) for s in smtp for conn, n in sorted(s.counts.sessions.items())],
             )
             counter(
-                "exchange_smtp_tls",
-                "TLS negotiations in the protocol logs by outcome.",
-                ["connector", "direction", "outcome"],
+                EXCHANGE_SMTP_TLS_TOTAL,
                 [([conn, s.counts.direction, o], n) for s in smtp for (conn, o), n in sorted(s.counts.tls.items())],
             )
             counter(
-                "exchange_smtp_auth",
-                "SMTP AUTH outcomes on receive connectors (235 success, 535 failure).",
-                ["connector", "outcome"],
+                EXCHANGE_SMTP_AUTH_TOTAL,
                 [([conn, o], n) for s in smtp for (conn, o), n in sorted(s.counts.auth.items())],
             )
         tracking = by_kind.get("message_tracking")
         if isinstance(tracking, xl.TrackingCounts):
             counter(
-                "exchange_message_tracking_events",
-                "Message tracking events by event-id, source, connector and directionality.",
-                ["event_id", "source", "connector", "directionality"],
+                EXCHANGE_MESSAGE_TRACKING_EVENTS_TOTAL,
                 [(list(k), n) for k, n in sorted(tracking.events.items())],
             )
             counter(
-                "exchange_message_tracking_failures",
-                "FAIL, DSN and DEFER events by the SMTP code of their "
-                "recipient status (554 5.4.6: a loop; 550 5.1.10: recipient not found).",
-                ["event_id", "code", "enhanced_code"],
+                EXCHANGE_MESSAGE_TRACKING_FAILURES_TOTAL,
                 [(list(k), n) for k, n in sorted(tracking.failures.items())],
             )
         counter(
-            "exchange_log_lines",
-            "Lines read from the server's logs.",
-            ["log"],
+            EXCHANGE_LOG_LINES_TOTAL,
             [([s.kind], s.lines) for s in self.sources],
         )
         counter(
-            "exchange_log_malformed_lines",
-            "Lines that could not be counted (wrong field count, garbage status "
-            "codes, a #Fields: header without the needed columns), skipped.",
-            ["log"],
+            EXCHANGE_LOG_MALFORMED_LINES_TOTAL,
             [([s.kind], s.counts.malformed + getattr(s.counts, "layout_errors", 0)) for s in self.sources],
         )
         counter(
-            "exchange_log_overlong_lines",
-            "Lines longer than max_line_bytes, skipped.",
-            ["log"],
+            EXCHANGE_LOG_OVERLONG_LINES_TOTAL,
             [([s.kind], s.tailer.stats.overlong_lines) for s in self.sources],
         )
         counter(
-            "exchange_log_rotations",
-            "Rotations followed (rename, or a copy of a truncated file) since start.",
-            ["log"],
+            EXCHANGE_LOG_ROTATIONS_TOTAL,
             [([s.kind], s.tailer.stats.rotations) for s in self.sources],
         )
         counter(
-            "exchange_log_truncations",
-            "Files found truncated (copytruncate) since start.",
-            ["log"],
+            EXCHANGE_LOG_TRUNCATIONS_TOTAL,
             [([s.kind], s.tailer.stats.truncations) for s in self.sources],
         )
-        last = GaugeMetricFamily(
-            "exchange_log_last_read_timestamp_seconds",
-            "When the server's logs of this kind were last read without error.",
-            labels=["server", "log"],
-        )
-        files = GaugeMetricFamily("exchange_log_files", "Files being followed.", labels=["server", "log"])
+        last = EXCHANGE_LOG_LAST_READ_TIMESTAMP_SECONDS.new()
+        files = EXCHANGE_LOG_FILES.new()
         for s in self.sources:
             last.add_metric([server, s.kind], s.last_read)
             files.add_metric([server, s.kind], len(s.tailer.files))
         families += [last, files]
         return families
 
-    def _top_tables(self) -> list[Metric]:
+    def _top_tables(self) -> list[Series]:
         server, config = self.server, self.config
-        users = GaugeMetricFamily(
-            "exchange_http_unauthorized_user_failures",
-            '401s per user over the window, top top_users; user="<other>" sums the rest.',
-            labels=["server", "user"],
+        users = EXCHANGE_HTTP_UNAUTHORIZED_USER_FAILURES.new()
+        caps = Caps(self.name, server)
+        caps.top(
+            EXCHANGE_HTTP_UNAUTHORIZED_USER_FAILURES,
+            self.users.totals("user").items(),
+            config.top_users,
+            lambda kv: (-kv[1][0], kv[0]),
+        ).add(users, lambda kv: [server, kv[0]], lambda kv: kv[1][0], other=[server, OTHER])
+        devices = EXCHANGE_ACTIVESYNC_DEVICE_FAILURES.new()
+        locking = EXCHANGE_ACTIVESYNC_DEVICE_LOCKING_OUT.new()
+        top = caps.top(
+            EXCHANGE_ACTIVESYNC_DEVICE_FAILURES,
+            self.devices.items(),
+            config.top_devices,
+            lambda kv: (-kv[1].locking_out, -kv[1].failures, kv[0]),
         )
-        ranked = sorted(self.users.totals("user").items(), key=lambda kv: (-kv[1][0], kv[0]))
-        for user, (count, _) in ranked[: config.top_users]:
-            users.add_metric([server, user], count)
-        rest = sum(c for _, (c, _) in ranked[config.top_users :])
-        if rest:
-            users.add_metric([server, OTHER], rest)
-        devices = GaugeMetricFamily(
-            "exchange_activesync_device_failures",
-            "ActiveSync 401s per device over the window (top top_devices), with the device's "
-            "last client address and win32 status.",
-            labels=["server", "user", "device_id", "device_type", "client_ip", "win32_status"],
+        top.add(
+            devices,
+            lambda kv: [server, *kv[0], kv[1].client_ip, kv[1].win32_status],
+            lambda kv: kv[1].failures,
+            other=[server, OTHER, OTHER, OTHER, OTHER, OTHER],
         )
-        locking = GaugeMetricFamily(
-            "exchange_activesync_device_locking_out",
-            "1 for a device that failed with 1326 (wrong password) and then 1909 (locked out) "
-            "within the window: a phone with an old password locking its user out.",
-            labels=["server", "user", "device_id", "device_type"],
-        )
-        top = sorted(self.devices.items(), key=lambda kv: (-kv[1].locking_out, -kv[1].failures, kv[0]))
-        for (user, device_id, device_type), d in top[: config.top_devices]:
-            devices.add_metric([server, user, device_id, device_type, d.client_ip, d.win32_status], d.failures)
+        for (user, device_id, device_type), d in top.kept:
             locking.add_metric([server, user, device_id, device_type], 1.0 if d.locking_out else 0.0)
-        rest_devices = sum(d.failures for _, d in top[config.top_devices :])
-        if rest_devices:
-            devices.add_metric([server, OTHER, OTHER, OTHER, OTHER, OTHER], rest_devices)
-        capped = capped_series_family()
-        capped.add_metric(
-            [self.name, server, "exchange_http_unauthorized_user_failures"], max(0, len(ranked) - config.top_users)
-        )
-        capped.add_metric(
-            [self.name, server, "exchange_activesync_device_failures"], max(0, len(top) - config.top_devices)
-        )
-        return [users, devices, locking, capped]
+        return [users, devices, locking, caps.series()]
 
     def target_status(self) -> list[TargetStatus]:
         return [
             TargetStatus(f"{self.server} {s.kind} logs ({len(s.tailer.files)} files)", not s.error, s.error)
             for s in self.sources
         ]
-
-    async def close(self) -> None:
-        # A read in flight commits its checkpoint before a reloaded collector reads it.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

@@ -9,17 +9,15 @@ transit times are recorded too. Each file is read once; the names already read a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-
 from exporter.config import HybridMailConfig
+from exporter.metrics import PARSE_ERRORS, Family, Series
 from exporter.parsers.mail_headers import parse_headers
-from exporter.registry import Collector, Redactor, TargetStatus, parse_errors_family
+from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.imap import ImapError, fetch_new_headers, target_from
 from exporter.sources.maildrop import DropDirectory
 from exporter.state import StateStore
@@ -28,6 +26,40 @@ log = logging.getLogger(__name__)
 
 HOP_BUCKETS = (2, 4, 6, 8, 10, 15, 20, 30, 50)
 TRANSIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)
+
+
+EXCHANGE_INBOUND_MESSAGES_TOTAL = Family(
+    "exchange_inbound_messages_total",
+    "counter",
+    "Messages read from the drop directories by "
+    "how Exchange Online attributed them: FromEntityHeader (HybridOnPrem for the "
+    "inbound connector), AuthSource and AuthAs (Internal, Anonymous, Partner).",
+    ("flow", "from_entity", "auth_source", "auth_as"),
+)
+EXCHANGE_INBOUND_MESSAGE_LOOPS_TOTAL = Family(
+    "exchange_inbound_message_loops_total",
+    "counter",
+    "Messages whose Received chain names a host twice or is longer than hop_limit.",
+    ("flow",),
+)
+EXCHANGE_INBOUND_MESSAGE_HOPS = Family(
+    "exchange_inbound_message_hops",
+    "histogram",
+    "Received headers per message.",
+    ("flow",),
+)
+EXCHANGE_INBOUND_MESSAGE_TRANSIT_SECONDS = Family(
+    "exchange_inbound_message_transit_seconds",
+    "histogram",
+    "Time between the first and the last Received header.",
+    ("flow",),
+)
+EXCHANGE_INBOUND_MESSAGE_HOP_DELAY_SECONDS = Family(
+    "exchange_inbound_message_hop_delay_seconds",
+    "histogram",
+    "Time a message spent before each hop (between consecutive Received headers).",
+    ("flow",),
+)
 
 
 class _Histogram:
@@ -58,6 +90,14 @@ class _Histogram:
 
 class HybridMailCollector(Collector):
     name = "hybrid_mail"
+    families = (
+        EXCHANGE_INBOUND_MESSAGES_TOTAL,
+        EXCHANGE_INBOUND_MESSAGE_LOOPS_TOTAL,
+        EXCHANGE_INBOUND_MESSAGE_HOPS,
+        EXCHANGE_INBOUND_MESSAGE_TRANSIT_SECONDS,
+        EXCHANGE_INBOUND_MESSAGE_HOP_DELAY_SECONDS,
+        PARSE_ERRORS,
+    )
 
     def __init__(
         self,
@@ -149,36 +189,18 @@ class HybridMailCollector(Collector):
             )
         ]
 
-    async def collect(self) -> list[Metric]:
-        await asyncio.to_thread(self._scan)
+    async def collect(self) -> list[Series]:
+        await self.pool.run(self._scan)
         target = self.target
-        messages = CounterMetricFamily(
-            "exchange_inbound_messages",
-            "Messages read from the drop directories by "
-            "how Exchange Online attributed them: FromEntityHeader (HybridOnPrem for the "
-            "inbound connector), AuthSource and AuthAs (Internal, Anonymous, Partner).",
-            labels=["flow", "from_entity", "auth_source", "auth_as"],
-        )
+        messages = EXCHANGE_INBOUND_MESSAGES_TOTAL.new()
         for (entity, source, auth), n in sorted(self.messages.items()):
             messages.add_metric([target, entity, source, auth], n)
-        loops = CounterMetricFamily(
-            "exchange_inbound_message_loops",
-            "Messages whose Received chain names a host twice or is longer than hop_limit.",
-            labels=["flow"],
-        )
+        loops = EXCHANGE_INBOUND_MESSAGE_LOOPS_TOTAL.new()
         loops.add_metric([target], self.loops)
-        hops = HistogramMetricFamily("exchange_inbound_message_hops", "Received headers per message.", labels=["flow"])
-        hops.add_metric([target], self.hops.buckets(), self.hops.total)
-        transit = HistogramMetricFamily(
-            "exchange_inbound_message_transit_seconds",
-            "Time between the first and the last Received header.",
-            labels=["flow"],
-        )
-        transit.add_metric([target], self.transit.buckets(), self.transit.total)
-        hop_delay = HistogramMetricFamily(
-            "exchange_inbound_message_hop_delay_seconds",
-            "Time a message spent before each hop (between consecutive Received headers).",
-            labels=["flow"],
-        )
-        hop_delay.add_metric([target], self.hop_delay.buckets(), self.hop_delay.total)
-        return [messages, loops, hops, transit, hop_delay, parse_errors_family(self.name, target, self.parse_errors)]
+        hops = EXCHANGE_INBOUND_MESSAGE_HOPS.new()
+        hops.add_histogram([target], self.hops.buckets(), self.hops.total)
+        transit = EXCHANGE_INBOUND_MESSAGE_TRANSIT_SECONDS.new()
+        transit.add_histogram([target], self.transit.buckets(), self.transit.total)
+        hop_delay = EXCHANGE_INBOUND_MESSAGE_HOP_DELAY_SECONDS.new()
+        hop_delay.add_histogram([target], self.hop_delay.buckets(), self.hop_delay.total)
+        return [messages, loops, hops, transit, hop_delay, PARSE_ERRORS.one([self.name, target], self.parse_errors)]

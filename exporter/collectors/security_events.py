@@ -18,16 +18,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
 from exporter.config import EventFile, SecurityEventsConfig
+from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import events as ev
 from exporter.parsers.clixml import ClixmlError, parse_object
-from exporter.registry import Collector, Redactor, TargetStatus, capped_series_family, parse_errors_family
+from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.tail import Lines, Tailer
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
@@ -36,11 +34,78 @@ from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
 
-OTHER = "<other>"
 NO_EVENTS = "NoMatchingEventsFound"  # Get-WinEvent's error when nothing matches: not a failure
 _RECORD_ID = re.compile(r"<EventRecordID>\s*(\d+)\s*</EventRecordID>")
 SOURCE_KINDS = ("caller_computer", "ip", "workstation")
 _FILE_BATCH_BYTES = 4 * 1024 * 1024  # lines read, parsed and committed at a time
+
+
+AD_SECURITY_EVENTS_TOTAL = Family(
+    "ad_security_events_total",
+    "counter",
+    "Security events read from the DCs (persisted across restarts with the bookmark that read them), by named "
+    "reason (wrong_password, no_such_user, account_locked_out, account_disabled, password_expired, preauth_failed "
+    "for Kerberos 0x18, ...; unknown codes as hex) and protocol (kerberos, ntlm, ldap_simple, negotiate).",
+    ("dc", "event_id", "reason", "protocol"),
+)
+AD_SECURITY_LOCKOUTS_TOTAL = Family(
+    "ad_security_lockouts_total",
+    "counter",
+    "Lockout events (4740) by where the lockout came "
+    "from: a domain computer, or a non-domain source (blank caller computer: "
+    "a phone on ActiveSync, a proxy, a Unix host).",
+    ("dc", "caller_kind"),
+)
+AD_SECURITY_EVENT_SOURCE_FAILURES = Family(
+    "ad_security_event_source_failures",
+    "gauge",
+    "Failed logons and lockouts per source over the source window, for the top sources "
+    '(cap top_sources); source="<other>" sums the rest.',
+    ("kind", "source"),
+)
+AD_SECURITY_EVENT_SOURCE_ACCOUNTS = Family(
+    "ad_security_event_source_accounts",
+    "gauge",
+    "Distinct accounts each top source failed on over the source window: one source, "
+    "many accounts is a password spray.",
+    ("kind", "source"),
+)
+AD_SECURITY_EVENTS_SOURCE_UP = Family(
+    "ad_security_events_source_up",
+    "gauge",
+    "1 if the DC's events were read in the last refresh.",
+    ("dc", "source"),
+)
+AD_SECURITY_EVENTS_SOURCE_ERROR_REASON = Family(
+    "ad_security_events_source_error_reason",
+    "gauge",
+    "Why reading the DC's events failed.",
+    ("dc", "source", "reason"),
+)
+AD_SECURITY_EVENTS_LAST_COLLECTION_TIMESTAMP_SECONDS = Family(
+    "ad_security_events_last_collection_timestamp_seconds",
+    "gauge",
+    "When the DC's events were last read successfully.",
+    ("dc", "source"),
+)
+AD_SECURITY_EVENTS_NEWEST_TIMESTAMP_SECONDS = Family(
+    "ad_security_events_newest_timestamp_seconds",
+    "gauge",
+    "Time of the newest event read from the DC.",
+    ("dc",),
+)
+AD_SECURITY_EVENTS_LAG_SECONDS = Family(
+    "ad_security_events_lag_seconds",
+    "gauge",
+    "How far behind the DC's log the collector is while it works off a backlog (0 when caught up).",
+    ("dc",),
+)
+AD_EXCHANGE_EXPORTER_LOG_OVERLONG_LINES_TOTAL = Family(
+    "ad_exchange_exporter_log_overlong_lines_total",
+    "counter",
+    "Log lines longer than max_line_bytes, skipped.",
+    ("collector", "path"),
+)
 
 
 @dataclass
@@ -65,6 +130,20 @@ class _FileSource:
 
 class SecurityEventsCollector(Collector):
     name = "security_events"
+    families = (
+        AD_SECURITY_EVENTS_TOTAL,
+        AD_SECURITY_LOCKOUTS_TOTAL,
+        AD_SECURITY_EVENT_SOURCE_FAILURES,
+        AD_SECURITY_EVENT_SOURCE_ACCOUNTS,
+        AD_SECURITY_EVENTS_SOURCE_UP,
+        AD_SECURITY_EVENTS_SOURCE_ERROR_REASON,
+        AD_SECURITY_EVENTS_LAST_COLLECTION_TIMESTAMP_SECONDS,
+        AD_SECURITY_EVENTS_NEWEST_TIMESTAMP_SECONDS,
+        AD_SECURITY_EVENTS_LAG_SECONDS,
+        AD_EXCHANGE_EXPORTER_LOG_OVERLONG_LINES_TOTAL,
+        CAPPED_SERIES,
+        PARSE_ERRORS,
+    )
 
     def __init__(
         self,
@@ -75,7 +154,14 @@ class SecurityEventsCollector(Collector):
         clock: Callable[[], float] = time.time,
     ) -> None:
         timeout = config.winrm.timeout_seconds * 2 * config.winrm.max_batches_per_refresh if config.winrm else 10.0
-        super().__init__(config.name.lower(), config.interval_seconds, timeout=min(config.interval_seconds, timeout))
+        super().__init__(
+            config.name.lower(),
+            config.interval_seconds,
+            timeout=min(config.interval_seconds, timeout),
+            # Every DC at once (bounded), and the files on one more worker.
+            concurrency=(config.winrm.max_concurrent_servers if config.winrm else 0) + 1,
+            error=RemotingError,
+        )
         self.config = config
         self.state = state
         self.redact = redact or Redactor()
@@ -122,9 +208,6 @@ class SecurityEventsCollector(Collector):
             )
             for f in config.files
         ]
-        workers = (remoting.max_concurrent_servers if remoting else 0) + 1
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"events-{self.target}")
-        self._semaphore = asyncio.Semaphore(workers)
 
     # --- counting and committing -------------------------------------------------------------------------------
 
@@ -196,15 +279,14 @@ class SecurityEventsCollector(Collector):
         return events, record_ids
 
     def _collect_dc(self, dc: str) -> DcStatus:
-        """Runs in a worker thread: batches after the bookmark until caught up or the per-refresh limit."""
+        """Runs in a worker thread holding the DC's client: batches after the bookmark until caught up or the
+        per-refresh limit."""
         remoting = self.config.winrm
         assert remoting is not None
         client = self.clients[dc]
         status = DcStatus("winrm", newest_event=self.status.get((dc, "winrm"), DcStatus("winrm")).newest_event)
         bookmark_key = f"{self._key}/bookmark/{dc}"
         errors: list[str] = []
-        if not client.lock.acquire(timeout=remoting.timeout_seconds):
-            raise RemotingError("timeout", "an earlier request to this DC is still waiting for an answer")
         try:
             bookmark = self.state.get(bookmark_key)
             if bookmark is None:
@@ -240,7 +322,6 @@ class SecurityEventsCollector(Collector):
             status.lag = max(0.0, now - status.newest_event) if status.backlog and status.newest_event else 0.0
             status.up, status.last_collection = True, now
         finally:
-            client.lock.release()
             self._note_parse_errors(dc, errors)
         return status
 
@@ -261,24 +342,25 @@ class SecurityEventsCollector(Collector):
             log.warning("%s/%s: skipped an event: %s", self.target, where, error)
 
     async def _refresh_dc(self, dc: str) -> None:
-        loop = asyncio.get_running_loop()
-        async with self._semaphore:
-            try:
-                status = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self._collect_dc, dc), timeout=self.timeout
-                )
-            except (RemotingError, TimeoutError) as exc:
-                reason = exc.reason if isinstance(exc, RemotingError) else "timeout"
-                previous = self.status.get((dc, "winrm"), DcStatus("winrm"))
-                status = DcStatus(
-                    "winrm",
-                    False,
-                    reason,
-                    self.redact(f"{reason}: {exc}"),
-                    previous.last_collection,
-                    previous.newest_event,
-                )
-                log.warning("security events from %s: %s", dc, status.detail)
+        try:
+            status = await self.pool.run(
+                self._collect_dc,
+                dc,
+                lock=self.clients[dc].lock,
+                timeout=self.timeout,
+                lock_timeout=self.clients[dc].target.timeout,
+            )
+        except RemotingError as exc:
+            previous = self.status.get((dc, "winrm"), DcStatus("winrm"))
+            status = DcStatus(
+                "winrm",
+                False,
+                exc.reason,
+                self.redact(f"{exc.reason}: {exc}"),
+                previous.last_collection,
+                previous.newest_event,
+            )
+            log.warning("security events from %s: %s", dc, status.detail)
         self.status[(dc, "winrm")] = status
 
     # --- files ------------------------------------------------------------------------------------------------
@@ -356,10 +438,9 @@ class SecurityEventsCollector(Collector):
 
     # --- refresh -----------------------------------------------------------------------------------------------
 
-    async def collect(self) -> list[Metric]:
-        loop = asyncio.get_running_loop()
+    async def collect(self) -> list[Series]:
         tasks: list[Awaitable[None]] = [self._refresh_dc(dc) for dc in self.clients]
-        tasks += [loop.run_in_executor(self._executor, self._read_file, source) for source in self.files]
+        tasks += [self.pool.run(self._read_file, source) for source in self.files]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -367,78 +448,35 @@ class SecurityEventsCollector(Collector):
         self.window.prune(self.clock())
         return self._metrics()
 
-    def _metrics(self) -> list[Metric]:
+    def _metrics(self) -> list[Series]:
         target = self.target
-        events = CounterMetricFamily(
-            "ad_security_events",
-            "Security events read from the DCs (persisted across restarts with the bookmark that read them).",
-            labels=["dc", "event_id", "reason", "protocol"],
-        )
+        events = AD_SECURITY_EVENTS_TOTAL.new()
         for (dc, event_id, reason, protocol), n in sorted(self.counts.items()):
             events.add_metric([dc, str(event_id), reason, protocol], n)
-        lockouts = CounterMetricFamily(
-            "ad_security_lockouts",
-            "Lockout events (4740) by where the lockout came "
-            "from: a domain computer, or a non-domain source (blank caller computer: "
-            "a phone on ActiveSync, a proxy, a Unix host).",
-            labels=["dc", "caller_kind"],
-        )
+        lockouts = AD_SECURITY_LOCKOUTS_TOTAL.new()
         for (dc, kind), n in sorted(self.lockouts.items()):
             lockouts.add_metric([dc, kind], n)
-        top = GaugeMetricFamily(
-            "ad_security_event_source_failures",
-            "Failed logons and lockouts per source over the source window, for the top sources "
-            '(cap top_sources); source="<other>" sums the rest.',
-            labels=["kind", "source"],
-        )
-        spread = GaugeMetricFamily(
-            "ad_security_event_source_accounts",
-            "Distinct accounts each top source failed on over the source window: one source, "
-            "many accounts is a password spray.",
-            labels=["kind", "source"],
-        )
-        capped = capped_series_family()
-        left_out = 0
+        top = AD_SECURITY_EVENT_SOURCE_FAILURES.new()
+        spread = AD_SECURITY_EVENT_SOURCE_ACCOUNTS.new()
+        caps = Caps(self.name, target)
+        caps.note(AD_SECURITY_EVENT_SOURCE_FAILURES)
         for kind in SOURCE_KINDS:
-            totals = self.window.totals(kind)
-            ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], -len(kv[1][1]), kv[0]))
-            by_accounts = sorted(totals.items(), key=lambda kv: (-len(kv[1][1]), -kv[1][0], kv[0]))
-            cap = self.config.top_sources
-            keep = {s for s, _ in ranked[:cap]} | {s for s, _ in by_accounts[:cap]}
-            rest = 0
-            for source, (count, users) in totals.items():
-                if source in keep:
-                    top.add_metric([kind, source], count)
-                    spread.add_metric([kind, source], len(users))
-                else:
-                    rest += count
-                    left_out += 1
-            if rest:
-                top.add_metric([kind, OTHER], rest)
-        capped.add_metric([self.name, target, "ad_security_event_source_failures"], left_out)
-        up = GaugeMetricFamily(
-            "ad_security_events_source_up",
-            "1 if the DC's events were read in the last refresh.",
-            labels=["dc", "source"],
-        )
-        error_reason = GaugeMetricFamily(
-            "ad_security_events_source_error_reason",
-            "Why reading the DC's events failed.",
-            labels=["dc", "source", "reason"],
-        )
-        last = GaugeMetricFamily(
-            "ad_security_events_last_collection_timestamp_seconds",
-            "When the DC's events were last read successfully.",
-            labels=["dc", "source"],
-        )
-        newest = GaugeMetricFamily(
-            "ad_security_events_newest_timestamp_seconds", "Time of the newest event read from the DC.", labels=["dc"]
-        )
-        lag = GaugeMetricFamily(
-            "ad_security_events_lag_seconds",
-            "How far behind the DC's log the collector is while it works off a backlog (0 when caught up).",
-            labels=["dc"],
-        )
+            # The most failures, and the most accounts (a spray), each get their top_sources.
+            ranked = caps.top(
+                AD_SECURITY_EVENT_SOURCE_FAILURES,
+                self.window.totals(kind).items(),
+                self.config.top_sources,
+                lambda kv: (-kv[1][0], -len(kv[1][1]), kv[0]),
+                lambda kv: (-len(kv[1][1]), -kv[1][0], kv[0]),
+            )
+            ranked.add(top, lambda kv: [kind, kv[0]], lambda kv: kv[1][0], other=[kind, OTHER])  # noqa: B023 - used at once
+            for source, (_, users) in ranked.kept:
+                spread.add_metric([kind, source], len(users))
+        up = AD_SECURITY_EVENTS_SOURCE_UP.new()
+        error_reason = AD_SECURITY_EVENTS_SOURCE_ERROR_REASON.new()
+        last = AD_SECURITY_EVENTS_LAST_COLLECTION_TIMESTAMP_SECONDS.new()
+        newest = AD_SECURITY_EVENTS_NEWEST_TIMESTAMP_SECONDS.new()
+        lag = AD_SECURITY_EVENTS_LAG_SECONDS.new()
         per_dc: dict[str, tuple[float, float]] = {}
         for (dc, source), status in sorted(self.status.items()):
             up.add_metric([dc, source], 1.0 if status.up else 0.0)
@@ -451,21 +489,30 @@ class SecurityEventsCollector(Collector):
             if seen:
                 newest.add_metric([dc], seen)
             lag.add_metric([dc], behind)
-        parse_errors = parse_errors_family(self.name, target, self.parse_errors_total)
-        overlong = CounterMetricFamily(
-            "ad_exchange_exporter_log_overlong_lines",
-            "Log lines longer than max_line_bytes, skipped.",
-            labels=["collector", "path"],
-        )
+        parse_errors = PARSE_ERRORS.one([self.name, target], self.parse_errors_total)
+        overlong = AD_EXCHANGE_EXPORTER_LOG_OVERLONG_LINES_TOTAL.new()
         for file_source in self.files:
             overlong.add_metric([self.name, file_source.config.path], file_source.tailer.stats.overlong_lines)
-        return [events, lockouts, top, spread, up, error_reason, last, newest, lag, capped, parse_errors, overlong]
+        return [
+            events,
+            lockouts,
+            top,
+            spread,
+            up,
+            error_reason,
+            last,
+            newest,
+            lag,
+            caps.series(),
+            parse_errors,
+            overlong,
+        ]
 
     def target_status(self) -> list[TargetStatus]:
         return [TargetStatus(f"{dc} ({source})", s.up, s.detail) for (dc, source), s in sorted(self.status.items())]
 
     async def close(self) -> None:
         # Wait for reads in flight: their commit must land before a reloaded collector reads the bookmarks.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        await super().close()
         for client in self.clients.values():
             client.close()

@@ -16,15 +16,14 @@ from typing import Literal
 from pydantic import SecretStr
 
 from exporter.config import ImapConfig
+from exporter.sources.pool import SourceError
 from exporter.sources.smtp import tls_context
 
 _BATCH = 200
 
 
-class ImapError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
+class ImapError(SourceError):
+    """A mailbox could not be read."""
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,15 @@ from pydantic import SecretStr
 
 from exporter.parsers.ad import parse_bind_error
 from exporter.sources.credential_guard import CredentialGuard
+from exporter.sources.pool import SourceError
 
 RawEntry = tuple[str, dict[str, list[bytes]]]
 
 _RESULT_INVALID_CREDENTIALS = 49
 
 
-class LdapError(Exception):
+class LdapError(SourceError):
     """A DC could not answer. ``reason`` is a short, bounded label value; the message is for people."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
 
 
 class BindRefused(LdapError):

@@ -24,16 +24,13 @@ from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from exporter.sources.credential_guard import CredentialGuard
+from exporter.sources.pool import SourceError
 
 AuthMethod = Literal["kerberos", "negotiate", "ntlm", "credssp", "basic"]
 
 
-class RemotingError(Exception):
+class RemotingError(SourceError):
     """A server could not answer. ``reason`` is a short, bounded label value; the message is for people."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import Layout, dashboard, stat, table, timeseries, variables
+from dashboards.panels import Layout, Selector, dashboard, stat, table, timeseries, variables
 
-SEL = 'job=~"$job",domain=~"$domain"'
+SEL = Selector('job=~"$job"', 'domain=~"$domain"')
+NOT_OTHER = 'user!="<other>"'
 
 
 def ad_lockouts() -> dict[str, Any]:
@@ -15,7 +16,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         stat(
             "Locked accounts",
-            f"sum(ad_domain_accounts_locked{{{SEL}}})",
+            f"sum({SEL('ad_domain_accounts_locked')})",
             "Accounts locked now on at least one DC (lockoutTime + lockoutDuration > now).",
             thresholds=[(None, "green"), (1, "orange"), (10, "red")],
         ),
@@ -25,7 +26,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         stat(
             "Lockouts, last hour",
-            f"sum(increase(ad_account_lockouts_total{{{SEL}}}[1h]))",
+            f"sum(increase({SEL('ad_account_lockouts_total')}[1h]))",
             "Lockouts first seen by the exporter in the last hour.",
             thresholds=[(None, "green"), (5, "orange"), (20, "red")],
         ),
@@ -35,7 +36,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         stat(
             "DCs answering",
-            f"sum(ad_dc_up{{{SEL}}}) / count(ad_dc_up{{{SEL}}})",
+            f"sum({SEL('ad_dc_up')}) / count({SEL('ad_dc_up')})",
             "Share of DCs that answered the last LDAP sweep.",
             unit="percentunit",
             thresholds=[(None, "red"), (0.99, "green")],
@@ -46,7 +47,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         stat(
             "Lockout threshold",
-            f"max(ad_lockout_policy_threshold{{{SEL}}})",
+            f"max({SEL('ad_lockout_policy_threshold')})",
             "Bad passwords before lockout (default domain policy; 0 = never).",
         ),
         4,
@@ -55,7 +56,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         stat(
             "Lockout duration",
-            f"max(ad_lockout_policy_duration_seconds{{{SEL}}})",
+            f"max({SEL('ad_lockout_policy_duration_seconds')})",
             "How long a lockout lasts (+Inf: until an administrator unlocks).",
             unit="s",
         ),
@@ -65,7 +66,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         stat(
             "Observation window",
-            f"max(ad_lockout_policy_observation_window_seconds{{{SEL}}})",
+            f"max({SEL('ad_lockout_policy_observation_window_seconds')})",
             "After this, badPwdCount starts again from 0.",
             unit="s",
         ),
@@ -77,7 +78,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         table(
             "Locked accounts and where each lockout originated",
-            f"ad_account_lockout_timestamp_seconds{{{SEL}}} * 1000",
+            f"{SEL('ad_account_lockout_timestamp_seconds')} * 1000",
             "Each locked account (capped by max_locked_accounts) with the DC the lockout originated on "
             "(LockoutStatus.exe's Orig Lock). Look on that DC for 4625/4771/4776, and on the PDC for 4740.",
             {"user": "User", "origin_dc": "Origin DC", "domain": "Domain", "Value": "Locked at"},
@@ -89,7 +90,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Lockouts by origin DC",
-            [(f"sum by (origin_dc) (increase(ad_account_lockouts_total{{{SEL}}}[$__rate_interval]))", "{{origin_dc}}")],
+            [(f"sum by (origin_dc) (increase({SEL('ad_account_lockouts_total')}[$__rate_interval]))", "{{origin_dc}}")],
             "Where lockouts are written: a DC taking the bulk points at the site the bad passwords come from.",
             stack=True,
         ),
@@ -99,7 +100,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Locked accounts per DC",
-            [(f"ad_accounts_locked{{{SEL}}}", "{{dc}}")],
+            [(f"{SEL('ad_accounts_locked')}", "{{dc}}")],
             "Accounts locked now as each DC sees them; differences are replication delay.",
         ),
         12,
@@ -108,7 +109,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Accounts with a bad password per DC",
-            [(f"ad_accounts_with_bad_password{{{SEL}}}", "{{dc}}")],
+            [(f"{SEL('ad_accounts_with_bad_password')}", "{{dc}}")],
             "badPwdCount >= 1 within the observation window. badPwdCount is per DC and not replicated: "
             "the DC where it grows is where the bad passwords arrive.",
         ),
@@ -120,7 +121,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         table(
             "Top bad-password counts per DC",
-            f'topk(25, ad_account_bad_passwords{{{SEL},user!="<other>"}})',
+            f"topk(25, {SEL('ad_account_bad_passwords', NOT_OTHER)})",
             "badPwdCount per DC for watched accounts and each DC's top accounts (cap top_accounts).",
             {"user": "User", "dc": "DC", "domain": "Domain", "Value": "badPwdCount"},
         ),
@@ -130,7 +131,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         table(
             "Watched service accounts",
-            f"ad_watched_account_locked{{{SEL}}}",
+            f"{SEL('ad_watched_account_locked')}",
             "1 = locked now. Everything running as a locked service account is failing.",
             {"user": "Account", "domain": "Domain", "Value": "Locked"},
         ),
@@ -142,7 +143,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         table(
             "Domain controllers",
-            f"ad_dc_info{{{SEL}}} * on (job, domain, dc) group_left ad_dc_is_pdc_emulator{{{SEL}}}",
+            f"{SEL('ad_dc_info')} * on (job, domain, dc) group_left {SEL('ad_dc_is_pdc_emulator')}",
             "Every DC of the domain with its site; Value 1 marks the PDC emulator, which every failed "
             "password is forwarded to and whose Security log holds every 4740.",
             {"dc": "DC", "site": "Site", "domain": "Domain", "Value": "PDC emulator"},
@@ -153,7 +154,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         timeseries(
             "DC answer time",
-            [(f"ad_dc_sweep_duration_seconds{{{SEL}}}", "{{dc}}")],
+            [(f"{SEL('ad_dc_sweep_duration_seconds')}", "{{dc}}")],
             "Time each DC took for the exporter's sweep.",
             unit="s",
         ),
@@ -163,7 +164,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         timeseries(
             "DC up",
-            [(f"ad_dc_up{{{SEL}}}", "{{dc}}")],
+            [(f"{SEL('ad_dc_up')}", "{{dc}}")],
             "1 = the DC answered the last sweep. ad_dc_error_reason says why not.",
         ),
         12,
@@ -172,7 +173,7 @@ def ad_lockouts() -> dict[str, Any]:
     lay.add(
         table(
             "Why DCs are down",
-            f"ad_dc_error_reason{{{SEL}}} == 1",
+            f"{SEL('ad_dc_error_reason')} == 1",
             "The reason of each DC that did not answer the last sweep.",
             {"dc": "DC", "reason": "Reason", "domain": "Domain", "Value": "Down"},
         ),
@@ -210,5 +211,5 @@ def ad_lockouts() -> dict[str, Any]:
         "ad-lockouts",
         ["active-directory"],
         variables("ad_dc_up", "domain", "Domain"),
-        lay.panels,
+        lay,
     )

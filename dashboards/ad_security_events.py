@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import Layout, dashboard, stat, table, timeseries, variables
+from dashboards.panels import Layout, Selector, dashboard, stat, table, timeseries, variables
 
-SEL = 'job=~"$job",dc=~"$dc"'
-JOB = 'job=~"$job"'
-FAILED = f'{SEL},event_id=~"4625|4771|4776",reason!="success"'
+SEL = Selector('job=~"$job"', 'dc=~"$dc"')
+JOB = Selector('job=~"$job"')
+FAILED = SEL.where('event_id=~"4625|4771|4776"', 'reason!="success"')
+NON_DOMAIN = 'caller_kind="non_domain_source"'
+NOT_OTHER = 'source!="<other>"'
 
 
 def ad_security_events() -> dict[str, Any]:
@@ -18,7 +20,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         stat(
             "Failed logons, last hour",
-            f"sum(increase(ad_security_events_total{{{FAILED}}}[1h]))",
+            f"sum(increase({FAILED('ad_security_events_total')}[1h]))",
             "4625, 4771 and 4776 failures on the selected DCs.",
             thresholds=[(None, "green"), (200, "orange"), (1000, "red")],
         ),
@@ -28,7 +30,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         stat(
             "Lockouts, last hour",
-            f"sum(increase(ad_security_lockouts_total{{{SEL}}}[1h]))",
+            f"sum(increase({SEL('ad_security_lockouts_total')}[1h]))",
             "4740 events (the PDC emulator logs every lockout of the domain).",
             thresholds=[(None, "green"), (1, "orange"), (10, "red")],
         ),
@@ -38,7 +40,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         stat(
             "From non-domain sources, last hour",
-            f'sum(increase(ad_security_lockouts_total{{{SEL},caller_kind="non_domain_source"}}[1h]))',
+            f"sum(increase({SEL('ad_security_lockouts_total', NON_DOMAIN)}[1h]))",
             "Lockouts with a blank caller computer: phones on ActiveSync, proxies, Unix hosts.",
             thresholds=[(None, "green"), (1, "orange"), (5, "red")],
         ),
@@ -48,7 +50,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         stat(
             "Event sources read",
-            f"sum(ad_security_events_source_up{{{SEL}}}) / count(ad_security_events_source_up{{{SEL}}})",
+            f"sum({SEL('ad_security_events_source_up')}) / count({SEL('ad_security_events_source_up')})",
             "Share of DC event sources (remoting, files) read in the last refresh.",
             unit="percentunit",
             thresholds=[(None, "red"), (0.99, "green")],
@@ -61,7 +63,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Failed logons by reason",
-            [(f"sum by (reason) (increase(ad_security_events_total{{{FAILED}}}[$__rate_interval]))", "{{reason}}")],
+            [(f"sum by (reason) (increase({FAILED('ad_security_events_total')}[$__rate_interval]))", "{{reason}}")],
             "wrong_password and preauth_failed are bad passwords; no_such_user names that do not "
             "exist; account_locked_out a source still trying after the lockout.",
             stack=True,
@@ -74,7 +76,7 @@ def ad_security_events() -> dict[str, Any]:
             "Failed logons by protocol and event",
             [
                 (
-                    f"sum by (protocol, event_id) (increase(ad_security_events_total{{{FAILED}}}[$__rate_interval]))",
+                    f"sum by (protocol, event_id) (increase({FAILED('ad_security_events_total')}[$__rate_interval]))",
                     "{{protocol}} ({{event_id}})",
                 )
             ],
@@ -89,7 +91,7 @@ def ad_security_events() -> dict[str, Any]:
             "Lockouts by caller",
             [
                 (
-                    f"sum by (caller_kind) (increase(ad_security_lockouts_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (caller_kind) (increase({SEL('ad_security_lockouts_total')}[$__rate_interval]))",
                     "{{caller_kind}}",
                 )
             ],
@@ -103,7 +105,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         table(
             "Failures by DC, reason and protocol, last hour",
-            f"sum by (dc, event_id, reason, protocol) (increase(ad_security_events_total{{{FAILED}}}[1h])) > 0",
+            f"sum by (dc, event_id, reason, protocol) (increase({FAILED('ad_security_events_total')}[1h])) > 0",
             "Where each kind of failure is logged: badPwdCount grows on the DC that checks the password.",
             {"dc": "DC", "event_id": "Event", "reason": "Reason", "protocol": "Protocol", "Value": "Last hour"},
         ),
@@ -115,7 +117,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         table(
             "Top sources",
-            f'ad_security_event_source_failures{{{JOB},source!="<other>"}}',
+            JOB("ad_security_event_source_failures", NOT_OTHER),
             "Failed logons and lockouts per source over the exporter's source window (capped by "
             "top_sources): caller computers of 4740, client IP addresses, workstation names.",
             {"kind": "Kind", "source": "Source", "Value": "Failures"},
@@ -126,7 +128,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         table(
             "Accounts tried per source",
-            f'ad_security_event_source_accounts{{{JOB},source!="<other>"}}',
+            JOB("ad_security_event_source_accounts", NOT_OTHER),
             "Distinct accounts each source failed on: one source on many accounts is a password spray.",
             {"kind": "Kind", "source": "Source", "Value": "Accounts"},
         ),
@@ -138,7 +140,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         table(
             "Event sources",
-            f"time() - ad_security_events_last_collection_timestamp_seconds{{{SEL}}}",
+            f"time() - {SEL('ad_security_events_last_collection_timestamp_seconds')}",
             "Each DC's event source and how long ago it was last read.",
             {"dc": "DC", "source": "Source", "Value": "Last read"},
             unit="s",
@@ -149,7 +151,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Collection lag",
-            [(f"ad_security_events_lag_seconds{{{SEL}}}", "{{dc}}")],
+            [(f"{SEL('ad_security_events_lag_seconds')}", "{{dc}}")],
             "How far behind the DC's log the collector is while it works off a backlog.",
             unit="s",
         ),
@@ -159,7 +161,7 @@ def ad_security_events() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Newest event age",
-            [(f"time() - ad_security_events_newest_timestamp_seconds{{{SEL}}}", "{{dc}}")],
+            [(f"time() - {SEL('ad_security_events_newest_timestamp_seconds')}", "{{dc}}")],
             "Time since the newest event read from each DC: a quiet DC, or a stalled source.",
             unit="s",
         ),
@@ -171,5 +173,5 @@ def ad_security_events() -> dict[str, Any]:
         "ad-security-events",
         ["active-directory", "security"],
         variables("ad_security_events_source_up", "dc", "DC"),
-        lay.panels,
+        lay,
     )

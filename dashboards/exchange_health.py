@@ -4,29 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import DS, Layout, dashboard, grid, stat, table, timeseries, variables
+from dashboards.panels import Layout, Selector, annotation, dashboard, grid, stat, table, timeseries, variables
 
-SEL = 'job=~"$job",server=~"$server"'
-JOB = 'job=~"$job"'
+SEL = Selector('job=~"$job"', 'server=~"$server"')
+JOB = Selector('job=~"$job"')
 STATES = {"0": ("Inactive", "red"), "1": ("Active", "green"), "2": ("Draining", "orange")}
 # Inactive by design on on-premises servers (they serve Microsoft's own datacenters).
 EXPECTED_INACTIVE = "ForwardSyncDaemon|ProvisioningRps"
+UNEXPECTED = f'component!~"{EXPECTED_INACTIVE}"'
+SERVER_WIDE_OFFLINE = 'component="ServerWideOffline"'
+HYBRID = 'hybrid="true"'
 
 
 def build_changes() -> dict[str, Any]:
     """An annotation wherever a server starts reporting a new build: the patch days on every time panel."""
-    return {
-        "name": "Build changes",
-        "datasource": DS,
-        "enable": True,
-        "iconColor": "purple",
-        "expr": f"exchange_build_info{{{SEL}}} unless exchange_build_info{{{SEL}}} offset 10m",
-        "step": "1m",
-        "titleFormat": "{{server}} now runs {{version}}",
-        "textFormat": "{{product}} {{cu}} {{update}}",
-        "tagKeys": "server,cu",
-        "useValueForTime": False,
-    }
+    return annotation(
+        "Build changes",
+        f"{SEL('exchange_build_info')} unless {SEL('exchange_build_info')} offset 10m",
+        "{{server}} now runs {{version}}",
+        "{{product}} {{cu}} {{update}}",
+        "server,cu",
+    )
 
 
 def exchange_health() -> dict[str, Any]:
@@ -35,7 +33,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         stat(
             "Servers answering",
-            f"sum(exchange_server_up{{{SEL}}}) / count(exchange_server_up{{{SEL}}})",
+            f"sum({SEL('exchange_server_up')}) / count({SEL('exchange_server_up')})",
             "Share of servers whose cmdlets all answered the last refresh.",
             unit="percentunit",
             thresholds=[(None, "red"), (0.99, "green")],
@@ -46,7 +44,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         stat(
             "ServerWideOffline Inactive",
-            f'count(exchange_component_state{{{SEL},component="ServerWideOffline"}} == 0) or vector(0)',
+            f"count({SEL('exchange_component_state', SERVER_WIDE_OFFLINE)} == 0) or vector(0)",
             "Servers taken out of service as a whole (every other component follows ServerWideOffline).",
             thresholds=[(None, "green"), (1, "red")],
         ),
@@ -56,7 +54,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         stat(
             "Inactive components",
-            f'count(exchange_component_state{{{SEL},component!~"{EXPECTED_INACTIVE}"}} == 0) or vector(0)',
+            f"count({SEL('exchange_component_state', UNEXPECTED)} == 0) or vector(0)",
             "Components Inactive on any server (ForwardSyncDaemon and ProvisioningRps are Inactive by "
             "design on-premises and not counted).",
             thresholds=[(None, "green"), (1, "orange")],
@@ -67,7 +65,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         stat(
             "Messages queued",
-            f"sum(exchange_queue_messages{{{SEL}}})",
+            f"sum({SEL('exchange_queue_messages')})",
             "Messages in every queue of the selected servers.",
             thresholds=[(None, "green"), (100, "orange"), (500, "red")],
         ),
@@ -77,7 +75,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         stat(
             "Builds outside the hybrid window",
-            f"count(exchange_build_in_hybrid_support_window{{{SEL}}} == 0) or vector(0)",
+            f"count({SEL('exchange_build_in_hybrid_support_window')} == 0) or vector(0)",
             "Servers not on one of their product's two newest CUs: the Hybrid Configuration Wizard does not "
             "support them.",
             thresholds=[(None, "green"), (1, "orange")],
@@ -88,7 +86,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         stat(
             "Misrouted remote mailboxes",
-            f"sum(exchange_remote_mailboxes_misrouted{{{JOB}}})",
+            f"sum({JOB('exchange_remote_mailboxes_misrouted')})",
             "Remote mailboxes whose RemoteRoutingAddress is not in the tenant routing domain.",
             thresholds=[(None, "green"), (1, "orange")],
         ),
@@ -100,7 +98,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         grid(
             "Component state per server",
-            f"exchange_component_state{{{SEL}}}",
+            f"{SEL('exchange_component_state')}",
             "Get-ServerComponentState for every server: one row per component.",
             "component",
             "server",
@@ -112,9 +110,9 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Held Inactive by",
-            f"exchange_component_requester_timestamp_seconds{{{SEL}}} * 1000 "
+            f"{SEL('exchange_component_requester_timestamp_seconds')} * 1000 "
             f"and on (job, server, component, requester, scope) "
-            f"(exchange_component_requester_state{{{SEL}}} == 0)",
+            f"({SEL('exchange_component_requester_state')} == 0)",
             "Each requester that holds a component Inactive, and since when. A component comes back only "
             "when every requester that set it Inactive sets it Active: Set-ServerComponentState -Requester "
             "Maintenance does not clear an entry of requester Functional. scope local = the server's "
@@ -136,7 +134,7 @@ def exchange_health() -> dict[str, Any]:
             "Inactive components per server",
             [
                 (
-                    f'count by (server) (exchange_component_state{{{SEL},component!~"{EXPECTED_INACTIVE}"}} == 0)',
+                    f"count by (server) ({SEL('exchange_component_state', UNEXPECTED)} == 0)",
                     "{{server}}",
                 )
             ],
@@ -151,7 +149,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Builds",
-            f"exchange_build_info{{{SEL}}}",
+            f"{SEL('exchange_build_info')}",
             "What each server runs. AdminDisplayVersion names the CU; the security update shows when the "
             "exporter reads ExSetup's file version (security_update.enabled).",
             {
@@ -169,7 +167,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Days since the server's CU was released",
-            [(f"(time() - exchange_build_cu_release_timestamp_seconds{{{SEL}}} > 0) / 86400", "{{server}}")],
+            [(f"(time() - {SEL('exchange_build_cu_release_timestamp_seconds')} > 0) / 86400", "{{server}}")],
             "Drops when a server moves to a newer CU; the build-change annotations mark when.",
             unit="d",
         ),
@@ -181,7 +179,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Queued messages by next hop",
-            [(f"sum by (server, next_hop) (exchange_queue_messages{{{SEL}}})", "{{server}} {{next_hop}}")],
+            [(f"sum by (server, next_hop) ({SEL('exchange_queue_messages')})", "{{server}} {{next_hop}}")],
             "Get-Queue, summed per next hop.",
             stack=True,
         ),
@@ -191,7 +189,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Queue last errors",
-            f"exchange_queue_last_error_info{{{SEL}}}",
+            f"{SEL('exchange_queue_last_error_info')}",
             "The SMTP codes in each queue's LastError: code as Exchange reported it, remote code as the next "
             "hop answered. 421 4.3.2 = the next hop's transport is not active (often its ServerWideOffline); "
             "451 4.7.500 = Exchange Online throttles anonymous mail (a certificate mismatch on the inbound "
@@ -215,7 +213,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Certificates by time left",
-            f"exchange_certificate_not_after_timestamp_seconds{{{SEL}}} - time()",
+            f"{SEL('exchange_certificate_not_after_timestamp_seconds')} - time()",
             "Exchange certificates on each server; negative = expired. An expired Auth certificate breaks "
             "OAuth to Exchange Online.",
             {"server": "Server", "thumbprint": "Thumbprint", "subject": "Subject", "Value": "Time left"},
@@ -227,9 +225,9 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Hybrid connector certificate names",
-            f'exchange_connector_tls_certificate_info{{{JOB},hybrid="true"}} '
+            f"{JOB('exchange_connector_tls_certificate_info', HYBRID)} "
             f"* on (job, organization, kind, connector) group_left "
-            f"exchange_connector_tls_certificate_matches{{{JOB}}}",
+            f"{JOB('exchange_connector_tls_certificate_matches')}",
             "TlsCertificateName of the connectors the Hybrid Configuration Wizard manages; 0 = differs from "
             "the certificate the exporter was told to expect, which Exchange Online will not match.",
             {
@@ -248,7 +246,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Misrouted remote mailboxes",
-            f"exchange_remote_mailbox_misrouted_info{{{JOB}}}",
+            f"{JOB('exchange_remote_mailbox_misrouted_info')}",
             "Remote mailboxes whose RemoteRoutingAddress is outside the tenant routing domain (capped list).",
             {"mailbox": "Mailbox", "routing_domain": "Routes to", "organization": "Organization", "Value": "Misrouted"},
         ),
@@ -258,7 +256,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Accepted domains",
-            f"exchange_accepted_domain_info{{{JOB}}}",
+            f"{JOB('exchange_accepted_domain_info')}",
             "The tenant routing domain must be an accepted domain (InternalRelay or Authoritative).",
             {
                 "domain": "Domain",
@@ -276,7 +274,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Why servers are down",
-            f"exchange_server_error_reason{{{SEL}}} == 1",
+            f"{SEL('exchange_server_error_reason')} == 1",
             "The reason of each server whose last refresh failed; the landing page has the full message.",
             {"server": "Server", "reason": "Reason", "Value": "Down"},
         ),
@@ -286,7 +284,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         table(
             "Cmdlets that failed",
-            f"exchange_cmdlet_success{{{SEL}}} == 0",
+            f"{SEL('exchange_cmdlet_success')} == 0",
             "Cmdlets that did not answer on a server in the last refresh.",
             {"server": "Server", "cmdlet": "Cmdlet", "Value": "Failed"},
         ),
@@ -296,7 +294,7 @@ def exchange_health() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Server answer time",
-            [(f"exchange_server_sweep_duration_seconds{{{SEL}}}", "{{server}}")],
+            [(f"{SEL('exchange_server_sweep_duration_seconds')}", "{{server}}")],
             "Time each server took for the exporter's cmdlets.",
             unit="s",
         ),
@@ -308,6 +306,6 @@ def exchange_health() -> dict[str, Any]:
         "exchange-health",
         ["exchange"],
         variables("exchange_server_up", "server", "Server"),
-        lay.panels,
+        lay,
         [build_changes()],
     )

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import Layout, dashboard, stat, table, timeseries, variables
+from dashboards.panels import Layout, Selector, dashboard, stat, table, timeseries, variables
 
-SEL = 'job=~"$job",server=~"$server"'
-RECEIVE = f'{SEL},direction="receive"'
+SEL = Selector('job=~"$job"', 'server=~"$server"')
+RECEIVE = SEL.where('direction="receive"')
+NOT_OTHER = 'user!="<other>"'
+NOT_SERVED = 'code="421"', 'enhanced_code="4.3.2"'
+LOOP = 'enhanced_code="5.4.6"'
+SERVER_ERROR = 'status=~"5.."'
+NOT_OK = 'code!~"2..|3.."'
+RELAY_DENIED = 'code="550"', 'enhanced_code=~"5.7.1|5.7.54"'
 
 
 def exchange_logs() -> dict[str, Any]:
@@ -17,7 +23,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         stat(
             "401s, last hour",
-            f"sum(increase(exchange_http_unauthorized_total{{{SEL}}}[1h]))",
+            f"sum(increase({SEL('exchange_http_unauthorized_total')}[1h]))",
             "HTTP 401s in the front end's IIS logs.",
             thresholds=[(None, "green"), (500, "orange")],
         ),
@@ -27,7 +33,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         stat(
             "Devices locking their user out",
-            f"sum(exchange_activesync_device_locking_out{{{SEL}}})",
+            f"sum({SEL('exchange_activesync_device_locking_out')})",
             "ActiveSync devices that failed with 1326 and then 1909 within the window.",
             thresholds=[(None, "green"), (1, "red")],
         ),
@@ -37,7 +43,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         stat(
             "421 4.3.2 answered, last hour",
-            f'sum(increase(exchange_smtp_responses_total{{{RECEIVE},code="421",enhanced_code="4.3.2"}}[1h]))',
+            f"sum(increase({RECEIVE('exchange_smtp_responses_total', *NOT_SERVED)}[1h]))",
             "SMTP sessions this server refused because its transport was not active.",
             thresholds=[(None, "green"), (1, "red")],
         ),
@@ -47,7 +53,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         stat(
             "Loops, last hour",
-            f'sum(increase(exchange_message_tracking_failures_total{{{SEL},enhanced_code="5.4.6"}}[1h]))',
+            f"sum(increase({SEL('exchange_message_tracking_failures_total', LOOP)}[1h]))",
             "Messages that failed with 554 5.4.6 (hop count exceeded).",
             thresholds=[(None, "green"), (1, "red")],
         ),
@@ -61,7 +67,7 @@ def exchange_logs() -> dict[str, Any]:
             "401s by reason",
             [
                 (
-                    f"sum by (reason) (increase(exchange_http_unauthorized_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (reason) (increase({SEL('exchange_http_unauthorized_total')}[$__rate_interval]))",
                     "{{reason}}",
                 )
             ],
@@ -77,7 +83,7 @@ def exchange_logs() -> dict[str, Any]:
             "401s by protocol",
             [
                 (
-                    f"sum by (protocol) (increase(exchange_http_unauthorized_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (protocol) (increase({SEL('exchange_http_unauthorized_total')}[$__rate_interval]))",
                     "{{protocol}}",
                 )
             ],
@@ -90,7 +96,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         table(
             "ActiveSync devices behind 401s",
-            f"exchange_activesync_device_failures{{{SEL}}}",
+            f"{SEL('exchange_activesync_device_failures')}",
             "Each device's 401s over the window, its last client address and win32 status. 1909 after "
             "1326: the device has the old password and is locking its user out.",
             {
@@ -109,7 +115,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         table(
             "Users with the most 401s",
-            f'exchange_http_unauthorized_user_failures{{{SEL},user!="<other>"}}',
+            SEL("exchange_http_unauthorized_user_failures", NOT_OTHER),
             "401s per user over the window (capped by top_users).",
             {"user": "User", "server": "Server", "Value": "401s"},
         ),
@@ -121,7 +127,7 @@ def exchange_logs() -> dict[str, Any]:
             "Requests by protocol",
             [
                 (
-                    f"sum by (protocol) (increase(exchange_http_requests_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (protocol) (increase({SEL('exchange_http_requests_total')}[$__rate_interval]))",
                     "{{protocol}}",
                 )
             ],
@@ -136,7 +142,7 @@ def exchange_logs() -> dict[str, Any]:
             "Server errors by protocol",
             [
                 (
-                    f'sum by (protocol) (increase(exchange_http_requests_total{{{SEL},status=~"5.."}}'
+                    f"sum by (protocol) (increase({SEL('exchange_http_requests_total', SERVER_ERROR)}"
                     "[$__rate_interval]))",
                     "{{protocol}}",
                 )
@@ -154,8 +160,8 @@ def exchange_logs() -> dict[str, Any]:
             "SMTP replies by code",
             [
                 (
-                    f"sum by (direction, code, enhanced_code) (increase(exchange_smtp_responses_total{{{SEL},"
-                    f'code!~"2..|3.."}}[$__rate_interval]))',
+                    f"sum by (direction, code, enhanced_code) "
+                    f"(increase({SEL('exchange_smtp_responses_total', NOT_OK)}[$__rate_interval]))",
                     "{{direction}} {{code}} {{enhanced_code}}",
                 )
             ],
@@ -169,8 +175,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         table(
             "Relay denials by connector, last hour",
-            f'sum by (server, connector) (increase(exchange_smtp_responses_total{{{RECEIVE},code="550",'
-            f'enhanced_code=~"5.7.1|5.7.54"}}[1h]))',
+            f"sum by (server, connector) (increase({RECEIVE('exchange_smtp_responses_total', *RELAY_DENIED)}[1h]))",
             "550 5.7.54 / 5.7.1 Unable to relay: a sender relaying through a connector without the right.",
             {"server": "Server", "connector": "Connector", "Value": "Denials"},
         ),
@@ -182,7 +187,7 @@ def exchange_logs() -> dict[str, Any]:
             "SMTP sessions by connector",
             [
                 (
-                    f"sum by (connector, direction) (increase(exchange_smtp_sessions_total{{{SEL}}}"
+                    f"sum by (connector, direction) (increase({SEL('exchange_smtp_sessions_total')}"
                     "[$__rate_interval]))",
                     "{{connector}} ({{direction}})",
                 )
@@ -197,9 +202,9 @@ def exchange_logs() -> dict[str, Any]:
         timeseries(
             "TLS and AUTH outcomes",
             [
-                (f"sum by (outcome) (increase(exchange_smtp_tls_total{{{SEL}}}[$__rate_interval]))", "TLS {{outcome}}"),
+                (f"sum by (outcome) (increase({SEL('exchange_smtp_tls_total')}[$__rate_interval]))", "TLS {{outcome}}"),
                 (
-                    f"sum by (outcome) (increase(exchange_smtp_auth_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (outcome) (increase({SEL('exchange_smtp_auth_total')}[$__rate_interval]))",
                     "AUTH {{outcome}}",
                 ),
             ],
@@ -215,7 +220,7 @@ def exchange_logs() -> dict[str, Any]:
             "Events by type",
             [
                 (
-                    f"sum by (event_id) (increase(exchange_message_tracking_events_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (event_id) (increase({SEL('exchange_message_tracking_events_total')}[$__rate_interval]))",
                     "{{event_id}}",
                 )
             ],
@@ -229,7 +234,7 @@ def exchange_logs() -> dict[str, Any]:
         table(
             "Failures by status, last hour",
             f"sum by (server, event_id, code, enhanced_code) "
-            f"(increase(exchange_message_tracking_failures_total{{{SEL}}}[1h]))",
+            f"(increase({SEL('exchange_message_tracking_failures_total')}[1h]))",
             "FAIL/DSN/DEFER by the recipient status code: 550 5.1.10 recipient not found (a namespace "
             "mistake), 554 5.4.6 loop.",
             {
@@ -248,7 +253,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Lines read",
-            [(f"sum by (log) (rate(exchange_log_lines_total{{{SEL}}}[$__rate_interval]))", "{{log}}")],
+            [(f"sum by (log) (rate({SEL('exchange_log_lines_total')}[$__rate_interval]))", "{{log}}")],
             "Lines per second read from each kind of log.",
             unit="none",
         ),
@@ -258,7 +263,7 @@ def exchange_logs() -> dict[str, Any]:
     lay.add(
         table(
             "Log sources",
-            f"time() - exchange_log_last_read_timestamp_seconds{{{SEL}}}",
+            f"time() - {SEL('exchange_log_last_read_timestamp_seconds')}",
             "How long ago each kind of log was last read.",
             {"server": "Server", "log": "Log", "Value": "Last read"},
             unit="s",
@@ -271,5 +276,5 @@ def exchange_logs() -> dict[str, Any]:
         "exchange-logs",
         ["exchange", "logs"],
         variables("exchange_log_lines_total", "server", "Server"),
-        lay.panels,
+        lay,
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import Layout, dashboard, stat, table, timeseries, variables
+from dashboards.panels import Layout, Selector, dashboard, stat, table, timeseries, variables
 
-JOB = 'job=~"$job"'
-FLOW = 'job=~"$job",flow=~"$flow"'
+JOB = Selector('job=~"$job"')
+FLOW = Selector('job=~"$job"', 'flow=~"$flow"')
 
 
 def hybrid_mail() -> dict[str, Any]:
@@ -16,7 +16,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         stat(
             "Anonymous share, 15 minutes",
-            f"max(exchange:inbound_anonymous:ratio15m{{{FLOW}}})",
+            f"max({FLOW('exchange:inbound_anonymous:ratio15m')})",
             "Share of mail from on-premises that Exchange Online took as Anonymous: should be 0.",
             unit="percentunit",
             thresholds=[(None, "green"), (0.01, "orange"), (0.1, "red")],
@@ -27,7 +27,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         stat(
             "Canary latency",
-            f"max(exchange_canary_latency_seconds{{{JOB}}})",
+            f"max({JOB('exchange_canary_latency_seconds')})",
             "End-to-end time of the last canary found.",
             unit="s",
             thresholds=[(None, "green"), (60, "orange"), (300, "red")],
@@ -38,7 +38,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         stat(
             "SMTP endpoints answering",
-            f"sum(probe_success{{{JOB}}}) / count(probe_success{{{JOB}}})",
+            f"sum({JOB('probe_success')}) / count({JOB('probe_success')})",
             "Share of probed SMTP endpoints whose conversation succeeded.",
             unit="percentunit",
             thresholds=[(None, "red"), (0.99, "green")],
@@ -49,7 +49,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         stat(
             "Certificates not as expected",
-            f"count(probe_tls_certificate_matches_expected{{{JOB}}} == 0) or vector(0)",
+            f"count({JOB('probe_tls_certificate_matches_expected')} == 0) or vector(0)",
             "Endpoints presenting another certificate than the hybrid connectors expect.",
             thresholds=[(None, "green"), (1, "red")],
         ),
@@ -63,7 +63,7 @@ def hybrid_mail() -> dict[str, Any]:
             "Messages by AuthAs",
             [
                 (
-                    f"sum by (auth_as) (increase(exchange_inbound_messages_total{{{FLOW}}}[$__rate_interval]))",
+                    f"sum by (auth_as) (increase({FLOW('exchange_inbound_messages_total')}[$__rate_interval]))",
                     "{{auth_as}}",
                 )
             ],
@@ -77,7 +77,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Anonymous share per flow",
-            [(f"exchange:inbound_anonymous:ratio15m{{{FLOW}}}", "{{flow}}")],
+            [(f"{FLOW('exchange:inbound_anonymous:ratio15m')}", "{{flow}}")],
             "Over 15 minutes.",
             unit="percentunit",
         ),
@@ -88,7 +88,7 @@ def hybrid_mail() -> dict[str, Any]:
         table(
             "Attribution by source, last hour",
             f"sum by (flow, from_entity, auth_source, auth_as) "
-            f"(increase(exchange_inbound_messages_total{{{FLOW}}}[1h]))",
+            f"(increase({FLOW('exchange_inbound_messages_total')}[1h]))",
             "FromEntityHeader (HybridOnPrem for the connector), AuthSource (the server that authenticated).",
             {
                 "flow": "Flow",
@@ -106,12 +106,12 @@ def hybrid_mail() -> dict[str, Any]:
             "Loops and hops",
             [
                 (
-                    f"sum by (flow) (increase(exchange_inbound_message_loops_total{{{FLOW}}}[$__rate_interval]))",
+                    f"sum by (flow) (increase({FLOW('exchange_inbound_message_loops_total')}[$__rate_interval]))",
                     "loops {{flow}}",
                 ),
                 (
-                    f"sum by (flow) (rate(exchange_inbound_message_hops_sum{{{FLOW}}}[$__rate_interval])) / "
-                    f"sum by (flow) (rate(exchange_inbound_message_hops_count{{{FLOW}}}[$__rate_interval]))",
+                    f"sum by (flow) (rate({FLOW('exchange_inbound_message_hops_sum')}[$__rate_interval])) / "
+                    f"sum by (flow) (rate({FLOW('exchange_inbound_message_hops_count')}[$__rate_interval]))",
                     "mean hops {{flow}}",
                 ),
             ],
@@ -125,7 +125,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         table(
             "Certificates presented",
-            f"probe_tls_certificate_info{{{JOB}}}",
+            f"{JOB('probe_tls_certificate_info')}",
             "What each probed endpoint presents after STARTTLS: the Organisation is part of what the inbound "
             "connector matches.",
             {
@@ -146,7 +146,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         table(
             "Certificate expiry",
-            f"probe_ssl_earliest_cert_expiry{{{JOB}}} - time()",
+            f"{JOB('probe_ssl_earliest_cert_expiry')} - time()",
             "Time left before each presented certificate expires.",
             {"instance": "Endpoint", "Value": "Time left"},
             exclude=("Time", "__name__", "job"),
@@ -158,7 +158,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Greeting codes",
-            [(f"probe_smtp_greeting_code{{{JOB}}}", "{{instance}}")],
+            [(f"{JOB('probe_smtp_greeting_code')}", "{{instance}}")],
             "220 = ready; 421 = the service is not active (an Exchange front end with its transport offline).",
         ),
         12,
@@ -167,7 +167,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Probe duration",
-            [(f"probe_duration_seconds{{{JOB}}}", "{{instance}}")],
+            [(f"{JOB('probe_duration_seconds')}", "{{instance}}")],
             "Time of the whole SMTP conversation, STARTTLS included.",
             unit="s",
         ),
@@ -179,7 +179,7 @@ def hybrid_mail() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Canary latency",
-            [(f"exchange_canary_latency_seconds{{{JOB}}}", "{{canary}}")],
+            [(f"{JOB('exchange_canary_latency_seconds')}", "{{canary}}")],
             "End-to-end time of each canary found.",
             unit="s",
         ),
@@ -191,7 +191,7 @@ def hybrid_mail() -> dict[str, Any]:
             "Canary failures by stage",
             [
                 (
-                    f"sum by (canary, stage) (increase(exchange_canary_failures_total{{{JOB}}}[$__rate_interval]))",
+                    f"sum by (canary, stage) (increase({JOB('exchange_canary_failures_total')}[$__rate_interval]))",
                     "{{canary}} {{stage}}",
                 )
             ],
@@ -205,5 +205,5 @@ def hybrid_mail() -> dict[str, Any]:
         "hybrid-mail",
         ["exchange", "hybrid"],
         variables("exchange_inbound_messages_total", "flow", "Flow"),
-        lay.panels,
+        lay,
     )

@@ -106,8 +106,19 @@ class Exposition:
         self.builds = 0  # bodies put together since start (not per scrape)
 
     def changed(self) -> None:
-        """A snapshot changed: the next scrape of each format gets a body built from the new snapshots."""
+        """A snapshot changed: the bodies scrapes have asked for are built anew, off the loop, right away, so
+        that the next scrape finds them ready (a format nobody asks for is never built)."""
         self.generation += 1
+        for openmetrics, compress in list(self._bodies):
+            self._start(openmetrics, compress)
+
+    def _start(self, openmetrics: bool, compress: bool) -> asyncio.Future[bytes]:
+        key = (openmetrics, compress)
+        building = self._building.get(key)
+        if building is None or building[0] != self.generation:
+            future = asyncio.ensure_future(asyncio.to_thread(self._build, openmetrics, compress))
+            self._building[key] = building = (self.generation, future)
+        return building[1]
 
     def _build(self, openmetrics: bool, compress: bool) -> bytes:
         body = assemble(self._parts(), openmetrics)
@@ -121,11 +132,7 @@ class Exposition:
         cached = self._bodies.get(key)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        building = self._building.get(key)
-        if building is None or building[0] != generation:
-            future = asyncio.ensure_future(asyncio.to_thread(self._build, openmetrics, compress))
-            self._building[key] = building = (generation, future)
-        body = await asyncio.shield(building[1])
+        body = await asyncio.shield(self._start(openmetrics, compress))
         if self._bodies.get(key, (-1, b""))[0] < generation:
             self._bodies[key] = (generation, body)
         return body

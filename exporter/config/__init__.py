@@ -102,15 +102,9 @@ class Config(StrictModel):
             if key in seen:
                 problems.append(f"active_directory: domain {ad.domain} appears twice")
             seen.add(key)
-        organizations = [ex.organization.lower() for ex in self.exchange]
-        if len(set(organizations)) != len(organizations):
-            problems.append("exchange: an organization appears twice")
-        names = [ev.name.lower() for ev in self.security_events]
-        if len(set(names)) != len(names):
-            problems.append("security_events: a name appears twice")
-        servers = [logs.server.lower() for logs in self.exchange_logs]
-        if len(set(servers)) != len(servers):
-            problems.append("exchange_logs: a server appears twice")
+        problems.unique("exchange", (ex.organization for ex in self.exchange), "an organization")
+        problems.unique("security_events", (ev.name for ev in self.security_events), "a name")
+        problems.unique("exchange_logs", (logs.server for logs in self.exchange_logs), "a server")
         problems.check()
         return self
 

@@ -96,6 +96,12 @@ class Problems:
     def add(self, field: str, message: str) -> None:
         self.lines.append(f"{field}: {message}")
 
+    def unique(self, field: str, names: Iterable[str], what: str) -> None:
+        """``field: a NAME appears twice`` when two of ``names`` are the same but for case."""
+        folded = [name.lower() for name in names]
+        if len(set(folded)) != len(folded):
+            self.add(field, f"{what} appears twice")
+
     def append(self, line: str) -> None:
         """A problem already written as ``field: message``."""
         self.lines.append(line)

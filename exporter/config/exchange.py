@@ -55,9 +55,7 @@ class ExchangeConfig(Remoting):
         problems = Problems()
         if self.timeout_seconds >= self.interval_seconds:
             problems.append("timeout_seconds: must be shorter than interval_seconds")
-        names = [s.name.lower() for s in self.servers]
-        if len(set(names)) != len(names):
-            problems.append("servers: a server name appears twice")
+        problems.unique("servers", (s.name for s in self.servers), "a server name")
         problems.check()
         return self
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,7 +107,7 @@ async def test_watched_service_account_lock(lab: SambaLab, collector: ActiveDire
 
 async def test_dcs_discovered_by_dns_srv_alone(lab: SambaLab) -> None:
     """No DC configured: the SRV records _ldap._tcp.dc._msdcs.<domain> in the lab's DNS name them."""
-    overrides = {
+    overrides: dict[str, Any] = {
         "domain_controllers": [],
         "discovery": {"dns_srv": True, "ntds_settings": True, "dns_servers": [lab.dc1.address]},
     }

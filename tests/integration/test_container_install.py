@@ -120,12 +120,12 @@ def test_build_stage_install_steps_make_a_working_exporter(tmp_path: Path) -> No
     port = free_port()
     config = tmp_path / "config.yml"
     config.write_text(f"state: {{path: {tmp_path / 'state.db'}}}\n")
-    args = [
+    argv = [
         a.replace("/etc/ad-exchange-exporter/config.yml", str(config)).replace("0.0.0.0:9733", f"127.0.0.1:{port}")
         for a in cmd
     ]
     process = subprocess.Popen(
-        [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *args],
+        [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *argv],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,10 @@ from pypsrp.wsman import WSMan
 
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from lab import free_port
 from lab.exchange import ADDRESSES, SAMPLES, SERVICE_USER, ExchangeLab
 from tests.helpers import metric, samples, series
-from tests.integration.conftest import free_port, running_exporter
+from tests.integration.conftest import running_exporter
 
 STATE = {"Inactive": 0, "Active": 1, "Draining": 2}
 
@@ -158,7 +159,7 @@ def test_server_wide_offline_held_by_functional(exchange: ExchangeLab, tmp_path:
 
 def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: ExchangeLab, tmp_path: Path) -> None:
     e19 = exchange.endpoints["solo-e19a"]
-    failures = [
+    failures: list[tuple[str, Callable[[], object]]] = [
         ("server_error", lambda: e19.misbehave(status=500)),
         ("timeout", lambda: e19.misbehave(stall=True)),
         (

@@ -65,7 +65,7 @@ def test_rotations_and_kill_9_lose_nothing_and_count_nothing_twice(tmp_path: Pat
     thread = threading.Thread(target=write, daemon=True)
     thread.start()
     state = tmp_path / "state.db"
-    options = {"logs": writer, "state": state, "interval": 1}
+    options: dict[str, Any] = {"logs": writer, "state": state, "interval": 1}
     kills = 0
     try:
         for run in range(5):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
 from tests.helpers import metric, require_binary
@@ -102,15 +106,46 @@ def test_wrong_service_password_never_locks_the_account_out(lab: SambaLab, tmp_p
     assert "configuration reloaded" in exporter.logs()
 
 
+OPENMETRICS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
 def test_exposition_passes_promtool_check_metrics(lab: SambaLab, tmp_path: Path) -> None:
     promtool = require_binary("promtool")
     user = lab.create_user("ivan")
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
         lab.lock_out(user, lab.dc1)
         text = exporter.wait_for(lambda t: metric(t, "ad_account_locked", user=user) == 1)
+        # As Prometheus asks: OpenMetrics first, gzip. The same series as the text format, in one gzip stream.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{exporter.port}/metrics",
+            headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            encoding, content_type, raw = (
+                response.headers["Content-Encoding"],
+                response.headers["Content-Type"],
+                response.read(),
+            )
+        # A reload that fails keeps the running configuration and says so in the metrics; a good one clears it.
+        good = exporter.config.read_text()
+        exporter.config.write_text("active_directory: [{domain: broken}]\n")
+        exporter.process.send_signal(signal.SIGHUP)
+        failed = exporter.wait_for(lambda t: metric(t, "ad_exchange_exporter_config_last_reload_successful") == 0)
+        assert metric(failed, "ad_dc_up", dc=lab.dc1.host) == 1  # still collecting with the old configuration
+        exporter.config.write_text(good)
+        exporter.process.send_signal(signal.SIGHUP)
+        exporter.wait_for(lambda t: metric(t, "ad_exchange_exporter_config_last_reload_successful") == 1)
     assert "ad_account_bad_passwords{" in text and "ad_dc_info{" in text
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
+    assert encoding == "gzip" and content_type.startswith("application/openmetrics-text; version=1.0.0")
+    body = gzip.decompress(raw).decode()
+    assert body.endswith("# EOF\n")
+    families = {f.name for f in openmetrics_parser.text_string_to_metric_families(body)}  # type: ignore[no-untyped-call]
+    assert {"ad_dc_up", "ad_account_locked", "ad_account_lockouts", "process_cpu_seconds"} <= families
 
 
 def test_landing_page_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:

@@ -8,15 +8,17 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.parsers import events as ev
 from exporter.state import StateStore
+from lab import free_port
 from lab.samba import SambaLab
 from lab.winevent import EventLab
 from tests.helpers import metric, samples, series
-from tests.integration.conftest import free_port, running_exporter
+from tests.integration.conftest import running_exporter
 
 DC1 = "dc1.lab.example"
 
@@ -60,7 +62,7 @@ def test_failed_logons_on_the_lab_dcs_are_counted_from_the_samba_audit_log(lab: 
         # The source address and the spread over accounts of the loopback client.
         assert (metric(text, "ad_security_event_source_failures", kind="ip", source="127.0.0.1") or 0) >= 5
         assert (metric(text, "ad_security_event_source_accounts", kind="ip", source="127.0.0.1") or 0) >= 2
-        assert metric(text, "ad_security_events_newest_timestamp_seconds", dc=DC1) >= time.time() - 60
+        assert (metric(text, "ad_security_events_newest_timestamp_seconds", dc=DC1) or 0) >= time.time() - 60
     lab.unlock(user)
 
 
@@ -84,7 +86,7 @@ def test_bookmarks_survive_hard_restarts_nothing_twice_nothing_skipped(tmp_path:
                 events_lab.logs[DC1].append_clone(4740, TargetUserName=f"user{i % 7}", TargetDomainName="")
         total = sum(len(log.records) for log in events_lab.logs.values())
         winrm = events_lab.winrm_config(timeout=1, batch_size=5, max_batches_per_refresh=1)
-        options = {
+        options: dict[str, Any] = {
             "events": events_lab,
             "state": state,
             "interval": 1.5,
@@ -147,7 +149,10 @@ def test_a_malformed_event_over_psrp_is_counted_skipped_and_passed(tmp_path: Pat
             after = pdc.append_clone(4740, TargetUserName="after_the_broken_one", TargetDomainName="")
             expected = truth[DC1] + Counter({("4740", "locked_out", "other"): 1})
             text = exporter.wait_for(lambda t: event_counts(t, DC1) == expected)
-            assert metric(text, "ad_exchange_exporter_parse_errors_total", collector="security_events") == errors + 1
+            assert (
+                metric(text, "ad_exchange_exporter_parse_errors_total", collector="security_events")
+                == (errors or 0) + 1
+            )
             assert metric(text, "ad_security_events_source_up", dc=DC1, source="winrm") == 1
             assert after.record_id == broken.record_id + 1
             assert "skipped an event" in exporter.logs()

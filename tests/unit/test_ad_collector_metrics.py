@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from exporter.collectors.active_directory import OTHER, ActiveDirectoryCollector, DomainState
+from exporter.collectors.active_directory import ActiveDirectoryCollector, DomainState
 from exporter.config import Config
+from exporter.metrics import OTHER
 from exporter.parsers import ad
 from exporter.sources.credential_guard import CredentialGuard
 from tests.helpers import samples, series, value

@@ -40,7 +40,7 @@ def test_dashboard_shape(name: str) -> None:
 
 
 def alert_rules() -> list[dict[str, object]]:
-    rules = []
+    rules: list[dict[str, object]] = []
     for path in sorted(ALERTS.glob("*.rules.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
             rules.extend(r for r in group["rules"] if "alert" in r)

@@ -17,7 +17,7 @@ async def test_deadline_and_busy_lock_raise_the_sources_error_with_reason_timeou
     lock = threading.Lock()
     release = threading.Event()
     try:
-        with pytest.raises(LdapError, match="ldaps://dc1:636: no answer within 0.2s") as info:
+        with pytest.raises(LdapError, match=r"ldaps://dc1:636: no answer within 0\.2s") as info:
             await pool.run(release.wait, 5, lock=lock, timeout=0.2, where="ldaps://dc1:636")
         assert info.value.reason == "timeout" and isinstance(info.value, SourceError)
         # The stuck call still holds the connection: the next one is refused at its lock timeout, not later.

@@ -75,35 +75,59 @@ def declared() -> dict[str, Family]:
 
 
 class Series(Metric):
-    """The samples of one declared family in one refresh (a prometheus_client ``Metric``)."""
+    """The samples of one declared family in one refresh (a prometheus_client ``Metric``).
+
+    Samples are kept as (label values, value) rows, the compact form the exposition encodes from directly;
+    ``samples`` gives prometheus_client's Sample objects for whoever asks (tests, the families API).
+    """
 
     def __init__(self, family: Family) -> None:
+        self.rows: list[tuple[tuple[str, ...], float]] = []
+        self._extra: list[Sample] = []  # histogram samples, which carry an le label of their own
         super().__init__(family.base_name, family.help, family.kind)
         self.family = family
+        self.sample_name = family.name if family.kind == "counter" else family.base_name
 
-    def _labels(self, values: Sequence[str]) -> dict[str, str]:
+    @property
+    def samples(self) -> list[Sample]:
+        names = self.family.labels
+        return [
+            Sample(self.sample_name, dict(zip(names, values, strict=True)), value) for values, value in self.rows
+        ] + self._extra
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        self._extra = list(value)
+
+    def _check(self, values: Sequence[str]) -> tuple[str, ...]:
         names = self.family.labels
         if len(values) != len(names):
             raise DeclarationError(
                 f"{self.family.name}: {len(values)} label value(s) {list(values)} for labels {list(names)}"
             )
-        return dict(zip(names, values, strict=True))
+        return tuple(values)
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
         if self.family.kind == "histogram":
             raise DeclarationError(f"{self.family.name}: a histogram takes add_histogram")
-        sample_name = self.family.name if self.family.kind == "counter" else self.name
-        self.samples.append(Sample(sample_name, self._labels(labels), float(value)))
+        self.rows.append((self._check(labels), float(value)))
 
     def add_histogram(self, labels: Sequence[str], buckets: Sequence[tuple[str, float]], sum_value: float) -> None:
         """``buckets``: cumulative counts by upper bound, the last one ``+Inf``."""
         if self.family.kind != "histogram":
             raise DeclarationError(f"{self.family.name}: add_histogram on a {self.family.kind}")
-        base = self._labels(labels)
+        base = dict(zip(self.family.labels, self._check(labels), strict=True))
         for bound, count in buckets:
-            self.samples.append(Sample(f"{self.name}_bucket", {**base, "le": bound}, float(count)))
-        self.samples.append(Sample(f"{self.name}_count", base, float(buckets[-1][1])))
-        self.samples.append(Sample(f"{self.name}_sum", base, float(sum_value)))
+            self._extra.append(Sample(f"{self.name}_bucket", {**base, "le": bound}, float(count)))
+        self._extra.append(Sample(f"{self.name}_count", base, float(buckets[-1][1])))
+        self._extra.append(Sample(f"{self.name}_sum", base, float(sum_value)))
+
+    def extend(self, other: Series) -> None:
+        """Another refresh's or target's samples of a family with the same labels."""
+        if other.family.labels != self.family.labels:
+            raise DeclarationError(f"{self.family.name}: merging samples with labels {other.family.labels}")
+        self.rows.extend(other.rows)
+        self._extra.extend(other._extra)
 
 
 def _check_agrees(known: Family, family: Family) -> None:

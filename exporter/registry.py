@@ -213,8 +213,8 @@ class CollectorRegistry(PromCollector):
         try:
             snapshot = await asyncio.wait_for(collector.collect(), timeout=collector.timeout)
             _check_snapshot(collector, snapshot)
-            # Off the event loop, once per refresh: scrapes serve these lines until the next one.
-            encoded = await asyncio.to_thread(exposition.encode_snapshot, snapshot)
+            # Once per refresh, in short steps between scrapes: scrapes serve these lines until the next one.
+            encoded = await exposition.encode_snapshot_async(snapshot)
         except TimeoutError:
             self._failed(state, f"timed out after {collector.timeout:g}s")
         except Exception as exc:

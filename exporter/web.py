@@ -17,6 +17,7 @@ from exporter.registry import CollectorRegistry
 from exporter.sources.smtp import probe_smtp
 from exporter.web_security import WebSecurity, security_middleware
 
+TAIL_MAX_AGE = 1.0  # seconds the per-scrape families (process, reload state) are reused
 PROBE_TIMEOUT_MARGIN = 0.5  # seconds kept for answering, as blackbox_exporter's scrape_timeout offset
 
 
@@ -96,11 +97,22 @@ def build_app(
             body += b"# EOF\n"
         return web.Response(body=body, headers={"Content-Type": _content_type(openmetrics)})
 
+    tails: dict[tuple[bool, bool], tuple[float, bytes]] = {}
+
+    def tail(openmetrics: bool, compress: bool) -> bytes:
+        # Reading the process' own figures and packing them costs more than serving the cached body: at most
+        # once a second (what 20 scrapers a second would otherwise pay 20 times).
+        now = time.monotonic()
+        cached = tails.get((openmetrics, compress))
+        if cached is None or now - cached[0] >= TAIL_MAX_AGE:
+            cached = tails[(openmetrics, compress)] = (now, exposition.tail(per_scrape(), openmetrics, compress))
+        return cached[1]
+
     async def metrics(request: web.Request) -> web.Response:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-        body = await get_registry().exposition.body(openmetrics, compress)
-        body += exposition.tail(per_scrape(), openmetrics, compress)
+        body = await get_registry().exposition.body(openmetrics, compress, wait=False)
+        body += tail(openmetrics, compress)
         headers = {"Content-Type": _content_type(openmetrics)}
         if compress:
             headers["Content-Encoding"] = "gzip"

@@ -164,7 +164,7 @@ class ScheduledProbesCollector(Collector):
         for (target, module_name), result in sorted(self.results.items()):
             for family in probe_families(result, self.config.modules[module_name], (target, module_name)):
                 into = merged.setdefault(family.name, family.family.new())
-                into.samples.extend(family.samples)
+                into.extend(family)
         return list(merged.values())
 
     def target_status(self) -> list[TargetStatus]:

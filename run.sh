@@ -51,7 +51,7 @@ lint() {
   "$VENV/bin/ruff" format --check .
   "$VENV/bin/ruff" check .
   "$VENV/bin/codespell" --toml pyproject.toml .
-  "$VENV/bin/mypy" exporter lab dashboards bench tests
+  "$VENV/bin/mypy" exporter lab dashboards bench tests tools
 }
 
 cmd=${1:-help}

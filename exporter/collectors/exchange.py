@@ -19,7 +19,7 @@ from exporter.config import ExchangeConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import exchange as ex
 from exporter.parsers.clixml import ClixmlError, parse_object
-from exporter.parsers.exchange_builds import date_to_unix
+from exporter.parsers.exchange_builds import TABLE_AS_OF, date_to_unix
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
@@ -86,6 +86,18 @@ EXCHANGE_BUILD_IN_HYBRID_SUPPORT_WINDOW = Family(
     "gauge",
     "1 if the server runs one of its product's two newest CUs (what the Hybrid Configuration Wizard supports).",
     ("server",),
+)
+EXCHANGE_BUILD_NEWER_THAN_TABLE = Family(
+    "exchange_build_newer_than_table",
+    "gauge",
+    "1 if the server runs a build newer than any the exporter's build table knows for its product or CU: update "
+    "the exporter (its table is generated from CSS-Exchange's) to have the CU and update named.",
+    ("server",),
+)
+EXCHANGE_BUILD_TABLE_AS_OF_TIMESTAMP_SECONDS = Family(
+    "exchange_build_table_as_of_timestamp_seconds",
+    "gauge",
+    "The day of the newest build in the exporter's Exchange build table.",
 )
 EXCHANGE_BUILD_PRODUCT_END_OF_SUPPORT_TIMESTAMP_SECONDS = Family(
     "exchange_build_product_end_of_support_timestamp_seconds",
@@ -234,6 +246,8 @@ class ExchangeCollector(Collector):
         EXCHANGE_BUILD_INFO,
         EXCHANGE_BUILD_CU_RELEASE_TIMESTAMP_SECONDS,
         EXCHANGE_BUILD_IN_HYBRID_SUPPORT_WINDOW,
+        EXCHANGE_BUILD_NEWER_THAN_TABLE,
+        EXCHANGE_BUILD_TABLE_AS_OF_TIMESTAMP_SECONDS,
         EXCHANGE_BUILD_PRODUCT_END_OF_SUPPORT_TIMESTAMP_SECONDS,
         EXCHANGE_COMPONENT_STATE,
         EXCHANGE_COMPONENT_REQUESTER_STATE,
@@ -426,6 +440,7 @@ class ExchangeCollector(Collector):
         build = EXCHANGE_BUILD_INFO.new()
         cu_release = EXCHANGE_BUILD_CU_RELEASE_TIMESTAMP_SECONDS.new()
         window = EXCHANGE_BUILD_IN_HYBRID_SUPPORT_WINDOW.new()
+        newer = EXCHANGE_BUILD_NEWER_THAN_TABLE.new()
         end_of_support = EXCHANGE_BUILD_PRODUCT_END_OF_SUPPORT_TIMESTAMP_SECONDS.new()
         component = EXCHANGE_COMPONENT_STATE.new()
         requester = EXCHANGE_COMPONENT_REQUESTER_STATE.new()
@@ -449,6 +464,7 @@ class ExchangeCollector(Collector):
                 build.add_metric([server, b.text, b.product, b.cu, b.update], 1.0)
                 cu_release.add_metric([server], date_to_unix(b.cu_release))
                 window.add_metric([server], 1.0 if b.in_hybrid_window else 0.0)
+                newer.add_metric([server], 1.0 if b.newer_than_table else 0.0)
                 if b.end_of_support is not None:
                     end_of_support.add_metric([server, b.product], date_to_unix(b.end_of_support))
             for c in sweep.components:
@@ -470,6 +486,8 @@ class ExchangeCollector(Collector):
             build,
             cu_release,
             window,
+            newer,
+            EXCHANGE_BUILD_TABLE_AS_OF_TIMESTAMP_SECONDS.one([], date_to_unix(TABLE_AS_OF)),
             end_of_support,
             component,
             requester,

@@ -14,6 +14,7 @@ from exporter.parsers import exchange_builds as builds
 from exporter.parsers.clixml import parse_document, parse_object
 from exporter.parsers.smtp import parse_reply, parse_reply_chain
 from lab.exchange import LabExchange, LabQueue
+from tools import exchange_build_table
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "exchange_cmdlets"
 
@@ -137,12 +138,59 @@ def test_build_table_is_newest_first_and_consistent() -> None:
     for product in builds.PRODUCTS:
         cu_builds = [builds.parse_version(b) for _, b, _ in product.cus]
         assert cu_builds == sorted(cu_builds, reverse=True), product.name
-        assert [d for _, _, d in product.cus] == sorted((d for _, _, d in product.cus), reverse=True)
+        # Release dates are kept where known (the generated table has none of its own): newest first too.
+        known = [d for _, _, d in product.cus if d is not None]
+        assert known == sorted(known, reverse=True)
         for name, build, _ in product.updates:
             # Every update's build belongs to a CU of its product.
             assert any(builds.parse_version(build)[:3] == cu[:3] for cu in cu_builds), (product.name, name)
-        assert all(d <= builds.TABLE_AS_OF for _, _, d in product.cus + product.updates)
+        assert all(d <= builds.TABLE_AS_OF for _, _, d in product.cus + product.updates if d is not None)
     assert builds.date_to_unix(date(2021, 9, 28)) == 1632787200.0
+
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
+REFERENCE_TABLE = REFERENCE / "CSS-Exchange_Get-ExchangeBuildVersionInformation.ps1"
+
+
+def test_every_cu_and_update_of_healthcheckers_table_maps_to_its_name() -> None:
+    """The table is generated from CSS-Exchange's (see tests/fixtures/README.md): every build in it is named."""
+    if not REFERENCE_TABLE.exists():
+        pytest.skip(f"the reference table is not beside this checkout ({REFERENCE_TABLE})")
+    table = exchange_build_table.parse_reference(REFERENCE_TABLE.read_text(encoding="utf-8-sig"))
+    checked = 0
+    for key, cus in table.items():
+        for cu, cu_build, updates in cus:
+            info = builds.lookup(builds.parse_version(cu_build))
+            assert (info.product, info.cu, info.update) == (builds.NAMES[key], cu, ""), (key, cu)
+            for name, build in updates:
+                if build == cu_build:
+                    continue  # an update shipped as the CU build itself (2013 CU22 Feb19SU)
+                found = builds.lookup(builds.parse_version(cu_build), builds.parse_version(build))
+                assert (found.cu, found.update, found.newer_than_table) == (cu, name, False), (key, cu, name)
+                checked += 1
+    assert checked > 200
+    # The generated module is what the generator makes of the reference today.
+    generated = Path(exchange_build_table.OUT).read_text(encoding="utf-8")
+    assert exchange_build_table.render(table, generated.split("Source: ", 1)[1].split(" (MIT", 1)[0]) == generated
+
+
+def test_a_2025_server_on_cu23_apr24hu_is_named_and_a_newer_build_is_flagged() -> None:
+    # 15.1.2507.39, seen on a real server in 2025 mail headers: the hand table had called it "unknown".
+    info = builds.lookup((15, 1, 2507, 6), (15, 1, 2507, 39))
+    assert (info.product, info.cu, info.update, info.newer_than_table) == (
+        "Exchange Server 2016",
+        "CU23",
+        "Apr24HU",
+        False,
+    )
+    assert info.update_release == date(2024, 4, 23)  # a hotfix update: its recorded day
+    assert builds.lookup((15, 1, 2507, 6), (15, 1, 2507, 37)).update_release == date(2024, 3, 12)  # SU: Patch Tuesday
+    newest = max(builds.parse_version(b) for _, b, _ in builds.PRODUCTS[0].updates)
+    beyond = builds.lookup((15, 2, 2562, 17), (*newest[:3], newest[3] + 1))
+    assert (beyond.update, beyond.newer_than_table) == ("unknown", True)
+    assert builds.lookup((15, 2, 9999, 1)).newer_than_table  # a CU the table does not know yet
+    assert not builds.lookup((15, 2, 1544, 4), (15, 2, 1544, 12)).newer_than_table  # unknown, but not newer
+    assert date(2026, 2, 10) <= builds.TABLE_AS_OF  # Feb26SU, the table's newest
 
 
 @pytest.mark.parametrize(
@@ -261,3 +309,11 @@ def test_certificates_from_raw_data() -> None:
 )
 def test_routing_domain(address: str, domain: str) -> None:
     assert ex.address_domain(address) == domain
+
+
+def test_the_generator_names_the_line_it_cannot_read() -> None:
+    text = '"Exchange2019" = @{\n    "CU15" = (NewCUAndSUObject "15.2.1748.10" @{\n        "Oct25SU" = 15.2.1748.39\n'
+    with pytest.raises(exchange_build_table.TableError, match=r"line 3: not an update of the CU above"):
+        exchange_build_table.parse_reference(text)
+    with pytest.raises(exchange_build_table.TableError, match="no CUs found for ExchangeSE"):
+        exchange_build_table.parse_reference('"Exchange2019" = @{\n    "CU15" = (NewCUAndSUObject "15.2.1748.10")\n')

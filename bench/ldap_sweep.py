@@ -26,7 +26,7 @@ from pathlib import Path
 
 import ldap3
 
-from exporter.collectors.active_directory import ActiveDirectoryCollector
+from exporter.collectors.active_directory import BAD_PASSWORD_ATTRIBUTES, LOCKOUT_ATTRIBUTES, ActiveDirectoryCollector
 from exporter.config import Config
 from exporter.parsers import ad
 from exporter.sources.credential_guard import CredentialGuard
@@ -107,19 +107,10 @@ def time_ldapsearch(lab: SambaLab, rounds: int, floor: int) -> list[float]:
     searches = [
         (
             f"(&{users}(|(badPwdCount>=1)(sAMAccountName=svc_backup)(sAMAccountName=svc_sql)))",
-            ["sAMAccountName", "badPwdCount", "badPasswordTime"],
+            list(BAD_PASSWORD_ATTRIBUTES),
         ),
-        (
-            f"(&{users}(lockoutTime>={floor}))",
-            [
-                "sAMAccountName",
-                "lockoutTime",
-                "msDS-User-Account-Control-Computed",
-                "replPropertyMetaData",
-                "badPwdCount",
-                "badPasswordTime",
-            ],
-        ),
+        # The same two searches as the collector's, attribute for attribute.
+        (f"(&{users}(lockoutTime>={floor}))", list(LOCKOUT_ATTRIBUTES)),
     ]
     # By address, not name (the host's resolver must never see lab names), so without certificate checks:
     # that only makes ldapsearch's side cheaper.

@@ -106,8 +106,8 @@ def header(family: Metric) -> Header:
 
 
 # Work done between two turns of the event loop: about a millisecond each.
-ROWS_PER_STEP = 2000
-GZIP_BYTES_PER_STEP = 256 * 1024
+ROWS_PER_STEP = 500
+GZIP_BYTES_PER_STEP = 64 * 1024
 
 
 def _encode_steps(families: Iterable[Metric], encoded: EncodedSnapshot, headers: dict[str, Header]) -> Iterator[None]:

@@ -4,7 +4,8 @@ Like node_exporter's collector/fixtures/e2e-output.txt: the AD collector reads t
 lab's Samba DCs, the Exchange collector the CSS-Exchange CLIXML samples, the security events collector the public
 event XML samples and Samba's audit log, the Exchange logs collector IIS, SMTP and message tracking lines, the
 hybrid flow message headers, and the canary and a scheduled probe a closed loopback port. The clock is pinned;
-durations (which no fixture can pin) are written as 0 and the Python version as "X".
+durations (which no fixture can pin) are written as 0, the Python version as "X" and the fixtures' folder as
+"<fixtures>".
 
     python -m tests.golden          rewrite tests/fixtures/golden-exposition.txt
 """
@@ -265,6 +266,7 @@ _DURATION = re.compile(r"^(\S*_duration_seconds(?:\{[^}]*\})?) \S+$", re.M)
 
 def normalise(text: str) -> str:
     text = _DURATION.sub(r"\1 0.0", text)
+    text = text.replace(str(FIXTURES), "<fixtures>")  # file sources are labelled with their paths
     return re.sub(r'python_version="[^"]*"', 'python_version="X"', text)
 
 

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-_BAD_PASSWORD_ATTRS = ("sAMAccountName", "badPwdCount", "badPasswordTime")
-_LOCKOUT_ATTRS = (
+BAD_PASSWORD_ATTRIBUTES = ("sAMAccountName", "badPwdCount", "badPasswordTime")
+LOCKOUT_ATTRIBUTES = (
     "sAMAccountName",
     "lockoutTime",
     "msDS-User-Account-Control-Computed",
@@ -478,12 +478,15 @@ class ActiveDirectoryCollector(Collector):
         users = f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})"
         watch = "".join(f"(sAMAccountName={escape_filter_chars(name)})" for name in self.config.watch_accounts)
         bad = client.search(
-            self.base_dn, f"(&{users}(|(badPwdCount>=1){watch}))", _BAD_PASSWORD_ATTRS, page_size=self.config.page_size
+            self.base_dn,
+            f"(&{users}(|(badPwdCount>=1){watch}))",
+            BAD_PASSWORD_ATTRIBUTES,
+            page_size=self.config.page_size,
         )
         locked = client.search(
             self.base_dn,
             f"(&{users}(lockoutTime>={self._lockout_floor(now)}))",
-            _LOCKOUT_ATTRS,
+            LOCKOUT_ATTRIBUTES,
             page_size=self.config.page_size,
         )
         missing_metadata = [dn for dn, attrs in locked if not any(k.lower() == "replpropertymetadata" for k in attrs)]

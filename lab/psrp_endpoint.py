@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -82,6 +83,13 @@ class Output:
 
 class CommandHandler(Protocol):
     def __call__(self, invocation: Invocation) -> Output: ...
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that goes away mid-request (the exporter stopping, a test ending) is not the endpoint's error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _Pool(ServerRunspacePool):
@@ -155,7 +163,7 @@ class PsrpEndpoint:
         self._shells_lock = threading.Lock()
         self._stopping = threading.Event()
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer((address, port), self._handler_class())
+        self._server = _Server((address, port), self._handler_class())
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)

@@ -50,14 +50,8 @@ def _escape_value(value: str) -> str:
     return value
 
 
-def sample_lines(family: Metric) -> str:
-    """A family's samples as exposition lines, label names sorted as prometheus_client writes them."""
-    if isinstance(family, Series):
-        return _series_lines(family) + _generic_lines(family._extra)
-    return _generic_lines(family.samples)
-
-
 def _generic_lines(samples: Iterable[Sample]) -> str:
+    """Samples as exposition lines, label names sorted as prometheus_client writes them."""
     out = []
     for sample in samples:
         labels = sample.labels

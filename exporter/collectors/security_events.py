@@ -100,6 +100,13 @@ AD_SECURITY_EVENTS_LAG_SECONDS = Family(
     "How far behind the DC's log the collector is while it works off a backlog (0 when caught up).",
     ("dc",),
 )
+AD_SECURITY_EVENTS_NOT_READ_TOTAL = Family(
+    "ad_security_events_not_read_total",
+    "counter",
+    "Well-formed events in the event files of IDs this exporter does not read (4768, 4672, 5145, 1102...): "
+    "passed over, not parse errors.",
+    ("path",),
+)
 AD_EXCHANGE_EXPORTER_LOG_OVERLONG_LINES_TOTAL = Family(
     "ad_exchange_exporter_log_overlong_lines_total",
     "counter",
@@ -126,6 +133,7 @@ class _FileSource:
     tailer: Tailer
     # Lines of an <Event> not yet closed (event_xml files span lines); kept in the checkpoint.
     pending: dict[str, list[str]] = field(default_factory=dict)
+    not_read: int = 0  # well-formed events of IDs this exporter does not read, passed over
 
 
 class SecurityEventsCollector(Collector):
@@ -140,6 +148,7 @@ class SecurityEventsCollector(Collector):
         AD_SECURITY_EVENTS_LAST_COLLECTION_TIMESTAMP_SECONDS,
         AD_SECURITY_EVENTS_NEWEST_TIMESTAMP_SECONDS,
         AD_SECURITY_EVENTS_LAG_SECONDS,
+        AD_SECURITY_EVENTS_NOT_READ_TOTAL,
         AD_EXCHANGE_EXPORTER_LOG_OVERLONG_LINES_TOTAL,
         CAPPED_SERIES,
         PARSE_ERRORS,
@@ -273,9 +282,12 @@ class SecurityEventsCollector(Collector):
             if match:
                 record_ids.append(int(match.group(1)))
             try:
-                events.append(ev.parse_event_xml(xml))
+                event = ev.parse_event_xml(xml)
             except ev.EventParseError as exc:
                 errors.append(str(exc))
+            else:
+                if event is not None:  # the XPath asks for the IDs read; anything else is passed over
+                    events.append(event)
         return events, record_ids
 
     def _collect_dc(self, dc: str) -> DcStatus:
@@ -394,6 +406,8 @@ class SecurityEventsCollector(Collector):
                         event = ev.parse_winlogbeat(line)
                         if event is not None:
                             events.append(event)
+                        else:
+                            source.not_read += 1
                     else:
                         events.extend(self._xml_lines(source, chunk.path, line, errors))
                 except ev.EventParseError as exc:
@@ -428,9 +442,14 @@ class SecurityEventsCollector(Collector):
             source.pending[path] = []
             start = joined.find("<Event ") if "<Event " in joined else joined.find("<Event>")
             try:
-                out.append(ev.parse_event_xml(joined[start : joined.rfind("</Event>") + len("</Event>")]))
+                event = ev.parse_event_xml(joined[start : joined.rfind("</Event>") + len("</Event>")])
             except ev.EventParseError as exc:
                 errors.append(str(exc))
+            else:
+                if event is None:
+                    source.not_read += 1
+                else:
+                    out.append(event)
         elif len(pending) > 2000:
             errors.append(f"{path}: an <Event> without its end after 2000 lines; dropped")
             source.pending[path] = []
@@ -491,8 +510,10 @@ class SecurityEventsCollector(Collector):
             lag.add_metric([dc], behind)
         parse_errors = PARSE_ERRORS.one([self.name, target], self.parse_errors_total)
         overlong = AD_EXCHANGE_EXPORTER_LOG_OVERLONG_LINES_TOTAL.new()
+        not_read = AD_SECURITY_EVENTS_NOT_READ_TOTAL.new()
         for file_source in self.files:
             overlong.add_metric([self.name, file_source.config.path], file_source.tailer.stats.overlong_lines)
+            not_read.add_metric([file_source.config.path], file_source.not_read)
         return [
             events,
             lockouts,
@@ -505,6 +526,7 @@ class SecurityEventsCollector(Collector):
             lag,
             caps.series(),
             parse_errors,
+            not_read,
             overlong,
         ]
 

@@ -1,9 +1,11 @@
 """Windows Security events 4740, 4625, 4771, 4776 (and Samba's 4624/4625) to records.
 
 Four input forms, all pure: event XML as Windows' ``.ToXml()`` writes it and as python-evtx renders it
-(``<EventID Qualifiers="">``, ``SystemTime="2021-12-02 14:54:21.232643+00:00"``), Winlogbeat/ECS JSON lines,
-and Samba's ``auth_json_audit`` lines. Status codes become named reasons (a bounded label); unknown codes are
-kept as their hex. Addresses are normalised (``::ffff:a.b.c.d``, ``-``, Samba's ``ipv4:a.b.c.d:port``).
+(``<EventID Qualifiers="">``, ``SystemTime="2021-12-02 14:54:21.232643+00:00"``), Winlogbeat/ECS JSON lines
+(as Winlogbeat sends them, or after Elastic's ingest pipeline moved fields to ``source.*``/``user.*``),
+and Samba's ``auth_json_audit`` lines. Well-formed events of other IDs are passed over (None), not errors.
+Status codes become named reasons (a bounded label); unknown codes are kept as their hex. Addresses are
+normalised (``::ffff:a.b.c.d``, ``-``, Samba's ``ipv4:a.b.c.d:port``).
 """
 
 from __future__ import annotations
@@ -253,7 +255,12 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def event_from_element(element: ET.Element) -> SecurityEvent:
+READ_EVENTS = frozenset((*FAILURE_EVENTS, LOGON))
+
+
+def event_from_element(element: ET.Element) -> SecurityEvent | None:
+    """The event, or None for a well-formed event of an ID this exporter does not read (4768, 4672, 1102...):
+    a Security log export holds those beside the four it reads, and they are not errors."""
     system = next((c for c in element if _local(c.tag) == "System"), None)
     if system is None:
         raise EventParseError("event XML without <System>")
@@ -261,6 +268,8 @@ def event_from_element(element: ET.Element) -> SecurityEvent:
     event_id = _code(fields["EventID"].text if "EventID" in fields else None)
     if event_id is None:
         raise EventParseError("event XML without an EventID")
+    if event_id not in READ_EVENTS:
+        return None
     record_id = _code(fields["EventRecordID"].text) if "EventRecordID" in fields else None
     created = fields.get("TimeCreated")
     time = parse_system_time(created.get("SystemTime", "")) if created is not None else None
@@ -278,8 +287,8 @@ def event_from_element(element: ET.Element) -> SecurityEvent:
         raise EventParseError(f"record {record_id}: {exc}") from None
 
 
-def parse_event_xml(text: str | bytes) -> SecurityEvent:
-    """One ``<Event>`` as ``.ToXml()`` returns it."""
+def parse_event_xml(text: str | bytes) -> SecurityEvent | None:
+    """One ``<Event>`` as ``.ToXml()`` returns it; None for an event of an ID this exporter does not read."""
     try:
         root = SafeET.fromstring(text)
     except (ET.ParseError, ValueError) as exc:
@@ -290,7 +299,8 @@ def parse_event_xml(text: str | bytes) -> SecurityEvent:
 
 
 def iter_event_document(text: str | bytes) -> Iterator[SecurityEvent | EventParseError]:
-    """An exported ``<Events>`` document (wevtutil qe /f:xml, python-evtx): each event, or its error."""
+    """An exported ``<Events>`` document (wevtutil qe /f:xml, python-evtx): each event it reads, or its error;
+    events of other IDs are passed over."""
     try:
         root = SafeET.fromstring(text)
     except (ET.ParseError, ValueError) as exc:
@@ -299,9 +309,12 @@ def iter_event_document(text: str | bytes) -> Iterator[SecurityEvent | EventPars
     events = [root] if _local(root.tag) == "Event" else [e for e in root if _local(e.tag) == "Event"]
     for element in events:
         try:
-            yield event_from_element(element)
+            event = event_from_element(element)
         except EventParseError as exc:
             yield exc
+        else:
+            if event is not None:
+                yield event
 
 
 # --- JSON lines ------------------------------------------------------------------------------------------------
@@ -336,20 +349,53 @@ def parse_winlogbeat(line: str | bytes) -> SecurityEvent | None:
     event_id = _code(str(winlog.get("event_id", "")))
     if event_id is None:
         raise EventParseError("winlog.event_id missing")
-    if event_id not in (*FAILURE_EVENTS, LOGON):
+    if event_id not in READ_EVENTS:
         return None
     record = winlog.get("record_id")
     data = winlog.get("event_data") or {}
     if not isinstance(data, dict):
         raise EventParseError("winlog.event_data is not an object")
     computer = str(winlog.get("computer_name") or (doc.get("host") or {}).get("name") or "").lower()
+    fields = {k: str(v) for k, v in data.items()}
+    fields.update({k: v for k, v in _ecs_fields(doc, event_id).items() if _blank(fields.get(k))})
     return build_event(
         event_id,
         _code(str(record)) if record is not None else None,
         _iso_time(doc.get("@timestamp")),
         computer,
-        {k: str(v) for k, v in data.items()},
+        fields,
     )
+
+
+def _blank(value: str | None) -> bool:
+    return value is None or value.strip() in ("", "-")
+
+
+def _at(doc: Mapping[str, Any], path: str) -> str:
+    value: Any = doc
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def _ecs_fields(doc: Mapping[str, Any], event_id: int) -> dict[str, str]:
+    """EventData fields Elastic's ingest pipeline moved out of ``winlog.event_data`` into ECS fields.
+
+    The pipeline renames IpAddress/IpPort to source.ip/source.port and the client's name to source.domain,
+    and ProcessName to process.executable. For 4740 ``user.name`` is the *subject* (the DC's machine account):
+    the locked-out account and its caller computer are ``user.target.*``.
+    """
+    if event_id == LOCKOUT:
+        pairs = {"TargetUserName": "user.target.name", "TargetDomainName": "user.target.domain"}
+    else:
+        pairs = {
+            "TargetUserName": "user.name",
+            "IpAddress": "source.ip",
+            "IpPort": "source.port",
+            "WorkstationName" if event_id != NTLM_VALIDATION else "Workstation": "source.domain",
+            "ProcessName": "process.executable",
+        }
+    return {name: value for name, path in pairs.items() if (value := _at(doc, path))}
 
 
 def _samba_protocol(service: str, auth: str) -> str:

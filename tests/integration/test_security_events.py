@@ -71,7 +71,7 @@ def ground_truth(events_lab: EventLab) -> dict[str, Counter[tuple[str, str, str]
     truth = {}
     for dc, log in events_lab.logs.items():
         parsed = [ev.parse_event_xml(r.xml) for r in log.records]
-        truth[dc] = Counter((str(e.event_id), e.reason, e.protocol) for e in parsed)
+        truth[dc] = Counter((str(e.event_id), e.reason, e.protocol) for e in parsed if e is not None)
     return truth
 
 

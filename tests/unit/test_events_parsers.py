@@ -45,6 +45,8 @@ def counts(name: str) -> Counter[tuple[int, str]]:
         ("4771_mdecrevoisier_kerbrute_user_enum.xml", {(4771, "preauth_failed"): 22}),
         ("4776_mdecrevoisier_sam_the_admin.xml", {(4776, "success"): 5}),
         ("4740_msdocs_event-4740_xml_block.txt", {(4740, "locked_out"): 1}),
+        # The whole .evtx: its 50 x 4768 are passed over, not errors.
+        ("4768_4771_mdecrevoisier_kerberos_bruteforce_nonexisting_users_unfiltered.xml", {(4771, "preauth_failed"): 2}),
     ],
 )
 def test_every_sample_counts_per_event_id_and_reason(name: str, expected: dict[tuple[int, str], int]) -> None:
@@ -91,6 +93,7 @@ def test_windows_to_xml_form() -> None:
         '<Data Name="TargetUserName">jdoe</Data><Data Name="TargetDomainName"></Data></EventData></Event>'
     )
     event = ev.parse_event_xml(xml)
+    assert event is not None
     assert (event.record_id, event.caller_kind, event.user) == (900, "non_domain_source", "jdoe")
     assert event.time == pytest.approx(1795763139.1234567)
 
@@ -183,6 +186,7 @@ def test_winlogbeat_lines_give_what_the_xml_gives() -> None:
         assert from_json == from_xml
     assert ev.parse_winlogbeat('{"winlog": {"event_id": "4624", "event_data": {}}}') is not None
     assert ev.parse_winlogbeat('{"winlog": {"event_id": "1102", "event_data": {}}}') is None
+    assert ev.parse_event_xml("<Event><System><EventID>1102</EventID></System></Event>") is None
 
 
 @pytest.mark.parametrize(
@@ -197,7 +201,6 @@ def test_winlogbeat_lines_give_what_the_xml_gives() -> None:
             "without eventId",
         ),
         (ev.parse_event_xml, "<Event><System><EventID>4625</EventID>", "not well-formed"),
-        (ev.parse_event_xml, "<Event><System><EventID>1102</EventID></System></Event>", "not an event this"),
         (ev.parse_event_xml, "<Event><EventData/></Event>", "without <System>"),
         (
             ev.parse_event_xml,
@@ -209,3 +212,51 @@ def test_winlogbeat_lines_give_what_the_xml_gives() -> None:
 def test_malformed_input_says_what(parse: object, line: str, message: str) -> None:
     with pytest.raises(ev.EventParseError, match=message):
         parse(line)  # type: ignore[operator]
+
+
+# --- Winlogbeat: the document Winlogbeat sends and the one Elastic's ingest pipeline leaves ------------------------
+
+WINLOGBEAT = FIXTURES / "winlogbeat"
+# Written by hand from the events' rendered message text in the samples (not by this parser).
+WINLOGBEAT_EXPECTED = {
+    "security-windows2016_4740_Account_Locked_Out.json": dict(
+        event_id=4740, user="elastictest1", reason="locked_out", ip="", workstation="",
+        caller_computer="WIN-41OB2LO92CR", computer="win-41ob2lo92cr", record_id=2883,
+    ),
+    "security-windows2012_4771.json": dict(
+        event_id=4771, user="mpuig", reason="revoked", ip="192.168.5.44", workstation="",
+        caller_computer="", computer="dc_test2k12.test.saas", record_id=5027836,
+    ),
+    "security-windows2012_4776.json": dict(
+        event_id=4776, user="at_adm", reason="success", ip="", workstation="EQP01777",
+        caller_computer="", computer="dc_test2k12.test.saas", record_id=5040222,
+    ),
+    "security-windows2012r2-logon_4625.json": dict(
+        event_id=4625, user="bosch", reason="no_such_user", ip="::1", workstation="VAGRANT-2012-R2",
+        caller_computer="", computer="vagrant-2012-r2", record_id=1585,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["raw", "ingested"])
+@pytest.mark.parametrize("name", sorted(WINLOGBEAT_EXPECTED))
+def test_winlogbeat_raw_and_ingested_forms(form: str, name: str) -> None:
+    import json
+
+    (document,) = json.loads((WINLOGBEAT / form / name).read_text(encoding="utf-8"))
+    event = ev.parse_winlogbeat(json.dumps(document))
+    assert event is not None
+    fields = {key: getattr(event, key) for key in WINLOGBEAT_EXPECTED[name]}
+    assert fields == WINLOGBEAT_EXPECTED[name]
+    assert event.time is not None
+
+
+def test_winlogbeat_ingested_form_reads_the_same_as_the_raw_form() -> None:
+    import json
+
+    for name in WINLOGBEAT_EXPECTED:
+        pair = [
+            ev.parse_winlogbeat(json.dumps(json.loads((WINLOGBEAT / form / name).read_text())[0]))
+            for form in ("raw", "ingested")
+        ]
+        assert pair[0] == pair[1], name

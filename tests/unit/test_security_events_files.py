@@ -104,3 +104,27 @@ async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: P
     )
     await second.close()
     state.close()
+
+
+async def test_an_unfiltered_security_log_export_is_read_without_errors(tmp_path: Path) -> None:
+    # The whole .evtx rendered: 50 x 4768 (not read) beside 2 x 4771.
+    unfiltered = sample_text("4768_4771_mdecrevoisier_kerberos_bruteforce_nonexisting_users_unfiltered.xml")
+    (tmp_path / "xml").mkdir()
+    (tmp_path / "xml" / "security.xml").write_text(unfiltered)
+    (tmp_path / "beats").mkdir()
+    (tmp_path / "beats" / "winlogbeat.ndjson").write_text(
+        "\n".join(to_winlogbeat(x) for x in re.findall(r"<Event[ >].*?</Event>", unfiltered, re.S)) + "\n"
+    )
+    state = StateStore(tmp_path / "state.db")
+    events = collector(tmp_path, state)
+    flat = samples(await events.collect())
+    kerberos = {"event_id": "4771", "reason": "preauth_failed", "protocol": "kerberos"}
+    assert value(flat, "ad_security_events_total", dc="rootdc1.offsec.lan", **kerberos) == 4
+    assert sum(series(flat, "ad_security_events_total").values()) == 4
+    assert (
+        value(flat, "ad_exchange_exporter_parse_errors_total", collector="security_events", target="corp.example") == 0
+    )
+    assert value(flat, "ad_security_events_not_read_total", path=f"{tmp_path}/xml/*.xml") == 50
+    assert value(flat, "ad_security_events_not_read_total", path=f"{tmp_path}/beats/*.ndjson") == 50
+    await events.close()
+    state.close()

@@ -115,7 +115,7 @@ def hybrid_mail() -> dict[str, Any]:
                     "mean hops {{flow}}",
                 ),
             ],
-            "Messages with a host twice in their Received chain, and the mean number of hops.",
+            "Messages whose Received chain repeats a run of hosts (a loop), and the mean number of hops.",
         ),
         12,
         8,

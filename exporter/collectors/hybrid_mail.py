@@ -3,8 +3,10 @@
 Reads the header blocks of messages dropped into directories (a journal or pickup copy, a canary mailbox
 exported by a rule) and counts them by FromEntityHeader, AuthSource and AuthAs: mail through the inbound
 connector should be ``Internal``; ``Anonymous`` means the connector did not recognise the on-premises
-certificate. Loops (a host twice in the Received chain, or more hops than ``hop_limit``), hop counts and
-transit times are recorded too. Each file is read once; the names already read are kept in the state store.
+certificate. AuthSource is bounded: a configured on-premises server keeps its name, Exchange Online's front ends
+(one per message) are ``exchange_online``, anything else ``other``. Loops (a recurring run of hosts in the
+Received chain, or more hops than ``hop_limit``), hop counts and transit times are recorded too. Each file is
+read once; the names already read are kept in the state store.
 """
 
 from __future__ import annotations
@@ -32,16 +34,35 @@ EXCHANGE_INBOUND_MESSAGES_TOTAL = Family(
     "exchange_inbound_messages_total",
     "counter",
     "Messages read from the drop directories by "
-    "how Exchange Online attributed them: FromEntityHeader (HybridOnPrem for the "
-    "inbound connector), AuthSource and AuthAs (Internal, Anonymous, Partner).",
+    "how Exchange attributed them: FromEntityHeader (HybridOnPrem for the "
+    "inbound connector), AuthSource (a configured on-premises server, else exchange_online, other or unknown) "
+    "and AuthAs (Internal, Anonymous, Partner).",
     ("flow", "from_entity", "auth_source", "auth_as"),
 )
 EXCHANGE_INBOUND_MESSAGE_LOOPS_TOTAL = Family(
     "exchange_inbound_message_loops_total",
     "counter",
-    "Messages whose Received chain names a host twice or is longer than hop_limit.",
+    "Messages whose Received chain repeats a run of two or more hosts (A, B, ..., A, B) or is longer than "
+    "hop_limit.",
     ("flow",),
 )
+# Exchange Online's host names (worldwide, 21Vianet, GCC High/DoD, Germany).
+EXCHANGE_ONLINE_DOMAINS = (".outlook.com", ".outlook.cn", ".office365.us", ".outlook.de")
+
+
+def auth_source_class(source: str, on_premises: dict[str, str]) -> str:
+    """A bounded AuthSource: the configured on-premises server it names, else exchange_online, other or unknown.
+
+    ``on_premises`` maps each configured name (lower case, and its short name) to the name as configured.
+    """
+    name = source.strip().lower().rstrip(".")
+    if not name:
+        return "unknown"
+    if name in on_premises or name.split(".", 1)[0] in on_premises:
+        return on_premises.get(name) or on_premises[name.split(".", 1)[0]]
+    if name.endswith(EXCHANGE_ONLINE_DOMAINS):
+        return "exchange_online"
+    return "other"
 EXCHANGE_INBOUND_MESSAGE_HOPS = Family(
     "exchange_inbound_message_hops",
     "histogram",
@@ -113,9 +134,17 @@ class HybridMailCollector(Collector):
         self.clock = clock
         self._key = f"hybrid_mail/{self.target}"
         saved = state.get(self._key, {})
-        self.messages: dict[tuple[str, str, str], int] = {
-            (entity, source, auth): n for entity, source, auth, n in saved.get("messages", [])
-        }
+        self.on_premises: dict[str, str] = {}
+        for server in config.on_premises_servers:
+            lowered = server.strip().lower().rstrip(".")
+            self.on_premises.setdefault(lowered, lowered)
+            self.on_premises.setdefault(lowered.split(".", 1)[0], lowered)
+        self.messages: dict[tuple[str, str, str], int] = {}
+        bounded = {"unknown", "exchange_online", "other", *self.on_premises.values()}
+        for entity, source, auth, n in saved.get("messages", []):
+            # Counts stored before AuthSource was bounded fold into their class.
+            key = (entity, source if source in bounded else auth_source_class(source, self.on_premises), auth)
+            self.messages[key] = self.messages.get(key, 0) + n
         self.loops = int(saved.get("loops", 0))
         self.parse_errors = int(saved.get("parse_errors", 0))
         self.drop = DropDirectory(config.drop_directories, saved.get("read", {}))
@@ -170,7 +199,11 @@ class HybridMailCollector(Collector):
             self.parse_errors += 1
             log.warning("%s: %s: %s", self.target, where, exc)
             return
-        key = (route.from_entity or "unknown", route.auth_source or "unknown", route.auth_as or "unknown")
+        key = (
+            route.from_entity or "unknown",
+            auth_source_class(route.auth_source, self.on_premises),
+            route.auth_as or "unknown",
+        )
         self.messages[key] = self.messages.get(key, 0) + 1
         self.hops.observe(route.hop_count)
         if route.transit_seconds is not None:

@@ -57,6 +57,9 @@ class HybridMailConfig(MailArrival):
     name: str = Field(min_length=1)  # the flow, e.g. "onprem-to-exo"
     # More Received headers than this is a loop even when no host repeats.
     hop_limit: int = Field(default=30, ge=2, le=500)
+    # The on-premises servers whose name may appear as AuthSource (FQDN or short name); any other AuthSource is
+    # counted as exchange_online or other, so the label stays bounded (EOP names a new front end per message).
+    on_premises_servers: list[str] = Field(default_factory=list, max_length=200)
     interval_seconds: Seconds = 30.0
 
 

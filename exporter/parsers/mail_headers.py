@@ -4,15 +4,22 @@ Exchange stamps ``X-MS-Exchange-Organization-AuthAs`` (Internal, Anonymous, Part
 (the server that authenticated it) and ``-AuthMechanism``; Exchange Online adds the ``X-MS-Exchange-CrossTenant-*``
 set (AuthAs, AuthSource, FromEntityHeader: HybridOnPrem, Hosted, Internet). Mail from on-premises through the
 inbound connector should arrive ``Internal`` with ``FromEntityHeader: HybridOnPrem``; ``Anonymous`` means the
-connector did not recognise the on-premises certificate. The Received chain gives the hop count, loops (a
-host that appears twice) and the delay at each hop. Headers are read with the standard library's email parser
-(RFC 2047 encoded words, folded lines).
+connector did not recognise the on-premises certificate. On-premises Exchange stamps the same attribution as
+``X-MS-Exchange-Organization-FromEntityHeader``; Exchange Online's CrossTenant header wins when both are there
+(it is the attribution the hybrid connectors are about), the organization's header is read otherwise.
+
+The Received chain gives the hop count, the delay at each hop, and loops: a run of two or more hops that recurs
+(A, B, ..., A, B), or more hops than ``hop_limit``. A host that appears twice is not a loop by itself: a mailing
+list re-injects a message, a content filter (amavis) hands it back, hybrid mail hairpins on-premises -> Exchange
+Online -> on-premises. Dates are read leniently (fractional seconds, no ``;``, Go's ``2006-01-02 15:04:05 +0000
+UTC``, obsolete zones, comments); a hop whose date cannot be read keeps its hosts. Headers are read with the
+standard library's email parser (RFC 2047 encoded words, folded lines).
 """
 
 from __future__ import annotations
 
+import calendar
 import email.policy
-import email.utils
 import re
 from dataclasses import dataclass
 from email.parser import BytesParser
@@ -21,6 +28,21 @@ from typing import Any
 _FROM = re.compile(r"\bfrom\s+(\S+)", re.I)
 _BY = re.compile(r"\bby\s+(\S+)", re.I)
 _WITH = re.compile(r"\bwith\s+(.+?)(?:\s+id\s|\s+via\s|;|$)", re.I)
+_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
+# RFC 5322 and its obsolete forms: "Sun, 19 Mar 2017 20:53:46.917 +0000 (UTC)", "8 Jan 20 16:07 EST".
+_RFC_DATE = re.compile(
+    r"\b(\d{1,2})\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+(\d{2,4})\s+"
+    r"(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:\s*([+-]\d{4}|[a-z]{1,5})\b)?",
+    re.I,
+)
+# ISO 8601 and Go's time.String(): "2020-01-08 21:07:48.851520111 +0000 UTC".
+_ISO_DATE = re.compile(
+    r"\b(\d{4})-(\d{2})-(\d{2})[t ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?\s*(z\b|[+-]\d{2}:?\d{2}|utc\b|gmt\b)?",
+    re.I,
+)
+# RFC 5322 4.3 obsolete zones; military letters and unknown names count as UTC (-0000: "zone unknown").
+_ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -5, "edt": -4, "cst": -6, "cdt": -5, "mst": -7, "mdt": -6}
+_ZONES |= {"pst": -8, "pdt": -7}
 
 
 @dataclass(frozen=True)
@@ -48,15 +70,34 @@ class Route:
 
     @property
     def repeated_hosts(self) -> list[str]:
-        """Hosts that handled the message more than once: a loop."""
+        """Hosts that handled the message more than once (not a loop by itself: lists, filters, hairpins)."""
         seen: dict[str, int] = {}
         for hop in self.hops:
             if hop.by:
                 seen[hop.by] = seen.get(hop.by, 0) + 1
         return sorted(host for host, n in seen.items() if n > 1)
 
+    @property
+    def repeated_cycle(self) -> list[str]:
+        """The shortest run of two or more hosts that recurs later in the chain, or [] when none does: a loop.
+
+        A host handing a message to itself (a list expanding, a filter on the same host) is one stop.
+        """
+        hosts: list[str] = []
+        for hop in self.hops:
+            if hop.by and (not hosts or hosts[-1] != hop.by):
+                hosts.append(hop.by)
+        for size in range(2, len(hosts) // 2 + 1):
+            first: dict[tuple[str, ...], int] = {}
+            for start in range(len(hosts) - size + 1):
+                run = tuple(hosts[start : start + size])
+                if run in first and first[run] + size <= start:
+                    return list(run)
+                first.setdefault(run, start)
+        return []
+
     def looping(self, hop_limit: int) -> bool:
-        return bool(self.repeated_hosts) or self.hop_count > hop_limit
+        return self.hop_count > hop_limit or bool(self.repeated_cycle)
 
     def delays(self) -> list[tuple[str, float]]:
         """(host, seconds the message spent before it) for each hop after the first with a timestamp."""
@@ -75,13 +116,46 @@ class Route:
         return max(stamps) - min(stamps) if len(stamps) > 1 else None
 
 
+def _offset_minutes(zone: str | None) -> int:
+    if not zone:
+        return 0
+    if zone[0] in "+-":
+        digits = zone[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:4])
+        return -minutes if zone[0] == "-" else minutes
+    return _ZONES.get(zone.lower(), 0) * 60
+
+
+def received_time(text: str) -> float | None:
+    """The timestamp of a Received header: after its last ``;`` when it has one, else the last date in it."""
+    tail = text.rsplit(";", 1)[1] if ";" in text else text
+    for candidate in (tail, text):
+        matches = [*_RFC_DATE.finditer(candidate), *_ISO_DATE.finditer(candidate)]
+        if not matches:
+            continue
+        match = max(matches, key=lambda m: m.start())
+        try:
+            if match.re is _RFC_DATE:
+                day, month, year, hour, minute, second, zone = match.groups()
+                number = int(year)
+                number += 2000 if len(year) == 2 and number < 50 else 1900 if len(year) < 4 else 0
+                fields = (number, _MONTHS[month[:3].lower()], int(day))
+            else:
+                year, month, day, hour, minute, second, zone = match.groups()
+                fields = (int(year), int(month), int(day))
+            clock = (int(hour), int(minute), int(second or 0))
+            if not (1 <= fields[1] <= 12 and 1 <= fields[2] <= 31 and clock[0] < 24 and clock[1] < 60):
+                continue
+            return float(calendar.timegm((*fields, *clock, 0, 0, 0)) - _offset_minutes(zone) * 60)
+        except (ValueError, OverflowError):
+            continue
+    return None
+
+
 def parse_received(value: str) -> Hop:
+    """One Received header; its hosts are kept whatever its date looks like."""
     text = " ".join(value.split())
-    stamp = None
-    date_text = text.rsplit(";", 1)[1].strip() if ";" in text else ""
-    if date_text:
-        when = email.utils.parsedate_to_datetime(date_text)
-        stamp = when.timestamp() if when.tzinfo is not None else None
+    stamp = received_time(text)
     by = _BY.search(text)
     source = _FROM.search(text)
     protocol = _WITH.search(text)
@@ -106,10 +180,7 @@ def parse_headers(raw: bytes) -> Route:
     message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
     hops = []
     for value in reversed(message.get_all("Received") or []):  # the newest is on top
-        try:
-            hops.append(parse_received(str(value)))
-        except (TypeError, ValueError, IndexError):
-            hops.append(Hop("", "", "", None))  # an unreadable date still counts as a hop
+        hops.append(parse_received(str(value)))
     return Route(
         auth_as=_first(message, "X-MS-Exchange-CrossTenant-AuthAs", "X-MS-Exchange-Organization-AuthAs"),
         auth_source=_first(
@@ -117,7 +188,9 @@ def parse_headers(raw: bytes) -> Route:
         ).lower(),
         auth_mechanism=_first(message, "X-MS-Exchange-Organization-AuthMechanism"),
         directionality=_first(message, "X-MS-Exchange-Organization-MessageDirectionality"),
-        from_entity=_first(message, "X-MS-Exchange-CrossTenant-FromEntityHeader"),
+        from_entity=_first(
+            message, "X-MS-Exchange-CrossTenant-FromEntityHeader", "X-MS-Exchange-Organization-FromEntityHeader"
+        ),
         hops=tuple(hops),
         message_id=_first(message, "Message-ID"),
         subject=_first(message, "Subject"),

@@ -5,6 +5,7 @@ alert, evaluated by promtool over the counters the exporter really exported, cat
 from __future__ import annotations
 
 import asyncio
+import quopri
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fi
     def values(auth: str) -> str:
         return " ".join(str(int(h.get(auth, 0))) for h in history)
 
-    labels = 'job="exchange",flow="onprem-to-exo",auth_source="am4pepf00027a6b.eurprd04.prod.outlook.com"'
+    labels = 'job="exchange",flow="onprem-to-exo",auth_source="exchange_online"'
     case = {
         "rule_files": [str(ROOT / "alerts" / "hybrid.rules.yml")],
         "evaluation_interval": "1m",
@@ -197,13 +198,88 @@ def test_the_canary_found_over_imap_in_a_real_dovecot(smtp: SmtpLab, tmp_path: P
         assert mailbox.password not in logs + text + page
 
 
-def test_a_real_mail_loop_is_caught(smtp: SmtpLab, tmp_path: Path) -> None:
-    """Two lab MTAs hand a message to each other until the hop limit (554 5.4.6)."""
+def test_normal_mail_is_no_loop_and_a_real_loop_fires_the_alert(smtp: SmtpLab, tmp_path: Path) -> None:
+    """Real normal mail (a list re-injection, amavis handing mail back, on-premises Exchange behind both, SendGrid)
+    and a hybrid hairpin count no loop and leave ExchangeHybridMailLoop quiet; two lab MTAs handing a message to
+    each other until the hop limit (554 5.4.6) count one, and the shipped alert, evaluated by promtool over what
+    the exporter exported, fires."""
+    promtool = require_binary("promtool")
+    fixtures = ROOT / "tests" / "fixtures" / "mail"
+    normal = 0
+    for source in sorted(fixtures.iterdir()):
+        raw = source.read_bytes()
+        (smtp.drop / f"normal-{source.stem}.eml").write_bytes(
+            quopri.decodestring(raw) if source.suffix == ".qp" else raw
+        )
+        normal += 1
+    hairpin = [  # on-premises -> Exchange Online -> on-premises, newest first
+        "Received: from EX1.contoso.com (10.0.0.10) by EX2.contoso.com (10.0.0.11) with Microsoft SMTP Server"
+        " id 15.2.1544.4; Thu, 27 Nov 2026 07:41:16 +0000",
+        "Received: from AM4PEPF00027A6B.mail.protection.outlook.com (52.101.68.10) by EX1.contoso.com (10.0.0.10)"
+        " with Microsoft SMTP Server id 15.2.1544.4; Thu, 27 Nov 2026 07:41:15 +0000",
+        "Received: from AM6PR04MB1234.eurprd04.prod.outlook.com (2603:10a6:20b:1::1) by"
+        " AM4PEPF00027A6B.mail.protection.outlook.com with Microsoft SMTP Server id 15.20.8000.1;"
+        " Thu, 27 Nov 2026 07:41:14 +0000",
+        "Received: from EX1.contoso.com (203.0.113.10) by AM6PR04MB1234.eurprd04.prod.outlook.com with Microsoft"
+        " SMTP Server id 15.20.8000.1 via Frontend Transport; Thu, 27 Nov 2026 07:41:13 +0000",
+    ]
+    (smtp.drop / "normal-hairpin.eml").write_text("\r\n".join([*hairpin, "Subject: hairpin", "", ""]))
+    normal += 1
+
+    def counted(text: str) -> float:
+        return sum(series(samples(text_string_to_metric_families(text)), "exchange_inbound_messages_total").values())
+
     flow = {"name": "loops", "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 1, "hop_limit": 30}
     with running_exporter(None, tmp_path / "exporter", sections={"hybrid_mail": [flow]}) as exporter:
+        before = exporter.wait_for(lambda t: counted(t) >= normal)
         reply = asyncio.run(smtp.send_into_loop("<loop-1@contoso.com>"))
-        text = exporter.wait_for(lambda t: (metric(t, "exchange_inbound_message_loops_total", flow="loops") or 0) >= 1)
+        after = exporter.wait_for(lambda t: (metric(t, "exchange_inbound_message_loops_total", flow="loops") or 0) >= 1)
+    assert metric(before, "exchange_inbound_message_loops_total", flow="loops") == 0
     assert reply.startswith("554 5.4.6")
-    assert metric(text, "exchange_inbound_message_hops_count", flow="loops") == 1
-    assert metric(text, "exchange_inbound_message_hops_bucket", flow="loops", le="15") == 1
-    assert metric(text, "exchange_inbound_message_hops_bucket", flow="loops", le="10") == 0
+    assert metric(after, "exchange_inbound_message_loops_total", flow="loops") == 1
+    assert counted(after) == normal + 1
+    assert metric(after, "exchange_inbound_message_hops_bucket", flow="loops", le="+Inf") == normal + 1
+    assert metric(after, "exchange_inbound_message_hops_bucket", flow="loops", le="30") == normal + 1
+
+    # promtool evaluates the shipped alert over exactly these counters: 20 minutes of normal mail, then the loop.
+    loops = [metric(text, "exchange_inbound_message_loops_total", flow="loops") for text in (before, after)]
+    case = {
+        "rule_files": [str(ROOT / "alerts" / "hybrid.rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'exchange_inbound_message_loops_total{job="exchange",flow="loops"}',
+                        "values": f"{loops[0]:.0f}x20 {loops[1]:.0f}x20",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "19m", "alertname": "ExchangeHybridMailLoop", "exp_alerts": []},
+                    {
+                        "eval_time": "30m",
+                        "alertname": "ExchangeHybridMailLoop",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "job": "exchange", "flow": "loops"},
+                                "exp_annotations": {
+                                    "summary": "Looping messages in loops",
+                                    "description": (
+                                        "1 messages in flow loops carried a Received chain in which a run of hosts "
+                                        "recurs (or longer than the hop limit) in the last hour: mail is looping "
+                                        "between on-premises and Exchange Online."
+                                    ),
+                                    "runbook_url": "alerts/runbooks/ExchangeHybridMailLoop.md",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "hybrid-loop-from-lab.test.yml"
+    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

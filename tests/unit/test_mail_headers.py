@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import quopri
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
 
-from exporter.parsers.mail_headers import parse_headers, parse_received
+from exporter.parsers.mail_headers import Route, parse_headers, parse_received
 
 ONPREM_TO_EXO = (
     "Received: from AM6PR04MB1234.eurprd04.prod.outlook.com (2603:10a6:20b:1::1) by\r\n"
@@ -120,3 +124,97 @@ def test_unreadable_received_dates() -> None:
     assert (hop.by, hop.source, hop.time) == ("b.example", "a.example", None)
     route = parse_headers(b"Received: from a by b; not a date\r\nSubject: x\r\n\r\n")
     assert route.hop_count == 1 and route.hops[0].time is None
+
+
+# --- real messages (tests/fixtures/mail, provenance in tests/fixtures/README.md) ---------------------------------
+
+MAIL = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
+SECUNET_LIST = "lkml_20240331_secunet_exchange_amavis_list_reinjection.headers"
+SECUNET_ONPREM = "lkml_20240329_secunet_onprem_exchange_headers.qp"
+SENDGRID_LKML = "lkml_20200108_sendgrid_hops_without_semicolon.eml"
+OUTLOOK_COM = "outlookcom_20170319_github_sendgrid_fractional_seconds.headers"
+
+
+def real(name: str) -> Route:
+    raw = (MAIL / name).read_bytes()
+    # The on-premises header block is quoted-printable in the body of the message that carried it.
+    return parse_headers(quopri.decodestring(raw) if name.endswith(".qp") else raw)
+
+
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def test_fractional_seconds_and_missing_semicolons_keep_the_hop() -> None:
+    # "...; Sun, 19 Mar 2017 20:53:46.917 +0000 (UTC)" made the whole first hop disappear.
+    first = real(OUTLOOK_COM).hops[0]
+    assert (first.by, first.source) == ("ismtpd0006p1iad1.sendgrid.net", "github-smtp2b-ext-cp1-prd.iad.github.net")
+    assert first.time == utc("2017-03-19T20:53:46")
+    # SendGrid writes no ";" before the date, and Go's time format on its filter hop.
+    hops = real(SENDGRID_LKML).hops
+    assert [(h.by, h.time) for h in hops[:2]] == [
+        ("ismtpd0005p1lon1.sendgrid.net", utc("2020-01-08T21:07:48")),
+        ("filterdrecv-p3mdw1-56c97568b5-s6xnl", utc("2020-01-08T21:07:48")),
+    ]
+    assert all(h.time is not None for h in hops)
+    assert real(SENDGRID_LKML).transit_seconds == 6.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("from a by b; Tue, 1 Jul 2003 10:52:37 +0200", "2003-07-01T08:52:37"),
+        ("from a by b; 1 Jul 03 10:52 EDT", "2003-07-01T14:52:00"),  # two-digit year, no seconds, obsolete zone
+        ("from a by b; Tue, 1 Jul 2003 10:52:37 GMT (comment)", "2003-07-01T10:52:37"),
+        ("from a by b; Tue,  1 Jul 2003 10:52:37.123456 -0000", "2003-07-01T10:52:37"),
+    ],
+)
+def test_lenient_received_dates(value: str, expected: str) -> None:
+    assert parse_received(value).time == utc(expected)
+
+
+def test_on_premises_from_entity_header() -> None:
+    onprem = real(SECUNET_ONPREM)
+    assert (onprem.from_entity, onprem.auth_as, onprem.auth_source) == (
+        "Internet",
+        "Anonymous",
+        "cas-essen-01.secunet.de",
+    )
+    # Exchange Online's CrossTenant header wins over the organization's when both are there.
+    both = parse_headers(
+        b"X-MS-Exchange-Organization-FromEntityHeader: Internet\r\n"
+        b"X-MS-Exchange-CrossTenant-FromEntityHeader: HybridOnPrem\r\n\r\n"
+    )
+    assert both.from_entity == "HybridOnPrem"
+
+
+@pytest.mark.parametrize("name", [SECUNET_LIST, SECUNET_ONPREM, SENDGRID_LKML, OUTLOOK_COM])
+def test_normal_mail_is_not_a_loop(name: str) -> None:
+    route = real(name)
+    assert not route.looping(hop_limit=30), route.repeated_cycle
+    assert route.repeated_cycle == []
+
+
+def test_what_repeats_in_normal_mail() -> None:
+    # List re-injection (smtp.subspace.kernel.org twice) and an amavis hand-back (a.mx.secunet.com twice).
+    assert real(SECUNET_LIST).repeated_hosts == ["a.mx.secunet.com", "smtp.subspace.kernel.org"]
+    assert real(SECUNET_ONPREM).repeated_hosts == ["b.mx.secunet.com", "smtp.subspace.kernel.org"]
+    # majordomo's "via listexpand" hop: vger twice in a row.
+    assert real(SENDGRID_LKML).repeated_hosts == ["vger.kernel.org"]
+
+
+def test_a_hairpin_is_not_a_loop_and_a_cycle_is() -> None:
+    def chain(*hosts: str) -> Route:
+        lines = [
+            f"Received: from x by {h} with ESMTP; Thu, 27 Nov 2026 07:41:{i:02d} +0000\r\n" for i, h in enumerate(hosts)
+        ]
+        return parse_headers(("".join(reversed(lines)) + "\r\n").encode())
+
+    hairpin = chain(
+        "ex1.contoso.com", "am4pepf0001.outlook.com", "am6pr04mb1.outlook.com", "ex1.contoso.com", "ex2.contoso.com"
+    )
+    assert not hairpin.looping(hop_limit=30)
+    cycle = chain("ex1.contoso.com", "am4pepf0001.outlook.com", "ex1.contoso.com", "am4pepf0001.outlook.com")
+    assert cycle.repeated_cycle == ["ex1.contoso.com", "am4pepf0001.outlook.com"]
+    assert cycle.looping(hop_limit=30)
+    assert chain(*[f"h{i}" for i in range(31)]).looping(hop_limit=30)

@@ -42,8 +42,7 @@ EXCHANGE_INBOUND_MESSAGES_TOTAL = Family(
 EXCHANGE_INBOUND_MESSAGE_LOOPS_TOTAL = Family(
     "exchange_inbound_message_loops_total",
     "counter",
-    "Messages whose Received chain repeats a run of two or more hosts (A, B, ..., A, B) or is longer than "
-    "hop_limit.",
+    "Messages whose Received chain repeats a run of two or more hosts (A, B, ..., A, B) or is longer than hop_limit.",
     ("flow",),
 )
 # Exchange Online's host names (worldwide, 21Vianet, GCC High/DoD, Germany).
@@ -63,6 +62,8 @@ def auth_source_class(source: str, on_premises: dict[str, str]) -> str:
     if name.endswith(EXCHANGE_ONLINE_DOMAINS):
         return "exchange_online"
     return "other"
+
+
 EXCHANGE_INBOUND_MESSAGE_HOPS = Family(
     "exchange_inbound_message_hops",
     "histogram",

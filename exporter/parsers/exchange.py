@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from exporter.parsers import exchange_builds
 from exporter.parsers.clixml import text_of
 from exporter.parsers.smtp import ReplyChain, parse_reply_chain
+from exporter.parsers.x500 import certificate_names, same_name
 
 # Exchange's ServiceState enum.
 COMPONENT_STATES = {"Inactive": 0, "Active": 1, "Draining": 2}
@@ -274,10 +275,6 @@ class X509Identifier:
         return f"<I>{self.issuer}<S>{self.subject}" if self.issuer else self.subject
 
 
-def _normalise_dn(dn: str) -> tuple[str, ...]:
-    return tuple(sorted(part.strip().lower().replace(" ", "") for part in re.split(r"(?<!\\),", dn) if part.strip()))
-
-
 def parse_x509_identifier(value: Any) -> X509Identifier | None:
     if value is None:
         return None
@@ -299,9 +296,9 @@ def identifier_matches(actual: X509Identifier | None, expected: str) -> bool:
     want = parse_x509_identifier(expected)
     if want is None:
         return False
-    if _normalise_dn(actual.subject) != _normalise_dn(want.subject):
+    if not same_name(actual.subject, want.subject):
         return False
-    return not want.issuer or _normalise_dn(actual.issuer) == _normalise_dn(want.issuer)
+    return not want.issuer or same_name(actual.issuer, want.issuer)
 
 
 @dataclass(frozen=True)
@@ -358,10 +355,11 @@ def parse_certificate(value: Any) -> Certificate:
             cmdlet, text_of(obj.get("Thumbprint")), f"RawData is not a certificate: {exc}"
         ) from None
     thumbprint = hashlib.sha1(cert.public_bytes(Encoding.DER)).hexdigest().upper()  # noqa: S324 - Windows' thumbprint
+    names = certificate_names(cert)
     return Certificate(
         thumbprint=thumbprint,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=names.subject,  # as Get-ExchangeCertificate shows it
+        issuer=names.issuer,
         not_after=cert.not_valid_after_utc.timestamp(),
         services=text_of(obj.get("Services")),
     )

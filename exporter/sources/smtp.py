@@ -17,14 +17,14 @@ from pathlib import Path
 
 import aiosmtplib
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from exporter.parsers.smtp import SmtpReply, parse_reply
+from exporter.parsers.x500 import certificate_names
 
 
 @dataclass(frozen=True)
 class Certificate:
-    subject: str  # RFC 4514: "CN=mail.contoso.com,O=Contoso Ltd"
+    subject: str  # as Windows writes it: "CN=mail.contoso.com, O=Contoso Ltd"
     common_name: str
     organization: str
     issuer: str
@@ -51,11 +51,7 @@ class SmtpProbe:
 
 def certificate_from_der(der: bytes) -> Certificate:
     cert = x509.load_der_x509_certificate(der)
-
-    def attribute(oid: x509.ObjectIdentifier) -> str:
-        values = cert.subject.get_attributes_for_oid(oid)
-        return str(values[0].value) if values else ""
-
+    names = certificate_names(cert)
     try:
         sans = tuple(
             cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
@@ -63,10 +59,10 @@ def certificate_from_der(der: bytes) -> Certificate:
     except x509.ExtensionNotFound:
         sans = ()
     return Certificate(
-        subject=cert.subject.rfc4514_string(),
-        common_name=attribute(NameOID.COMMON_NAME),
-        organization=attribute(NameOID.ORGANIZATION_NAME),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=names.subject,
+        common_name=names.common_name,
+        organization=names.organization,
+        issuer=names.issuer,
         sans=sans,
         not_after=cert.not_valid_after_utc.timestamp(),
         sha256=hashlib.sha256(der).hexdigest(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from exporter.parsers import exchange as ex
 from exporter.parsers import exchange_builds as builds
 from exporter.parsers.clixml import parse_document, parse_object
 from exporter.parsers.smtp import parse_reply, parse_reply_chain
+from exporter.parsers.x500 import split_name
 from lab.exchange import LabExchange, LabQueue
 from tools import exchange_build_table
 
@@ -317,3 +319,51 @@ def test_the_generator_names_the_line_it_cannot_read() -> None:
         exchange_build_table.parse_reference(text)
     with pytest.raises(exchange_build_table.TableError, match="no CUs found for ExchangeSE"):
         exchange_build_table.parse_reference('"Exchange2019" = @{\n    "CU15" = (NewCUAndSUObject "15.2.1748.10")\n')
+
+
+@pytest.mark.parametrize(
+    "name", ["E19_Exchange_GetExchangeCertificate.xml", "HealthChecker_GetExchangeCertificateBroken.xml"]
+)
+def test_certificate_names_read_as_exchange_shows_them(name: str) -> None:
+    """Subject and issuer as Get-ExchangeCertificate shows them ([Subject]/[Issuer] in each object's ToString),
+    also for "CN=domain.com, OU=IT, O=Contoso, L=Cologne, S=NRW, C=Germany": no cryptography warning (the test
+    run turns warnings into errors), none logged."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for obj in sample(name):
+            cert = ex.parse_certificate(obj)
+            shown = obj.to_string or ""
+            assert cert.subject == re.search(r"\[Subject\]\s+(.+?)\r?\n", shown).group(1)  # type: ignore[union-attr]
+            assert cert.issuer == re.search(r"\[Issuer\]\s+(.+?)\r?\n", shown).group(1)  # type: ignore[union-attr]
+
+
+def test_a_certificate_with_a_long_country_matches_its_tls_certificate_name() -> None:
+    (cologne,) = [
+        c
+        for c in map(ex.parse_certificate, sample("HealthChecker_GetExchangeCertificateBroken.xml"))
+        if "Cologne" in c.subject
+    ]
+    presented = ex.parse_x509_identifier(f"<I>{cologne.issuer}<S>{cologne.subject}")
+    shown = "CN=domain.com, OU=IT, O=Contoso, L=Cologne, S=NRW, C=Germany"
+    assert ex.identifier_matches(presented, f"<I>{shown}<S>{shown}")
+    # RFC 4514 spelling (ST=, no spaces) names the same certificate; another Organisation does not.
+    assert ex.identifier_matches(presented, "CN=domain.com,OU=IT,O=Contoso,L=Cologne,ST=NRW,C=Germany")
+    assert not ex.identifier_matches(presented, "CN=domain.com, OU=IT, O=Fabrikam, L=Cologne, S=NRW, C=Germany")
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        (
+            'CN=mail.contoso.com, O="Contoso, Ltd", C=US',
+            [("CN", "mail.contoso.com"), ("O", "Contoso, Ltd"), ("C", "US")],
+        ),
+        (
+            r"CN=mail.contoso.com,O=Contoso\, Ltd,ST=WA",
+            [("CN", "mail.contoso.com"), ("O", "Contoso, Ltd"), ("S", "WA")],
+        ),
+        ("CN=a + OU=b, C=DE", [("CN", "a"), ("OU", "b"), ("C", "DE")]),
+    ],
+)
+def test_names_split_in_either_form(text: str, parts: list[tuple[str, str]]) -> None:
+    assert split_name(text) == parts

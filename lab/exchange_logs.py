@@ -249,6 +249,12 @@ class LogWriter:
             replies.append("221 2.0.0 Service closing transmission channel")
         seq = 1
         for reply in replies:
+            if reply.startswith("535 "):  # as Exchange logs it: the reason as context, then the reply
+                lines.append(self._smtp(c, sid, seq, remote, "<", "AUTH LOGIN"))
+                lines.append(
+                    self._smtp(c, sid, seq + 1, remote, "*", "", "Inbound AUTH LOGIN failed because of LogonDenied")
+                )
+                seq += 2
             lines.append(self._smtp(c, sid, seq, remote, ">", reply))
             code, enhanced = reply.split(" ")[0], reply.split(" ")[1] if reply[4:5].isdigit() else ""
             self.truth[("smtp_responses", c, "receive", code, enhanced)] += 1

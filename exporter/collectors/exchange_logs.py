@@ -94,7 +94,8 @@ EXCHANGE_SMTP_TLS_TOTAL = Family(
 EXCHANGE_SMTP_AUTH_TOTAL = Family(
     "exchange_smtp_auth_total",
     "counter",
-    "SMTP AUTH outcomes on receive connectors (235 success, 535 failure).",
+    "SMTP AUTH outcomes on receive connectors: success (235), failure (535, or Exchange's 'Inbound AUTH ... "
+    "failed because of ...' context line; one failed attempt counts once).",
     (
         "server",
         "connector",

@@ -8,6 +8,7 @@ and message ids are never labels.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -36,8 +37,17 @@ def _bump(table: dict[Any, int], key: Any, n: int = 1) -> None:
     table[key] = table.get(key, 0) + n
 
 
+# Exchange logs a failed AUTH as context before (or instead of) the 535 reply; 2010 words it differently.
+_AUTH_FAILED = re.compile(r"Inbound (?:AUTH \S+|authentication) failed", re.I)
+_OPEN_SESSIONS = 10_000  # sessions whose AUTH outcome is remembered, so one failure is counted once
+
+
 class SmtpCounts:
-    """An SMTP receive or send protocol log: sessions, replies, TLS and AUTH outcomes per connector."""
+    """An SMTP receive or send protocol log: sessions, replies, TLS and AUTH outcomes per connector.
+
+    A failed AUTH shows as a context line ("Inbound AUTH LOGIN failed because of LogonDenied", sometimes twice)
+    and/or a 535 reply: each attempt counts once, whichever of them the log holds.
+    """
 
     REQUIRED = ("connector-id", "event", "data")
 
@@ -48,18 +58,31 @@ class SmtpCounts:
         self.tls: dict[tuple[str, str], int] = {}
         self.auth: dict[tuple[str, str], int] = {}
         self.malformed = 0
+        self._failed_attempt: dict[str, bool] = {}  # session id -> its current AUTH attempt already counted
+
+    def _auth_failure(self, connector: str, session: str) -> None:
+        if self._failed_attempt.get(session):
+            return
+        _bump(self.auth, (connector, "failure"))
+        if session:
+            self._failed_attempt[session] = True
+            if len(self._failed_attempt) > _OPEN_SESSIONS:
+                del self._failed_attempt[next(iter(self._failed_attempt))]
 
     def count(self, data_rows: Iterable[list[str]], index: dict[str, int]) -> None:
         connector_at, event_at, data_at = (index[n] for n in self.REQUIRED)
         context_at = index.get("context")
+        session_at = index.get("session-id")
         width = max(index.values()) + 1
+        receive = self.direction == "receive"
         # Replies are what the server says in a receive log (">") and what the remote host says in a send log ("<").
-        reply_event = ">" if self.direction == "receive" else "<"
+        reply_event = ">" if receive else "<"
         for row in data_rows:
             if len(row) < width:
                 self.malformed += 1
                 continue
             connector, event, data = row[connector_at], row[event_at], row[data_at]
+            session = row[session_at] if session_at is not None else ""
             if event == "+":
                 _bump(self.sessions, connector)
             elif event == reply_event:
@@ -67,14 +90,22 @@ class SmtpCounts:
                 if reply is None:
                     continue
                 _bump(self.responses, (connector, reply.code, reply.enhanced))
-                if reply.code in ("235", "535") and self.direction == "receive":
-                    _bump(self.auth, (connector, "success" if reply.code == "235" else "failure"))
+                if receive and reply.code == "235":
+                    _bump(self.auth, (connector, "success"))
+                elif receive and reply.code == "535":
+                    self._auth_failure(connector, session)
             elif event == "*":
                 text = f"{data} {row[context_at] if context_at is not None else ''}"
                 if "TLS negotiation failed" in text:
                     _bump(self.tls, (connector, "failure"))
                 elif "TLS protocol" in text and "succeeded" in text:
                     _bump(self.tls, (connector, "success"))
+                elif receive and _AUTH_FAILED.search(text):
+                    self._auth_failure(connector, session)
+            elif receive and event == "<" and data[:5].upper() == "AUTH ":
+                self._failed_attempt.pop(session, None)  # a new attempt
+            elif event == "-":
+                self._failed_attempt.pop(session, None)
 
     def state(self) -> dict[str, Any]:
         return {

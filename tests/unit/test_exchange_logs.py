@@ -9,7 +9,7 @@ import pytest
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.config import parse_config
 from exporter.parsers import iis
-from exporter.parsers.exchange_logs import FieldsError, fields_index
+from exporter.parsers.exchange_logs import FieldsError, SmtpCounts, fields_index, rows
 from exporter.state import StateStore
 from lab.exchange_logs import IIS_FIELDS, SMTP_FIELDS
 from tests.helpers import samples, value
@@ -211,3 +211,43 @@ def test_unauthorized_line_in_full() -> None:
         "activesync", "1326", "contoso\\jdoe", "Appl1", "iPad", "203.0.113.7", "2026-11-27 07:00:01"
     )
     assert iis.win32_reason("1330") == "password_expired" and iis.win32_reason("4242") == "other"
+
+
+LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "exchange_logs"
+
+
+def count_receive_log(text: str) -> SmtpCounts:
+    counts = SmtpCounts("receive")
+    index: dict[str, int] = {}
+    data: list[bytes] = []
+    for raw in text.splitlines():
+        if raw.startswith("#Fields:"):
+            index = fields_index(raw, SmtpCounts.REQUIRED)
+        elif not raw.startswith("#"):
+            data.append(raw.encode())
+    counts.count(rows(data), index)
+    return counts
+
+
+def test_an_auth_failure_logged_only_as_context_is_counted_once() -> None:
+    # A real session: AUTH LOGIN, 334, then "Inbound AUTH LOGIN failed because of LogonDenied" twice (same
+    # sequence number) and no 535 line: one failed AUTH, no success.
+    counts = count_receive_log((LOGS / "artefacts_help_RECV2023011116-1.LOG").read_text())
+    assert counts.auth == {("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "failure"): 1}
+    assert counts.tls == {("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "success"): 1}
+    assert counts.malformed == 0
+
+
+def test_a_535_after_the_context_line_is_not_a_second_failure() -> None:
+    real = (LOGS / "artefacts_help_RECV2023011116-1.LOG").read_text().splitlines()
+    session = real[-1].split(",")[:6]
+    # What Exchange writes next when it answers the attempt, then a second attempt that fails with a 535 only.
+    more = [
+        ",".join([*session[:3], "16", *session[4:6], ">", "535 5.7.3 Authentication unsuccessful", ""]),
+        ",".join([*session[:3], "17", *session[4:6], "<", "AUTH LOGIN", ""]),
+        ",".join([*session[:3], "18", *session[4:6], ">", "535 5.7.3 Authentication unsuccessful", ""]),
+        ",".join([*session[:3], "19", *session[4:6], "-", "", "Remote(Disconnected)"]),
+    ]
+    counts = count_receive_log("\n".join(real + more))
+    assert counts.auth == {("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "failure"): 2}
+    assert counts.responses[("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "535", "5.7.3")] == 2

@@ -82,7 +82,8 @@ class _OnpremRelay:
 
 class _LoopRelay:
     """One side of a mail loop: adds its Received header and hands the message to the other side, until the
-    hop limit, where the message lands in the drop directory (as the copy behind a 554 5.4.6 NDR would)."""
+    hop limit, where it answers 554 5.4.6 and the NDR it returns to the sender lands in the drop directory, in
+    the form Exchange writes (multipart/report, a delivery-status part, the original headers)."""
 
     def __init__(self, lab: SmtpLab, host: str, peer: str, limit: int) -> None:
         self.lab, self.host, self.peer, self.limit = lab, host, peer, limit
@@ -95,7 +96,8 @@ class _LoopRelay:
         ).encode() + envelope.original_content
         if content.count(b"\nReceived:") + content.startswith(b"Received:") >= self.limit:
             self.lab.inbound.count += 1
-            (self.lab.drop / f"loop-{self.lab.inbound.count:08d}.eml").write_bytes(content)
+            ndr = self._ndr(envelope.mail_from, envelope.rcpt_tos, content, now)
+            (self.lab.drop / f"ndr-{self.lab.inbound.count:08d}.eml").write_bytes(ndr)
             return "554 5.4.6 Hop count exceeded - possible mail loop"
         client = aiosmtplib.SMTP(
             hostname=self.lab.address,
@@ -112,6 +114,28 @@ class _LoopRelay:
         finally:
             client.close()
         return "250 2.6.0 Queued mail for delivery"
+
+    def _ndr(self, sender: str, recipients: list[str], content: bytes, now: str) -> bytes:
+        headers = content.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        boundary = f"ndr-{self.lab.inbound.count:08d}"
+        failed = "".join(
+            f"Final-Recipient: rfc822;{r}\r\nAction: failed\r\nStatus: 5.4.6\r\n"
+            f"Diagnostic-Code: smtp;554 5.4.6 Hop count exceeded - possible mail loop\r\n\r\n"
+            for r in recipients
+        )
+        return (
+            f"Received: from {self.host} by {self.host} with Microsoft SMTP Server id 15.2.1544.4; {now}\r\n"
+            f"From: Microsoft Outlook <postmaster@contoso.com>\r\nTo: <{sender}>\r\n"
+            f"Subject: Undeliverable: looping\r\nDate: {now}\r\nAuto-Submitted: auto-replied\r\n"
+            f"X-MS-Exchange-Message-Is-Ndr:\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+            f"Delivery has failed to these recipients or groups: {', '.join(recipients)}\r\n"
+            f"A problem occurred while delivering this message: the message went round in a loop.\r\n\r\n"
+            f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+            f"Reporting-MTA: dns;{self.host}\r\n\r\n{failed}"
+            f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n\r\n--{boundary}--\r\n"
+        ).encode()
 
 
 class _Accept:

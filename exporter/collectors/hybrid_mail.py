@@ -42,7 +42,8 @@ EXCHANGE_INBOUND_MESSAGES_TOTAL = Family(
 EXCHANGE_INBOUND_MESSAGE_LOOPS_TOTAL = Family(
     "exchange_inbound_message_loops_total",
     "counter",
-    "Messages whose Received chain repeats a run of two or more hosts (A, B, ..., A, B) or is longer than hop_limit.",
+    "Messages whose Received chain repeats a run of two or more hosts (A, B, ..., A, B) or is longer than "
+    "hop_limit, and NDRs for a hop count exceeded (5.4.6, 5.4.14).",
     ("flow",),
 )
 # Exchange Online's host names (worldwide, 21Vianet, GCC High/DoD, Germany).

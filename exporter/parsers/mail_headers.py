@@ -8,8 +8,9 @@ connector did not recognise the on-premises certificate. On-premises Exchange st
 ``X-MS-Exchange-Organization-FromEntityHeader``; Exchange Online's CrossTenant header wins when both are there
 (it is the attribution the hybrid connectors are about), the organization's header is read otherwise.
 
-The Received chain gives the hop count, the delay at each hop, and loops: a run of two or more hops that recurs
-(A, B, ..., A, B), or more hops than ``hop_limit``. A host that appears twice is not a loop by itself: a mailing
+The Received chain gives the hop count, the delay at each hop, and loops: a run of two or more hops that recurs (A,
+B, ..., A, B), or more hops than ``hop_limit``; a non-delivery report whose status is 5.4.6 (on-premises) or 5.4.14
+(Exchange Online), hop count exceeded, is a loop too. A host that appears twice is not a loop by itself: a mailing
 list re-injects a message, a content filter (amavis) hands it back, hybrid mail hairpins on-premises -> Exchange
 Online -> on-premises. Dates are read leniently (fractional seconds, no ``;``, Go's ``2006-01-02 15:04:05 +0000
 UTC``, obsolete zones, comments); a hop whose date cannot be read keeps its hosts. Headers are read with the
@@ -43,6 +44,9 @@ _ISO_DATE = re.compile(
 # RFC 5322 4.3 obsolete zones; military letters and unknown names count as UTC (-0000: "zone unknown").
 _ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -5, "edt": -4, "cst": -6, "cdt": -5, "mst": -7, "mdt": -6}
 _ZONES |= {"pst": -8, "pdt": -7}
+# Hop count exceeded: 5.4.6 from on-premises Exchange, 5.4.14 from Exchange Online.
+LOOP_STATUSES = ("5.4.6", "5.4.14")
+_DSN_STATUS = re.compile(rb"^Status:\s*([245]\.\d{1,3}\.\d{1,3})", re.I | re.M)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Route:
     hops: tuple[Hop, ...]  # oldest first
     message_id: str
     subject: str
+    ndr_status: str = ""  # a non-delivery report's status (5.4.6), "" for other messages
 
     @property
     def hop_count(self) -> int:
@@ -97,7 +102,8 @@ class Route:
         return []
 
     def looping(self, hop_limit: int) -> bool:
-        return self.hop_count > hop_limit or bool(self.repeated_cycle)
+        """More hops than ``hop_limit``, a recurring run of hosts, or an NDR for a hop count exceeded."""
+        return self.ndr_status in LOOP_STATUSES or self.hop_count > hop_limit or bool(self.repeated_cycle)
 
     def delays(self) -> list[tuple[str, float]]:
         """(host, seconds the message spent before it) for each hop after the first with a timestamp."""
@@ -175,6 +181,16 @@ def _first(message: Any, *names: str) -> str:
     return ""
 
 
+def _ndr_status(message: Any, raw: bytes) -> str:
+    """The first Status of a delivery report's delivery-status part (RFC 3464), when the bytes read hold it."""
+    content_type = str(message.get("Content-Type", "")).lower()
+    report = "multipart/report" in content_type and "delivery-status" in content_type
+    if not report and message.get("X-MS-Exchange-Message-Is-Ndr") is None:
+        return ""
+    match = _DSN_STATUS.search(raw)
+    return match.group(1).decode() if match else ""
+
+
 def parse_headers(raw: bytes) -> Route:
     """A message's header block (or the whole message: only the headers are read)."""
     message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
@@ -182,6 +198,7 @@ def parse_headers(raw: bytes) -> Route:
     for value in reversed(message.get_all("Received") or []):  # the newest is on top
         hops.append(parse_received(str(value)))
     return Route(
+        ndr_status=_ndr_status(message, raw),
         auth_as=_first(message, "X-MS-Exchange-CrossTenant-AuthAs", "X-MS-Exchange-Organization-AuthAs"),
         auth_source=_first(
             message, "X-MS-Exchange-CrossTenant-AuthSource", "X-MS-Exchange-Organization-AuthSource"

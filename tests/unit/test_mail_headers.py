@@ -218,3 +218,27 @@ def test_a_hairpin_is_not_a_loop_and_a_cycle_is() -> None:
     assert cycle.repeated_cycle == ["ex1.contoso.com", "am4pepf0001.outlook.com"]
     assert cycle.looping(hop_limit=30)
     assert chain(*[f"h{i}" for i in range(31)]).looping(hop_limit=30)
+
+
+@pytest.mark.parametrize(
+    ("status", "loop"),
+    [("5.4.6", True), ("5.4.14", True), ("5.1.10", False), ("2.0.0", False)],
+)
+def test_an_ndr_for_hop_count_exceeded_is_a_loop(status: str, loop: bool) -> None:
+    ndr = (
+        "Received: from ex1.contoso.com by ex1.contoso.com with ESMTP; Thu, 27 Nov 2026 07:41:13 +0000\r\n"
+        "Subject: Undeliverable: looping\r\nX-MS-Exchange-Message-Is-Ndr:\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns;ex1.contoso.com\r\n\r\n"
+        f"Final-Recipient: rfc822;a@contoso.com\r\nAction: failed\r\nStatus: {status}\r\n\r\n--b--\r\n"
+    )
+    route = parse_headers(ndr.encode())
+    assert route.ndr_status == status
+    assert route.looping(hop_limit=30) is loop
+    # The same status text in a message that is no report is not read.
+    assert (
+        parse_headers(
+            ndr.replace("multipart/report", "multipart/mixed").replace("X-MS-Exchange-Message-Is-Ndr:\r\n", "").encode()
+        ).ndr_status
+        == ""
+    )

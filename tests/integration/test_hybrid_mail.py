@@ -9,6 +9,7 @@ import quopri
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -51,10 +52,19 @@ def wait_counted(exporter: RunningExporter, total: int) -> str:
     return exporter.wait_for(lambda t: sum(inbound(t).values()) >= total, timeout=20, interval=0.2)
 
 
+def assert_promtool_passes(tmp_path: Path, name: str, test: dict[str, Any]) -> None:
+    """promtool evaluates the shipped hybrid rules: ``test`` is one entry of a rule test file's ``tests``."""
+    promtool = require_binary("promtool")
+    case = {"rule_files": [str(ROOT / "alerts" / "hybrid.rules.yml")], "evaluation_interval": "1m", "tests": [test]}
+    test_file = tmp_path / f"{name}.test.yml"
+    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fires(
     smtp: SmtpLab, tmp_path: Path
 ) -> None:
-    promtool = require_binary("promtool")
     flow = {"name": FLOW, "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 1}
     history: list[dict[str, float]] = []
     sent = 0
@@ -79,56 +89,50 @@ def test_a_certificate_organisation_change_makes_mail_anonymous_and_the_alert_fi
         return " ".join(str(int(h.get(auth, 0))) for h in history)
 
     labels = 'job="exchange",flow="onprem-to-exo",auth_source="exchange_online"'
-    case = {
-        "rule_files": [str(ROOT / "alerts" / "hybrid.rules.yml")],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {
-                        "series": (
-                            f'exchange_inbound_messages_total{{{labels},from_entity="HybridOnPrem",auth_as="Internal"}}'
-                        ),
-                        "values": values("Internal"),
-                    },
-                    {
-                        "series": (
-                            f'exchange_inbound_messages_total{{{labels},from_entity="Internet",auth_as="Anonymous"}}'
-                        ),
-                        "values": values("Anonymous"),
-                    },
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "9m", "alertname": "ExchangeHybridMailAnonymous", "exp_alerts": []},
-                    {
-                        "eval_time": "39m",
-                        "alertname": "ExchangeHybridMailAnonymous",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "critical", "job": "exchange", "flow": FLOW},
-                                "exp_annotations": {
-                                    "summary": f"100% of on-premises mail arrives Anonymous ({FLOW})",
-                                    "description": (
-                                        f"100% of the mail in flow {FLOW} arrived in Exchange Online as AuthAs "
-                                        "Anonymous over the last 15 minutes. The inbound connector no longer "
-                                        "recognises the on-premises certificate (a renewal changed its subject or "
-                                        "Organisation): such mail is throttled (451 4.7.500) and, with centralized "
-                                        "transport, loops until 554 5.4.6."
-                                    ),
-                                    "runbook_url": "alerts/runbooks/ExchangeHybridMailAnonymous.md",
-                                },
-                            }
-                        ],
-                    },
-                ],
-            }
-        ],
-    }
-    test_file = tmp_path / "hybrid-from-lab.test.yml"
-    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
-    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_promtool_passes(
+        tmp_path,
+        "hybrid-from-lab",
+        {
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": (
+                        f'exchange_inbound_messages_total{{{labels},from_entity="HybridOnPrem",auth_as="Internal"}}'
+                    ),
+                    "values": values("Internal"),
+                },
+                {
+                    "series": (
+                        f'exchange_inbound_messages_total{{{labels},from_entity="Internet",auth_as="Anonymous"}}'
+                    ),
+                    "values": values("Anonymous"),
+                },
+            ],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": "ExchangeHybridMailAnonymous", "exp_alerts": []},
+                {
+                    "eval_time": "39m",
+                    "alertname": "ExchangeHybridMailAnonymous",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "critical", "job": "exchange", "flow": FLOW},
+                            "exp_annotations": {
+                                "summary": f"100% of on-premises mail arrives Anonymous ({FLOW})",
+                                "description": (
+                                    f"100% of the mail in flow {FLOW} arrived in Exchange Online as AuthAs "
+                                    "Anonymous over the last 15 minutes. The inbound connector no longer "
+                                    "recognises the on-premises certificate (a renewal changed its subject or "
+                                    "Organisation): such mail is throttled (451 4.7.500) and, with centralized "
+                                    "transport, loops until 554 5.4.6."
+                                ),
+                                "runbook_url": "alerts/runbooks/ExchangeHybridMailAnonymous.md",
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+    )
 
 
 def test_the_canary_arrives_attributed_and_a_lost_one_is_counted(smtp: SmtpLab, tmp_path: Path) -> None:
@@ -203,7 +207,6 @@ def test_normal_mail_is_no_loop_and_a_real_loop_fires_the_alert(smtp: SmtpLab, t
     and a hybrid hairpin count no loop and leave ExchangeHybridMailLoop quiet; two lab MTAs handing a message to
     each other until the hop limit (554 5.4.6) count one, and the shipped alert, evaluated by promtool over what
     the exporter exported, fires."""
-    promtool = require_binary("promtool")
     fixtures = ROOT / "tests" / "fixtures" / "mail"
     normal = 0
     for source in sorted(fixtures.iterdir()):
@@ -243,43 +246,37 @@ def test_normal_mail_is_no_loop_and_a_real_loop_fires_the_alert(smtp: SmtpLab, t
 
     # promtool evaluates the shipped alert over exactly these counters: 20 minutes of normal mail, then the loop.
     loops = [metric(text, "exchange_inbound_message_loops_total", flow="loops") for text in (before, after)]
-    case = {
-        "rule_files": [str(ROOT / "alerts" / "hybrid.rules.yml")],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {
-                        "series": 'exchange_inbound_message_loops_total{job="exchange",flow="loops"}',
-                        "values": f"{loops[0]:.0f}x20 {loops[1]:.0f}x20",
-                    }
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "19m", "alertname": "ExchangeHybridMailLoop", "exp_alerts": []},
-                    {
-                        "eval_time": "30m",
-                        "alertname": "ExchangeHybridMailLoop",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning", "job": "exchange", "flow": "loops"},
-                                "exp_annotations": {
-                                    "summary": "Looping messages in loops",
-                                    "description": (
-                                        "1 messages in flow loops carried a Received chain in which a run of hosts "
-                                        "recurs (or longer than the hop limit) in the last hour: mail is looping "
-                                        "between on-premises and Exchange Online."
-                                    ),
-                                    "runbook_url": "alerts/runbooks/ExchangeHybridMailLoop.md",
-                                },
-                            }
-                        ],
-                    },
-                ],
-            }
-        ],
-    }
-    test_file = tmp_path / "hybrid-loop-from-lab.test.yml"
-    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
-    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_promtool_passes(
+        tmp_path,
+        "hybrid-loop-from-lab",
+        {
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'exchange_inbound_message_loops_total{job="exchange",flow="loops"}',
+                    "values": f"{loops[0]:.0f}x20 {loops[1]:.0f}x20",
+                }
+            ],
+            "alert_rule_test": [
+                {"eval_time": "19m", "alertname": "ExchangeHybridMailLoop", "exp_alerts": []},
+                {
+                    "eval_time": "30m",
+                    "alertname": "ExchangeHybridMailLoop",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "warning", "job": "exchange", "flow": "loops"},
+                            "exp_annotations": {
+                                "summary": "Looping messages in loops",
+                                "description": (
+                                    "1 messages in flow loops looped in the last hour (a run of hosts recurring in "
+                                    "the Received chain, more hops than the hop limit, or an NDR for a hop count "
+                                    "exceeded): mail is going round between on-premises and Exchange Online."
+                                ),
+                                "runbook_url": "alerts/runbooks/ExchangeHybridMailLoop.md",
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+    )

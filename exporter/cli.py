@@ -29,7 +29,7 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.metrics import Family
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.state import StateStore
+from exporter.state import EvidenceLimits, StateStore
 from exporter.web import build_app
 from exporter.web_security import TlsContexts, WebSecurity, load_web_config
 
@@ -44,6 +44,18 @@ CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP = Family(
     "ad_exchange_exporter_config_last_reload_success_timestamp_seconds",
     "gauge",
     "When the configuration was last loaded successfully (at start, or by a reload).",
+)
+EVIDENCE_ROWS = Family(
+    "ad_exchange_exporter_evidence_rows",
+    "gauge",
+    "Per-account evidence rows kept for investigations (failed logons, lockouts), within state.evidence's bounds.",
+)
+EVIDENCE_DROPPED_TOTAL = Family(
+    "ad_exchange_exporter_evidence_dropped_total",
+    "counter",
+    "Evidence rows dropped to stay within state.evidence's bounds, by reason: age (retention_seconds), "
+    "account_cap (max_rows_per_account), total_cap (max_rows).",
+    ("reason",),
 )
 
 
@@ -115,7 +127,11 @@ class Exporter:
         self.config = config
         self.guard = CredentialGuard()  # survives reloads: a refused credential stays held back
         # Opened once: bookmarks and checkpoints carry over a reload (a new state.path needs a restart).
-        self.state = StateStore(config.state.path)
+        limits = config.state.evidence
+        self.state = StateStore(
+            config.state.path,
+            EvidenceLimits(limits.retention_seconds, limits.max_rows_per_account, limits.max_rows),
+        )
         self.registry = self._new_registry(config)
         self.security = load_security(config)
         tls = self.security.config.tls_server_config if self.security else None
@@ -132,7 +148,15 @@ class Exporter:
             *self._process.collect(),
             CONFIG_LAST_RELOAD_SUCCESSFUL.one([], 1.0 if self.last_reload_successful else 0.0),
             CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.one([], self.last_reload_success),
+            *self._evidence_metrics(),
         ]
+
+    def _evidence_metrics(self) -> list[Metric]:
+        rows, dropped = self.state.evidence_stats()
+        out = EVIDENCE_DROPPED_TOTAL.new()
+        for reason, n in dropped.items():
+            out.add_metric([reason], n)
+        return [EVIDENCE_ROWS.one([], rows), out]
 
     def _new_registry(self, config: Config) -> CollectorRegistry:
         redact = Redactor(config.secrets())

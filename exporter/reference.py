@@ -12,7 +12,12 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from exporter.cli import CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP, CONFIG_LAST_RELOAD_SUCCESSFUL
+from exporter.cli import (
+    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+    CONFIG_LAST_RELOAD_SUCCESSFUL,
+    EVIDENCE_DROPPED_TOTAL,
+    EVIDENCE_ROWS,
+)
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.exchange import ExchangeCollector
@@ -33,7 +38,14 @@ SECTIONS: dict[str, tuple[Family, ...]] = {
     "canary": CanaryCollector.families,
     "probe": PROBE_FAMILIES,
     "scheduled_probes": ScheduledProbesCollector.families,
-    "exporter": (*SELF_FAMILIES, *SHARED, CONFIG_LAST_RELOAD_SUCCESSFUL, CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP),
+    "exporter": (
+        *SELF_FAMILIES,
+        *SHARED,
+        CONFIG_LAST_RELOAD_SUCCESSFUL,
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+        EVIDENCE_ROWS,
+        EVIDENCE_DROPPED_TOTAL,
+    ),
 }
 README = Path(__file__).resolve().parent.parent / "README.md"
 _BLOCK = re.compile(r"(<!-- metrics:(?P<name>[a-z_]+) -->\n).*?(<!-- /metrics:(?P=name) -->)", re.S)

@@ -1,8 +1,12 @@
-"""State that must survive restarts: event bookmarks, log checkpoints and the counters they feed.
+"""State that must survive restarts: event bookmarks, log checkpoints, the counters they feed, and evidence.
 
-One SQLite file. A collector writes a bookmark (or a file offset) and the counters that the events up to it
-added in one transaction, so after a crash either both are stored or neither: nothing is counted twice and
-nothing is lost. Without a path the state lives in memory and starts afresh with each process.
+One SQLite file. A collector writes a bookmark (or a file offset), the counters that the events up to it
+added and the per-account evidence they carry (who failed where, from which address or device) in one
+transaction, so after a crash either all are stored or none: nothing is counted twice and nothing is lost.
+Without a path the state lives in memory and starts afresh with each process.
+
+Evidence is bounded by age, rows per account and rows in all (``EvidenceLimits``); the oldest rows go first and
+what is dropped is counted by reason, in the same transaction.
 """
 
 from __future__ import annotations
@@ -10,15 +14,73 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DROP_REASONS = ("age", "account_cap", "total_cap")
+_DROPPED_KEY = "evidence/dropped"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One thing that happened to an account, as a source logged it."""
+
+    account: str  # lower case, as the source names it (sAMAccountName, or the user part of a UPN)
+    time: float
+    source: str  # "security_event", "iis", "smtp_auth"
+    host: str  # the DC or Exchange server that logged it
+    kind: str  # "4625", "4771", "4776", "4740", "401", "auth_failure"
+    detail: Mapping[str, str] = field(default_factory=dict)  # reason, ip, workstation, device_id, ...
+
+
+@dataclass(frozen=True)
+class EvidenceLimits:
+    retention_seconds: float = 7 * 86400.0
+    max_rows_per_account: int = 1000
+    max_rows: int = 200_000
+
+
+class Transaction:
+    """What ``StateStore.transaction`` yields: ``put(key, value)`` for state, ``evidence(rows)`` for evidence."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.accounts: set[str] = set()
+        self.added = 0
+
+    def __call__(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value, sort_keys=True)),
+        )
+
+    def evidence(self, rows: Iterable[Evidence]) -> None:
+        batch = [
+            (e.account, e.time, e.source, e.host, e.kind, json.dumps(dict(e.detail), sort_keys=True)) for e in rows
+        ]
+        if not batch:
+            return
+        self._db.executemany(
+            "INSERT INTO evidence (account, time, source, host, kind, detail) VALUES (?, ?, ?, ?, ?, ?)", batch
+        )
+        self.accounts.update(row[0] for row in batch)
+        self.added += len(batch)
+
 
 class StateStore:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        limits: EvidenceLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
+        self.limits = limits or EvidenceLimits()
+        self.clock = clock
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -28,6 +90,13 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, "
+            "time REAL NOT NULL, source TEXT NOT NULL, host TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS evidence_account ON evidence (account, time)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS evidence_time ON evidence (time)")
+        self._rows: int = self._db.execute("SELECT COUNT(*) FROM evidence").fetchone()[0]
 
     def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
@@ -41,24 +110,66 @@ class StateStore:
                 put(key, value)
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """Yields ``put(key, value)``; everything put is committed together, or not at all on an exception."""
+    def transaction(self) -> Iterator[Transaction]:
+        """Yields a ``Transaction``: everything put and every evidence row is committed together, or nothing is
+        on an exception; the evidence bounds are applied before the commit."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            rows = self._rows
             try:
-
-                def put(key: str, value: Any) -> None:
-                    self._db.execute(
-                        "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                        "value = excluded.value",
-                        (key, json.dumps(value, sort_keys=True)),
-                    )
-
-                yield put
+                tx = Transaction(self._db)
+                yield tx
+                if tx.added:
+                    self._rows += tx.added
+                    self._bound(tx)
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._rows = rows
                 raise
             self._db.execute("COMMIT")
+
+    def _bound(self, tx: Transaction) -> None:
+        """Drop the oldest evidence beyond the limits (inside the open transaction) and count what went."""
+        limits = self.limits
+        dropped = dict.fromkeys(DROP_REASONS, 0)
+        cursor = self._db.execute("DELETE FROM evidence WHERE time < ?", (self.clock() - limits.retention_seconds,))
+        dropped["age"] = cursor.rowcount
+        for account in tx.accounts:
+            cursor = self._db.execute(
+                "DELETE FROM evidence WHERE id IN (SELECT id FROM evidence WHERE account = ? "
+                "ORDER BY time DESC, id DESC LIMIT -1 OFFSET ?)",
+                (account, limits.max_rows_per_account),
+            )
+            dropped["account_cap"] += cursor.rowcount
+        self._rows -= dropped["age"] + dropped["account_cap"]
+        if self._rows > limits.max_rows:
+            cursor = self._db.execute(
+                "DELETE FROM evidence WHERE id IN (SELECT id FROM evidence ORDER BY time, id LIMIT ?)",
+                (self._rows - limits.max_rows,),
+            )
+            dropped["total_cap"] = cursor.rowcount
+            self._rows -= cursor.rowcount
+        if any(dropped.values()):
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (_DROPPED_KEY,)).fetchone()
+            totals = json.loads(row[0]) if row else {}
+            tx(_DROPPED_KEY, {r: int(totals.get(r, 0)) + dropped[r] for r in DROP_REASONS})
+
+    def evidence_for(self, account: str, limit: int = 1000) -> list[Evidence]:
+        """The account's evidence, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT account, time, source, host, kind, detail FROM evidence WHERE account = ? "
+                "ORDER BY time DESC, id DESC LIMIT ?",
+                (account.lower(), limit),
+            ).fetchall()
+        return [Evidence(a, t, s, h, k, json.loads(d)) for a, t, s, h, k, d in rows]
+
+    def evidence_stats(self) -> tuple[int, dict[str, int]]:
+        """(rows kept, rows dropped so far by reason)."""
+        dropped = self.get(_DROPPED_KEY, {}) or {}
+        with self._lock:
+            rows = self._rows
+        return rows, {r: int(dropped.get(r, 0)) for r in DROP_REASONS}
 
     def close(self) -> None:
         with self._lock:

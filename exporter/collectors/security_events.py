@@ -5,8 +5,9 @@ Remoting: on each DC, ``Get-WinEvent -LogName Security -FilterXPath "...EventRec
 ForEach-Object -MemberName ToXml`` (cmdlets with parameters, no script; Event Log Readers is enough), so each
 refresh reads the events after that DC's bookmark in bounded batches. Files: Samba's auth_json_audit log,
 Winlogbeat JSON lines and exported event XML, followed by the tailer. The counters are stored with the
-bookmark or file checkpoint that produced them, in one transaction: across restarts nothing is counted twice
-and nothing is skipped.
+bookmark or file checkpoint that produced them, in one transaction, with each failure's and lockout's evidence
+(account, DC, reason, source address, workstation, caller computer) for investigations: across restarts nothing
+is counted or kept twice and nothing is skipped.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.tail import Lines, Tailer
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
-from exporter.state import StateStore
+from exporter.state import Evidence, StateStore
 from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,7 @@ class SecurityEventsCollector(Collector):
             counts, lockouts = self.counts.copy(), self.lockouts.copy()
             counted, newest = 0, 0.0
             sources: list[tuple[float, str, str, str]] = []
+            evidence: list[Evidence] = []
             for event in events:
                 if event.event_id not in self.event_ids:
                     continue
@@ -236,6 +238,9 @@ class SecurityEventsCollector(Collector):
                 counted += 1
                 when = event.time or self.clock()
                 newest = max(newest, when)
+                if event.user and (event.failed or event.event_id == ev.LOCKOUT):
+                    detail = event.evidence_detail()
+                    evidence.append(Evidence(event.user, when, "security_event", dc, str(event.event_id), detail))
                 if event.event_id == ev.LOCKOUT:
                     lockouts[(dc, event.caller_kind)] += 1
                     if event.caller_computer:
@@ -257,6 +262,7 @@ class SecurityEventsCollector(Collector):
                 )
                 for key, value in extra.items():
                     put(key, value)
+                put.evidence(evidence)
             self.counts, self.lockouts = counts, lockouts
             for source in sources:
                 self.window.add(*source)

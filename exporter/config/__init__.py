@@ -35,7 +35,7 @@ from exporter.config.mail import CanaryConfig, HybridMailConfig, ImapConfig, Mai
 from exporter.config.probes import ProbesConfig, ScheduledProbe, SmtpModule
 from exporter.config.remoting import Remoting, RemotingAuth, RemotingTls
 from exporter.config.security_events import EventDomainController, EventFile, EventRemoting, SecurityEventsConfig
-from exporter.config.web import LogConfig, StateConfig, WebConfig
+from exporter.config.web import EvidenceConfig, LogConfig, StateConfig, WebConfig
 
 __all__ = [
     "ActiveDirectoryConfig",
@@ -47,6 +47,7 @@ __all__ = [
     "EventDomainController",
     "EventFile",
     "EventRemoting",
+    "EvidenceConfig",
     "ExchangeConfig",
     "ExchangeLogsConfig",
     "ExchangeServerConfig",

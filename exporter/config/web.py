@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from exporter.config.base import ReadableFile, StrictModel, readable_file
+from exporter.config.base import ReadableFile, Seconds, StrictModel, readable_file
 
 
 class WebConfig(StrictModel):
@@ -51,6 +51,15 @@ class LogConfig(StrictModel):
     format: Literal["text", "json"] = "text"
 
 
+class EvidenceConfig(StrictModel):
+    """How much per-account evidence (failed logons, lockouts, 401s, AUTH failures) is kept for investigations."""
+
+    retention_seconds: Seconds = 7 * 86400.0
+    max_rows_per_account: int = Field(default=1000, ge=10, le=100_000)
+    max_rows: int = Field(default=200_000, ge=100, le=10_000_000)
+
+
 class StateConfig(StrictModel):
     # Bookmarks, log checkpoints and their counters; without a path they do not survive a restart.
     path: Path | None = None
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)

@@ -91,6 +91,8 @@ class SecurityEvent:
     ip: str  # source address, normalised; "" when not logged
     workstation: str  # the client's name as it gave it (4625 WorkstationName, 4776 Workstation)
     caller_computer: str = ""  # 4740: the machine the lockout came from; "" = not a domain computer
+    logon_type: str = ""  # 4625: 2 interactive, 3 network, 8 network cleartext, 10 remote interactive, ...
+    process: str = ""  # 4625: the process that asked (MSExchangeFrontendTransport.exe: SMTP AUTH on Exchange)
 
     @property
     def caller_kind(self) -> str:
@@ -100,6 +102,19 @@ class SecurityEvent:
     @property
     def failed(self) -> bool:
         return self.event_id != LOGON and self.reason != "success"
+
+    def evidence_detail(self) -> dict[str, str]:
+        """What an investigation needs of this event, without the empty fields."""
+        fields = {
+            "reason": self.reason,
+            "protocol": self.protocol,
+            "ip": self.ip,
+            "workstation": self.workstation,
+            "caller_computer": self.caller_computer,
+            "logon_type": self.logon_type,
+            "process": self.process,
+        }
+        return {k: v for k, v in fields.items() if v}
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -244,6 +259,8 @@ def build_event(
             _protocol_4625(get("AuthenticationPackageName") or "", get("LogonProcessName") or ""),
             normalise_ip(get("IpAddress")),
             _name(get("WorkstationName")),
+            logon_type=_name(get("LogonType")),
+            process=_name(get("ProcessName")),
         )
     raise EventParseError(f"event {event_id}: not an event this exporter reads")
 

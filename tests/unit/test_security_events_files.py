@@ -10,7 +10,7 @@ from pathlib import Path
 from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.config import parse_config
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.state import StateStore
+from exporter.state import EvidenceLimits, StateStore
 from lab.winevent import winlogbeat_line as to_winlogbeat
 from tests.helpers import samples, series, value
 from tests.unit.test_events_parsers import sample_text
@@ -63,7 +63,8 @@ async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: P
         '<?xml version="1.0" encoding="utf-8"?>\n<Events>\n' + "\n".join([ntlm[0], broken, ntlm[2]]) + "\n"
     )
     (tmp_path / "samba" / "auth_json.log").write_text(SAMBA.read_text())
-    state = StateStore(tmp_path / "state.db")
+    # The samples are years old: keep their evidence (the default keeps a week).
+    state = StateStore(tmp_path / "state.db", EvidenceLimits(retention_seconds=20 * 365 * 86400))
 
     first = collector(tmp_path, state)
     flat = samples(await first.collect())
@@ -83,6 +84,15 @@ async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: P
     assert sum(dc1.values()) == 12
     assert value(flat, "ad_security_event_source_failures", kind="ip", source="127.0.0.1") == 12
     assert value(flat, "ad_security_event_source_accounts", kind="ip", source="127.0.0.1") == 3
+    # Every failure counted is kept as evidence, in the same transaction: 3 + 2 + 12.
+    assert state.evidence_stats()[0] == 17
+    (kerberos_failure, *_) = state.evidence_for("admin-hacker")
+    assert (kerberos_failure.host, kerberos_failure.kind, kerberos_failure.detail["reason"]) == (
+        "rootdc1.offsec.lan",
+        "4771",
+        "preauth_failed",
+    )
+    assert kerberos_failure.detail["ip"]
     await first.close()
 
     # More lines, a partial one among them; a new collector on the same state resumes exactly.
@@ -102,6 +112,7 @@ async def test_bad_lines_are_counted_and_skipped_and_restarts_resume(tmp_path: P
         value(flat, "ad_security_events_total", event_id="4771", reason="preauth_failed", protocol="kerberos", **rootdc)
         == 5
     )
+    assert state.evidence_stats()[0] == 19  # the two new failures, nothing again
     await second.close()
     state.close()
 

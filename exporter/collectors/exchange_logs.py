@@ -2,8 +2,9 @@
 protocol logs (replies, TLS, AUTH per connector) and message tracking (events, failures, loops).
 
 Each kind of log has its own tailer. A few MiB of lines at a time are counted and then committed together with
-the tailer's checkpoint in one transaction, so a restart (even ``kill -9``) resumes exactly where the counts
-stop: nothing is counted twice, nothing is lost.
+the tailer's checkpoint, and the per-account evidence they hold (each distinct 401 with its device and address,
+each failed SMTP AUTH with its user name), in one transaction, so a restart (even ``kill -9``) resumes exactly
+where the counts stop: nothing is counted or kept twice, nothing is lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from exporter.parsers import exchange_logs as xl
 from exporter.parsers import iis
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.tail import Lines, Tailer
-from exporter.state import StateStore
+from exporter.state import Evidence, StateStore
 from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,8 @@ class LogSource:
     lines: int = 0
     last_read: float = 0.0
     error: str = ""
+    # Per-account evidence read since the last commit, stored with the checkpoint.
+    evidence: list[Evidence] = field(default_factory=list)
 
 
 class ExchangeLogsCollector(Collector):
@@ -323,6 +326,8 @@ class ExchangeLogsCollector(Collector):
                     "lines": source.lines,
                 },
             )
+            put.evidence(source.evidence)
+        source.evidence = []
 
     def _header(self, path: str, upto: int) -> str:
         """The last #Fields: directive before ``upto``, for a file first met past its header (started at its end,
@@ -375,7 +380,7 @@ class ExchangeLogsCollector(Collector):
                 if not lines:
                     continue
                 if source.kind == "iis":
-                    self._count_iis(source.counts, directive, lines)
+                    self._count_iis(source, directive, lines)
                     continue
                 required = xl.TrackingCounts.REQUIRED if source.kind == "message_tracking" else xl.SmtpCounts.REQUIRED
                 try:
@@ -384,11 +389,25 @@ class ExchangeLogsCollector(Collector):
                     source.counts.malformed += len(lines)
                     continue
                 source.counts.count(xl.rows(lines), index)
+                if isinstance(source.counts, xl.SmtpCounts):
+                    source.evidence += [
+                        Evidence(
+                            f.user,
+                            f.time or self.clock(),
+                            "smtp_auth",
+                            self.server,
+                            "auth_failure",
+                            {"connector": f.connector, "client_ip": f.client_ip, "mechanism": f.mechanism},
+                        )
+                        for f in source.counts.take_auth_failures()
+                    ]
         # Drop files no longer followed from the per-file directives.
         followed = source.tailer.identities
         source.fields = {i: f for i, f in source.fields.items() if i in followed}
 
-    def _count_iis(self, counts: iis.IisCounts, directive: str, lines: list[bytes]) -> None:
+    def _count_iis(self, source: LogSource, directive: str, lines: list[bytes]) -> None:
+        counts = source.counts
+        assert isinstance(counts, iis.IisCounts)
         try:
             layout = iis.Layout.from_directive(directive)
         except iis.FieldsError:
@@ -397,17 +416,38 @@ class ExchangeLogsCollector(Collector):
         unauthorized: list[bytes] = []
         counts.count(lines, layout, unauthorized)
         # The same phone fails the same way again and again: parse each distinct 401 once, in order of first
-        # appearance (so a device's 1326s still come before its 1909s).
-        distinct: dict[tuple[bytes, ...], int] = {}
+        # appearance (so a device's 1326s still come before its 1909s), with the time of its first and last line.
+        distinct: dict[tuple[bytes, ...], list[Any]] = {}
         width = len(layout.fields)
         for line in unauthorized:
             parts = line.split(b" ")
             if len(parts) == width:
                 key = iis.detail_key(parts, layout)
-                distinct[key] = distinct.get(key, 0) + 1
+                seen = distinct.get(key)
+                if seen is None:
+                    distinct[key] = [1, parts, parts]
+                else:
+                    seen[0] += 1
+                    seen[2] = parts
         now = self.clock()
-        for key, n in distinct.items():
-            self._note_unauthorized(iis.unauthorized_from_fields(key), now, n)
+        for key, (n, first, last) in distinct.items():
+            entry = iis.unauthorized_from_fields(key)
+            self._note_unauthorized(entry, now, n)
+            if entry.user:
+                detail = {
+                    "protocol": entry.protocol,
+                    "win32_status": entry.win32_status,
+                    "device_id": entry.device_id,
+                    "device_type": entry.device_type,
+                    "client_ip": entry.client_ip,
+                    "count": str(n),
+                }
+                first_time, last_time = iis.line_time(first, layout) or now, iis.line_time(last, layout) or now
+                if n > 1:
+                    detail["first_time"] = f"{first_time:.0f}"
+                source.evidence.append(
+                    Evidence(entry.user, last_time, "iis", self.server, "401", {k: v for k, v in detail.items() if v})
+                )
 
     def _note_unauthorized(self, entry: iis.Unauthorized, now: float, n: int = 1) -> None:
         if entry.user:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from exporter.parsers.smtp import parse_reply, parse_reply_chain
@@ -38,8 +40,44 @@ def _bump(table: dict[Any, int], key: Any, n: int = 1) -> None:
 
 
 # Exchange logs a failed AUTH as context before (or instead of) the 535 reply; 2010 words it differently.
-_AUTH_FAILED = re.compile(r"Inbound (?:AUTH \S+|authentication) failed", re.I)
+_AUTH_FAILED = re.compile(r"Inbound (?:AUTH (\S+)|authentication) failed", re.I)
+_USER_NAME = re.compile(r"^User Name:\s*(\S+)", re.I)
 _OPEN_SESSIONS = 10_000  # sessions whose AUTH outcome is remembered, so one failure is counted once
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """A failed SMTP AUTH attempt, for the evidence store: who (from the "User Name:" context line) and from where."""
+
+    user: str
+    time: float | None
+    connector: str
+    client_ip: str
+    mechanism: str
+
+
+@dataclass
+class _Attempt:
+    connector: str
+    client_ip: str
+    time: float | None
+    mechanism: str = ""
+    failed: bool = False
+    user: str = ""
+    reported: bool = False
+
+
+def _log_time(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _address(endpoint: str) -> str:
+    """'203.0.113.7:5100' or '[2001:db8::1]:5100' -> the address."""
+    host = endpoint.rpartition(":")[0] if endpoint.count(":") == 1 or endpoint.startswith("[") else endpoint
+    return host.strip("[]")
 
 
 class SmtpCounts:
@@ -58,16 +96,44 @@ class SmtpCounts:
         self.tls: dict[tuple[str, str], int] = {}
         self.auth: dict[tuple[str, str], int] = {}
         self.malformed = 0
-        self._failed_attempt: dict[str, bool] = {}  # session id -> its current AUTH attempt already counted
+        self._attempts: dict[str, _Attempt] = {}  # session id -> its current AUTH attempt
+        self._failures: list[AuthFailure] = []
 
-    def _auth_failure(self, connector: str, session: str) -> None:
-        if self._failed_attempt.get(session):
+    def _attempt(self, session: str, connector: str, row: list[str], index: dict[str, int]) -> _Attempt:
+        attempt = self._attempts.get(session)
+        if attempt is None:
+            remote = index.get("remote-endpoint")
+            when = index.get("date-time")
+            attempt = self._attempts[session] = _Attempt(
+                connector,
+                _address(row[remote]) if remote is not None else "",
+                _log_time(row[when]) if when is not None else None,
+            )
+            if len(self._attempts) > _OPEN_SESSIONS:
+                self._end(next(iter(self._attempts)))
+        return attempt
+
+    def _auth_failure(self, attempt: _Attempt) -> None:
+        if attempt.failed:
             return
-        _bump(self.auth, (connector, "failure"))
-        if session:
-            self._failed_attempt[session] = True
-            if len(self._failed_attempt) > _OPEN_SESSIONS:
-                del self._failed_attempt[next(iter(self._failed_attempt))]
+        attempt.failed = True
+        _bump(self.auth, (attempt.connector, "failure"))
+        self._report(attempt)
+
+    def _report(self, attempt: _Attempt) -> None:
+        if attempt.failed and attempt.user and not attempt.reported:
+            attempt.reported = True
+            self._failures.append(
+                AuthFailure(attempt.user, attempt.time, attempt.connector, attempt.client_ip, attempt.mechanism)
+            )
+
+    def _end(self, session: str) -> None:
+        self._attempts.pop(session, None)
+
+    def take_auth_failures(self) -> list[AuthFailure]:
+        """The failed AUTH attempts with a user name read since the last call."""
+        out, self._failures = self._failures, []
+        return out
 
     def count(self, data_rows: Iterable[list[str]], index: dict[str, int]) -> None:
         connector_at, event_at, data_at = (index[n] for n in self.REQUIRED)
@@ -93,19 +159,27 @@ class SmtpCounts:
                 if receive and reply.code == "235":
                     _bump(self.auth, (connector, "success"))
                 elif receive and reply.code == "535":
-                    self._auth_failure(connector, session)
+                    self._auth_failure(self._attempt(session, connector, row, index))
             elif event == "*":
-                text = f"{data} {row[context_at] if context_at is not None else ''}"
+                context = row[context_at] if context_at is not None else ""
+                text = f"{data} {context}"
                 if "TLS negotiation failed" in text:
                     _bump(self.tls, (connector, "failure"))
                 elif "TLS protocol" in text and "succeeded" in text:
                     _bump(self.tls, (connector, "success"))
-                elif receive and _AUTH_FAILED.search(text):
-                    self._auth_failure(connector, session)
+                elif receive and (failed := _AUTH_FAILED.search(text)):
+                    attempt = self._attempt(session, connector, row, index)
+                    attempt.mechanism = attempt.mechanism or (failed.group(1) or "").upper()
+                    self._auth_failure(attempt)
+                elif receive and (user := _USER_NAME.match(context.strip() or data.strip())):
+                    attempt = self._attempt(session, connector, row, index)
+                    attempt.user = user.group(1).lower()
+                    self._report(attempt)
             elif receive and event == "<" and data[:5].upper() == "AUTH ":
-                self._failed_attempt.pop(session, None)  # a new attempt
+                self._end(session)  # a new attempt
+                self._attempt(session, connector, row, index).mechanism = data[5:].split(" ")[0].upper()
             elif event == "-":
-                self._failed_attempt.pop(session, None)
+                self._end(session)
 
     def state(self) -> dict[str, Any]:
         return {

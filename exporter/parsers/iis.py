@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -72,6 +73,8 @@ class Layout:
     user: int | None
     client_ip: int | None
     forwarded_for: int | None
+    date: int | None = None
+    time: int | None = None
 
     @classmethod
     def from_directive(cls, line: str) -> Layout:
@@ -95,6 +98,8 @@ class Layout:
             index.get("cs-username"),
             index.get("c-ip"),
             forwarded,
+            index.get("date"),
+            index.get("time"),
         )
 
 
@@ -133,6 +138,17 @@ def parse_unauthorized(line: bytes, layout: Layout) -> Unauthorized | None:
     return unauthorized_from_fields(
         detail_key(parts, layout), " ".join(p.decode("ascii", "replace") for p in parts[:2])
     )
+
+
+def line_time(parts: list[bytes], layout: Layout) -> float | None:
+    """The line's ``date time`` (UTC, as IIS writes it), or None when the layout has no such fields."""
+    if layout.date is None or layout.time is None:
+        return None
+    try:
+        text = f"{parts[layout.date].decode('ascii')}T{parts[layout.time].decode('ascii')}+00:00"
+        return datetime.fromisoformat(text).timestamp()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def detail_key(parts: list[bytes], layout: Layout) -> tuple[bytes, ...]:

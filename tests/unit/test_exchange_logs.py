@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.config import parse_config
 from exporter.parsers import iis
-from exporter.parsers.exchange_logs import FieldsError, SmtpCounts, fields_index, rows
+from exporter.parsers.exchange_logs import AuthFailure, FieldsError, SmtpCounts, fields_index, rows
 from exporter.state import StateStore
 from lab.exchange_logs import IIS_FIELDS, SMTP_FIELDS
 from tests.helpers import samples, value
@@ -70,7 +71,8 @@ async def test_bad_lines_a_fields_change_overlong_and_unfinished_lines(tmp_path:
         "#Fields: date-time,session-id\r\n"  # a header without the columns needed
         "2026-11-27T07:00:01.003Z,08DD02\r\n"
     )
-    state = StateStore(tmp_path / "state.db")
+    # The clock stands just after the lines were written, whatever the date the test runs on.
+    state = StateStore(tmp_path / "state.db", clock=lambda: datetime(2026, 11, 27, 7, 1, tzinfo=UTC).timestamp())
     first = collector(tmp_path, state)
     flat = samples(await first.collect())
     labels = {"server": "ex1"}
@@ -140,6 +142,17 @@ async def test_bad_lines_a_fields_change_overlong_and_unfinished_lines(tmp_path:
         == 1
     )
     assert value(flat, "exchange_log_malformed_lines_total", log="smtp_receive", **labels) == 2
+    # The device's 401s as evidence for jdoe: one row per distinct failure, newest first, with its count.
+    evidence = [
+        (e.kind, e.detail["win32_status"], e.detail["count"], e.detail["client_ip"]) for e in state.evidence_for("jdoe")
+    ]
+    assert sorted(evidence) == [
+        ("401", "1326", "1", "203.0.113.7"),
+        ("401", "1909", "1", "198.51.100.9"),
+        ("401", "1909", "1", "203.0.113.7"),
+    ]
+    assert {e.detail["device_id"] for e in state.evidence_for("jdoe")} == {"ApplF17XYZ"}
+    assert {e.time for e in state.evidence_for("jdoe")} == {datetime(2026, 11, 27, 7, 0, 1, tzinfo=UTC).timestamp()}
     await first.close()
     # The unfinished line is counted once finished, by a new collector resuming from the stored checkpoint.
     with web.open("a", encoding="utf-8") as out:
@@ -159,6 +172,7 @@ async def test_bad_lines_a_fields_change_overlong_and_unfinished_lines(tmp_path:
         )
         == 2
     )
+    assert len(state.evidence_for("jdoe")) == 3  # nothing read twice after the restart
     await second.close()
 
 
@@ -234,6 +248,17 @@ def test_an_auth_failure_logged_only_as_context_is_counted_once() -> None:
     # sequence number) and no 535 line: one failed AUTH, no success.
     counts = count_receive_log((LOGS / "artefacts_help_RECV2023011116-1.LOG").read_text())
     assert counts.auth == {("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "failure"): 1}
+    # For the evidence store: who failed (the "User Name:" line that follows), from where, when the attempt began.
+    assert counts.take_auth_failures() == [
+        AuthFailure(
+            "username@domain.com",
+            datetime(2023, 1, 11, 16, 0, 3, 115000, tzinfo=UTC).timestamp(),
+            "SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME",
+            "95.10.20.33",
+            "LOGIN",
+        )
+    ]
+    assert counts.take_auth_failures() == []
     assert counts.tls == {("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "success"): 1}
     assert counts.malformed == 0
 

@@ -26,6 +26,7 @@ from exporter.collectors.hybrid_mail import HybridMailCollector
 from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.collectors.smtp_probe import ScheduledProbesCollector
 from exporter.config import Config, ConfigError, load_config
+from exporter.lockouts import LockoutService
 from exporter.metrics import Family
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
@@ -211,7 +212,11 @@ def load_security(config: Config) -> WebSecurity | None:
 
 async def serve(exporter: Exporter) -> None:
     app = build_app(
-        lambda: exporter.registry, exporter.per_scrape, lambda: exporter.config.probes, lambda: exporter.security
+        lambda: exporter.registry,
+        exporter.per_scrape,
+        lambda: exporter.config.probes,
+        lambda: exporter.security,
+        LockoutService(exporter.state, lambda: exporter.config),
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

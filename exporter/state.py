@@ -164,6 +164,20 @@ class StateStore:
             ).fetchall()
         return [Evidence(a, t, s, h, k, json.loads(d)) for a, t, s, h, k, d in rows]
 
+    def accounts_per_address(self, addresses: Iterable[str], since: float) -> dict[str, int]:
+        """For each address, on how many distinct accounts it failed since ``since`` (a spray shows here)."""
+        wanted = sorted({a for a in addresses if a})
+        if not wanted:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT address, COUNT(DISTINCT account) FROM (SELECT account, COALESCE(json_extract(detail, '$.ip'), "
+                "json_extract(detail, '$.client_ip')) AS address FROM evidence WHERE time >= ?) "
+                "WHERE address IN (SELECT value FROM json_each(?)) GROUP BY address",
+                (since, json.dumps(wanted)),
+            ).fetchall()
+        return {address: int(n) for address, n in rows}
+
     def evidence_stats(self) -> tuple[int, dict[str, int]]:
         """(rows kept, rows dropped so far by reason)."""
         dropped = self.get(_DROPPED_KEY, {}) or {}

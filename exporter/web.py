@@ -1,8 +1,9 @@
-"""The HTTP side: landing page, /metrics, /probe, /-/healthy, /-/ready (aiohttp)."""
+"""The HTTP side: landing page, /metrics, /probe, /api/v1/lockouts/{account}, /-/healthy, /-/ready (aiohttp)."""
 
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections.abc import Callable, Iterable
 
@@ -13,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__, exposition
 from exporter.collectors.smtp_probe import probe_families
 from exporter.config import ProbesConfig
+from exporter.lockouts import InvalidAccount, LockoutService, RateLimited
 from exporter.registry import CollectorRegistry
 from exporter.sources.smtp import probe_smtp
 from exporter.web_security import WebSecurity, security_middleware
@@ -61,6 +63,7 @@ def build_app(
     per_scrape: Callable[[], Iterable[Metric]] = list,
     get_probes: Callable[[], ProbesConfig] | None = None,
     get_security: Callable[[], WebSecurity | None] | None = None,
+    lockouts: LockoutService | None = None,
 ) -> web.Application:
     """The registry and web security are fetched per request, so a config reload can swap them.
 
@@ -129,12 +132,34 @@ def build_app(
     async def landing(_: web.Request) -> web.Response:
         return web.Response(text=landing_page(get_registry()), content_type="text/html")
 
+    async def lockout_api(request: web.Request) -> web.Response:
+        if lockouts is None:
+            return _json_error(404, "the lockout investigator needs the state database (state:)")
+        try:
+            found = await lockouts.account(request.match_info["account"])
+        except InvalidAccount as exc:
+            return _json_error(400, str(exc))
+        except RateLimited as exc:
+            return _json_error(429, str(exc), {"Retry-After": f"{max(exc.retry_after, 1):.0f}"})
+        if found is None:
+            return _json_error(404, "nothing is known of this account: no failed logon, lockout or 401 kept for it")
+        return web.json_response(found, dumps=_dumps)
+
     app.router.add_get("/", landing)
+    app.router.add_get("/api/v1/lockouts/{account}", lockout_api)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     return app
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers, dumps=_dumps)
 
 
 def _content_type(openmetrics: bool) -> str:

@@ -13,6 +13,9 @@ class ExchangeLogsConfig(StrictModel):
     """Exchange's own log files for one server (local, or a mounted share), followed across rotations."""
 
     server: str = Field(min_length=1)  # the label: the Exchange server that wrote these logs
+    # The server's addresses as the DCs see them (4771/4625 IpAddress), so the investigator can follow a
+    # failure from a DC to this server's logs; its name is matched as well (and resolved in DNS).
+    addresses: list[str] = Field(default_factory=list, max_length=64)
     iis: list[str] = Field(default_factory=list)  # globs of the front end's W3C logs (W3SVC1/u_ex*.log)
     smtp_receive: list[str] = Field(default_factory=list)  # ProtocolLog/SmtpReceive/RECV*.LOG
     smtp_send: list[str] = Field(default_factory=list)  # ProtocolLog/SmtpSend/SEND*.LOG

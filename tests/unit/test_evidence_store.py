@@ -121,3 +121,14 @@ def test_kill_9_loses_and_doubles_nothing(tmp_path: Path) -> None:
     batches = Counter(r.detail["batch"] for r in store.evidence_for("user7", limit=10_000))
     assert batches == Counter({str(b): 1 for b in range(last + 1)})
     store.close()
+
+
+def test_accounts_per_address_shows_a_spray() -> None:
+    store = StateStore(clock=lambda: 10_000.0)
+    with store.transaction() as put:
+        put.evidence(failure(f"user{i}", 9000.0 + i, "203.0.113.66") for i in range(40))
+        put.evidence([failure("alice", 9500.0, "198.51.100.7"), failure("alice", 9501.0, "198.51.100.7")])
+        put.evidence([Evidence("bob", 9600.0, "iis", "ex1", "401", {"client_ip": "198.51.100.7"})])
+        put.evidence([failure("carol", 5000.0, "198.51.100.7")])  # before the window asked about
+    counts = store.accounts_per_address(["203.0.113.66", "198.51.100.7", "192.0.2.1", ""], since=8000.0)
+    assert counts == {"203.0.113.66": 40, "198.51.100.7": 2}

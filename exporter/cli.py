@@ -216,7 +216,13 @@ async def serve(exporter: Exporter) -> None:
         exporter.per_scrape,
         lambda: exporter.config.probes,
         lambda: exporter.security,
-        LockoutService(exporter.state, lambda: exporter.config),
+        LockoutService(
+            exporter.state,
+            lambda: exporter.config,
+            get_directories=lambda: [
+                s.collector for s in exporter.registry.states if isinstance(s.collector, ActiveDirectoryCollector)
+            ],
+        ),
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -117,10 +117,15 @@ def investigate(
     exchange: Mapping[str, str] | None = None,
     password_last_set: float | None = None,
     spray: Mapping[str, int] | None = None,
+    *,
+    created: float | None = None,
+    locked_on: str = "",
 ) -> Verdict:
     """``rows``: the account's evidence (any order). ``exchange``: Exchange servers by address and by name
-    (lower case). ``password_last_set``: when the password last changed (pwdLastSet), if known. ``spray``:
-    per source address, on how many accounts it failed."""
+    (lower case). ``password_last_set``: when the password last changed (pwdLastSet), if known, and ``created``
+    when the account was (whenCreated: a password set at creation is no change). ``spray``: per source address,
+    on how many accounts it failed. ``locked_on``: the DC a current lock was written on (replication metadata),
+    when the per-DC table shows one."""
     exchange = exchange or {}
     spray = spray or {}
     timeline = tuple(sorted(rows, key=lambda e: e.time, reverse=True))
@@ -143,10 +148,13 @@ def investigate(
             s.note(lockout, 0)
             s.confidence = "high"
             s.evidence.append(f"4740 on {lockout.host} at {when(lockout.time)} names caller computer {caller.upper()}")
-    if not lockouts:
+    if not lockouts and locked_on:
         missing.append(
-            "No lockout event (4740) for this account in the evidence kept: locked now? see the per-DC table"
+            f"Locked now (the lockout was written on {locked_on}) but no lockout event (4740) was read: collect the "
+            f"Security log of the PDC emulator or of {locked_on} to learn the caller computer"
         )
+    elif not lockouts:
+        missing.append("No lockout event (4740) for this account in the evidence kept")
     elif not any(e.detail.get("caller_computer") for e in lockouts):
         missing.append(
             f"The 4740 on {lockouts[0].host} has no caller computer: the source is not a domain computer "
@@ -238,13 +246,12 @@ def investigate(
             if locked_after_wrong:
                 s.evidence.append("it failed with a wrong password (1326), then as locked out (1909)")
 
-    # 4. Stale credentials; 5. sprays.
+    # 4. Stale credentials: failing only since the password was changed (not set at creation); 5. sprays.
+    changed = password_last_set if password_last_set and (created is None or password_last_set - created > 60) else None
     for s in sources.values():
-        if password_last_set and s.kind != "caller_computer" and s.last > password_last_set and s.failures:
+        if changed and s.kind != "caller_computer" and s.failures and s.first >= changed:
             s.stale_credential = True
-            s.evidence.append(
-                f"still failing since the password change at {when(password_last_set)}: a stale credential"
-            )
+            s.evidence.append(f"failing only since the password change at {when(changed)}: a stale credential")
         address = s.client_ip or (s.value if s.kind in ("ip", "smtp_client") else "")
         accounts = spray.get(address, 0) if address else 0
         if accounts >= SPRAY_ACCOUNTS:
@@ -256,7 +263,9 @@ def investigate(
         sources.values(),
         key=lambda s: (-_WEIGHT[s.confidence] * max(s.failures, 1), -s.last, s.kind, s.value),
     )
-    origin = tuple(sorted({e.host for e in lockouts} | {e.host for e in failures}))
+    # The DC the lock was written on first, then those that logged the lockouts and failures.
+    logging_dcs = sorted({e.host for e in lockouts} | {e.host for e in failures})
+    origin = tuple(dict.fromkeys([locked_on, *logging_dcs] if locked_on else logging_dcs))
     return Verdict(account.lower(), lockouts, origin, tuple(ranked), tuple(dict.fromkeys(missing)), timeline)
 
 

@@ -12,13 +12,14 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.config import Config
 from exporter.investigate import exchange_addresses, investigate
-from exporter.state import StateStore
+from exporter.state import Evidence, StateStore
 
 API_VERSION = 1
 # sAMAccountName or UPN: no control characters and none of the characters AD refuses in a logon name.
@@ -71,10 +72,17 @@ class RateLimit:
 
 
 class LockoutService:
-    def __init__(self, state: StateStore, get_config: Callable[[], Config], limit: RateLimit | None = None) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        get_config: Callable[[], Config],
+        limit: RateLimit | None = None,
+        get_directories: Callable[[], Sequence[ActiveDirectoryCollector]] = list,
+    ) -> None:
         self.state = state
         self.get_config = get_config
         self.limit = limit or RateLimit()
+        self.get_directories = get_directories  # the running AD collectors: their DCs answer the per-DC table
         self._dns: dict[str, tuple[float, list[str]]] = {}
 
     def _exchange(self) -> dict[str, str]:
@@ -96,18 +104,32 @@ class LockoutService:
         self._dns[name] = (now, addresses)
         return addresses
 
-    def _account(self, account: str) -> dict[str, Any] | None:
+    def _evidence(self, account: str) -> tuple[list[Evidence], dict[str, int], dict[str, str]]:
         rows = self.state.evidence_for(account, limit=self.get_config().state.evidence.max_rows_per_account)
-        if not rows:
-            return None
         addresses = {r.detail.get("ip", "") for r in rows} | {r.detail.get("client_ip", "") for r in rows}
         spray = self.state.accounts_per_address(addresses, time.time() - SPRAY_WINDOW_SECONDS)
-        verdict = investigate(account, rows, self._exchange(), spray=spray)
-        return {"api_version": API_VERSION, **verdict.as_dict()}
+        return rows, spray, self._exchange()
 
     async def account(self, name: str) -> dict[str, Any] | None:
-        """The account's verdict and evidence, or None when nothing is known of it. Raises InvalidAccount,
-        RateLimited."""
+        """The account's per-DC table, verdict and evidence, or None when neither the evidence nor any DC knows
+        it. Raises InvalidAccount, RateLimited."""
         account = valid_account(name)
         self.limit.check(account)
-        return await asyncio.to_thread(self._account, account)
+        directories = list(self.get_directories())
+        evidence = asyncio.ensure_future(asyncio.to_thread(self._evidence, account))  # while the DCs answer
+        live = await asyncio.gather(*(d.account_status(account) for d in directories))
+        rows, spray, exchange = await evidence
+        tables = [
+            {"domain": d.domain, "dcs": [row.as_dict() for row in dcs]}
+            for d, dcs in zip(directories, live, strict=True)
+        ]
+        found = [row for dcs in live for row in dcs if row.found]
+        if not rows and not found:
+            return None
+        changed = max((r.pwd_last_set for r in found if r.pwd_last_set), default=None)
+        created = min((r.created for r in found if r.created), default=None)
+        locked_on = next((r.orig_lock for r in found if r.locked and r.orig_lock not in ("", "unknown")), "")
+        verdict = investigate(
+            account, rows, exchange, password_last_set=changed, spray=spray, created=created, locked_on=locked_on
+        )
+        return {"api_version": API_VERSION, "directory": tables, "password_last_set": changed, **verdict.as_dict()}

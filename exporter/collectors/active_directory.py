@@ -9,6 +9,7 @@ Server-side filters keep the cost proportional to the accounts affected, not to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import socket
@@ -188,6 +189,36 @@ class DcSweep:
     parse_errors: list[str] = field(default_factory=list)
 
 
+# What the investigator's per-DC table needs of one account (LockoutStatus.exe's columns and the effective policy).
+ACCOUNT_STATUS_ATTRIBUTES = (*LOCKOUT_ATTRIBUTES, "pwdLastSet", "whenCreated", "msDS-ResultantPSO")
+ACCOUNT_STATUS_CACHE_SECONDS = 10.0  # a page reload does not ask the DCs again
+
+
+@dataclass(frozen=True)
+class DcAccountStatus:
+    """One DC's view of one account, asked for on demand."""
+
+    dc: str
+    site: str
+    pdc: bool
+    up: bool
+    error: str = ""
+    found: bool = False
+    user: str = ""
+    locked: bool = False
+    bad_pwd_count: int | None = None
+    last_bad_password: float | None = None
+    pwd_last_set: float | None = None
+    created: float | None = None
+    lockout_time: float | None = None
+    orig_lock: str = ""  # the DC the lockout was written on ("" when not locked)
+    lockout_threshold: int | None = None  # the effective policy (PSO included)
+    policy: str = ""  # "domain" or the PSO's name
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
 @dataclass
 class DomainState:
     topology: ad.Topology | None = None
@@ -262,6 +293,7 @@ class ActiveDirectoryCollector(Collector):
         self._parse_errors_total = 0
         self._last_sweeps: list[DcSweep] = []
         self._known_endpoints: list[LdapEndpoint] = []
+        self._account_cache: dict[str, tuple[float, list[DcAccountStatus]]] = {}
 
     # --- targets -----------------------------------------------------------------------------------------
 
@@ -499,6 +531,90 @@ class ActiveDirectoryCollector(Collector):
                     by_dn[dn] = {**by_dn[dn], **extra[0][1]}
             locked = list(by_dn.items())
         return bad, locked
+
+    # --- one account, on demand (the lockout investigator) -----------------------------------------------
+
+    async def account_status(self, account: str) -> list[DcAccountStatus]:
+        """Every known DC's view of one account, asked of all at once (bounded by max_concurrent_dcs, through
+        the credential guard): one base-DN search per DC for that one name, never a sweep; cached briefly."""
+        key = account.lower().rpartition("\\")[2]
+        cached = self._account_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < ACCOUNT_STATUS_CACHE_SECONDS:
+            return cached[1]
+        endpoints = self._known_endpoints or await self._targets()
+        rows = list(await asyncio.gather(*(self._account_on(ep, key) for ep in endpoints)))
+        self._account_cache = {
+            a: c for a, c in self._account_cache.items() if time.monotonic() - c[0] < ACCOUNT_STATUS_CACHE_SECONDS
+        }
+        if len(self._account_cache) < 1000:
+            self._account_cache[key] = (time.monotonic(), rows)
+        return rows
+
+    async def _account_on(self, ep: LdapEndpoint, account: str) -> DcAccountStatus:
+        topology = self._state.topology or ad.Topology((), None)
+        info = {dc.host: dc for dc in topology.controllers if dc.host}.get(ep.host)
+        pdc = topology.pdc is not None and topology.pdc.host == ep.host
+        site = info.site if info else ""
+        client = self._client(ep)
+        name = escape_filter_chars(account)
+        search = f"(&(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})(|(sAMAccountName={name})(userPrincipalName={name})))"
+        try:
+            entries = await self._on_dc(
+                client,
+                functools.partial(client.search, scope="subtree", page_size=2),
+                self.base_dn,
+                search,
+                ACCOUNT_STATUS_ATTRIBUTES,
+            )
+        except LdapError as exc:
+            return DcAccountStatus(ep.host, site, pdc, False, self.redact(f"{exc.reason}: {exc}"))
+        except Exception as exc:  # one DC's surprise must not stop the others
+            return DcAccountStatus(ep.host, site, pdc, False, self.redact(f"{type(exc).__name__}: {exc}"))
+        if not entries:
+            return DcAccountStatus(ep.host, site, pdc, True)
+        dn, attrs = entries[0]
+        parsed = ad.parse_account(dn, attrs).account
+        policy, policy_name = self._effective_policy(attrs)
+        now = self.clock()
+        locked = (
+            ad.is_locked(parsed, policy, now)
+            if policy is not None
+            else bool((parsed.uac_computed or 0) & ad.UF_LOCKOUT)
+        )
+        try:
+            pwd_raw = ad.int_attr(attrs, "pwdLastSet")
+        except ad.AttributeValueError:
+            pwd_raw = None
+        return DcAccountStatus(
+            dc=ep.host,
+            site=site,
+            pdc=pdc,
+            up=True,
+            found=True,
+            user=parsed.user,
+            locked=locked,
+            bad_pwd_count=parsed.bad_pwd_count,
+            last_bad_password=parsed.bad_password_time,
+            pwd_last_set=ad.filetime_to_unix(pwd_raw) if pwd_raw else None,
+            created=ad.generalized_time(attrs, "whenCreated"),
+            lockout_time=parsed.lockout_time if parsed.lockout_time else None,
+            orig_lock=ad.resolve_origin(parsed.lockout_origin, topology) if locked else "",
+            lockout_threshold=policy.threshold if policy is not None else None,
+            policy=policy_name,
+        )
+
+    def _effective_policy(self, attrs: ad.RawAttributes) -> tuple[ad.LockoutPolicy | None, str]:
+        try:
+            pso = ad.str_attr(attrs, "msDS-ResultantPSO")
+        except ad.AttributeValueError:
+            pso = None
+        if pso:
+            name = ad.rdn_value(pso)
+            for settings in self._state.password_settings:
+                if settings.name.lower() == name.lower():
+                    return settings.policy, settings.name
+            return self._state.policy, f"{name} (not readable; domain policy shown)"
+        return self._state.policy, "domain"
 
     # --- metrics -----------------------------------------------------------------------------------------
 

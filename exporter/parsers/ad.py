@@ -13,6 +13,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 RawAttributes = Mapping[str, Sequence[bytes]]
@@ -97,6 +98,17 @@ def str_attr(attrs: RawAttributes, name: str) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise AttributeValueError(name, "not valid UTF-8") from None
+
+
+def generalized_time(attrs: RawAttributes, name: str) -> float | None:
+    """A GeneralizedTime attribute ("20261202060354.0Z") as Unix seconds; None when absent or unreadable."""
+    raw = _single(attrs, name)
+    if raw is None:
+        return None
+    match = re.match(rb"^(\d{14})(?:[.,]\d+)?Z$", raw.strip())
+    if not match:
+        return None
+    return datetime.strptime(match.group(1).decode(), "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
 
 
 def guid_attr(attrs: RawAttributes, name: str) -> uuid.UUID | None:

@@ -425,6 +425,10 @@ def _samba_protocol(service: str, auth: str) -> str:
     return "other"
 
 
+def _client_workstation(workstation: str, dc: str) -> str:
+    return "" if workstation.lower() == dc.lower().split(".", 1)[0] else workstation
+
+
 def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
     """A Samba auth_json_audit line; None for records that are not authentications (authorizations, ...)."""
     doc = _json(line)
@@ -449,5 +453,6 @@ def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
         reason=SAMBA_REASONS.get(status, status.lower().removeprefix("nt_status_")),
         protocol=_samba_protocol(service, description),
         ip=normalise_ip(str(auth.get("remoteAddress") or "")),
-        workstation=str(auth.get("workstation") or ""),
+        # For an LDAP bind Samba names itself as the workstation: that is no client's name.
+        workstation=_client_workstation(str(auth.get("workstation") or ""), dc),
     )

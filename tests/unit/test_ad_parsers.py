@@ -225,3 +225,9 @@ def test_topology_by_naming_context_when_no_server_reference() -> None:
     ]
     assert [dc.name for dc in ad.parse_topology(entries, {}, "DC=corp,DC=example").controllers] == ["X2"]
     assert ad.parse_topology(entries, {}, "DC=other,DC=example").controllers == ()
+
+
+def test_generalized_time() -> None:
+    assert ad.generalized_time({"whenCreated": [b"20261202060354.0Z"]}, "whenCreated") == 1796191434.0
+    assert ad.generalized_time({"whenCreated": [b"not a time"]}, "whenCreated") is None
+    assert ad.generalized_time({}, "whenCreated") is None

@@ -81,6 +81,19 @@ def test_a_device_still_failing_after_the_password_change_is_a_stale_credential(
     assert any("stale credential" in line for line in verdict.sources[0].evidence)
     before = investigate("jdoe", rows, EXCHANGE, password_last_set=T0 + 300)
     assert not before.sources[0].stale_credential
+    # A password set when the account was created is no change: a new account's failures are not stale.
+    new = investigate("jdoe", rows, EXCHANGE, password_last_set=changed, created=changed - 5)
+    assert not new.sources[0].stale_credential
+    # A source failing before the change too was not left behind by it.
+    earlier = [dc_failure(T0 + 50, "dc1.corp.example", ip="127.0.0.20"), iis(T0 + 50, "1326"), *rows]
+    assert not investigate("jdoe", earlier, EXCHANGE, password_last_set=changed).sources[0].stale_credential
+
+
+def test_locked_now_without_a_4740_says_where_to_look() -> None:
+    rows = [dc_failure(T0 + i, "dc2.corp.example", ip="127.0.0.30") for i in range(3)]
+    verdict = investigate("jdoe", rows, locked_on="dc2.corp.example")
+    assert verdict.origin_dcs == ("dc2.corp.example",)
+    assert any("written on dc2.corp.example" in m and "PDC emulator" in m for m in verdict.missing)
 
 
 def test_a_spray_is_named_a_spray() -> None:

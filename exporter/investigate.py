@@ -190,7 +190,8 @@ def investigate(
         if s.kind in ("ip", "workstation"):
             s.confidence = "medium" if s.failures >= 2 else "low"
             s.evidence.append(
-                f"{s.failures} failed logon(s) from {s.kind} {s.value} on {', '.join(sorted(s.hosts))} "
+                f"{s.failures} failed logon(s) from {'address' if s.kind == 'ip' else s.kind} {s.value} "
+                f"on {', '.join(sorted(s.hosts))} "
                 f"({', '.join(sorted(s.reasons)) or 'no reason given'}), last at {when(s.last)}"
             )
 

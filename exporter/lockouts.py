@@ -110,12 +110,37 @@ class LockoutService:
         spray = self.state.accounts_per_address(addresses, time.time() - SPRAY_WINDOW_SECONDS)
         return rows, spray, self._exchange()
 
+    def _top_sources(self, accounts: list[str]) -> dict[str, dict[str, object]]:
+        exchange = self._exchange()
+        out: dict[str, dict[str, object]] = {}
+        for account in accounts:
+            verdict = investigate(account, self.state.evidence_for(account, limit=200), exchange)
+            if verdict.sources:
+                out[account] = verdict.sources[0].as_dict()
+        return out
+
+    async def overview(self) -> dict[str, Any]:
+        """The accounts locked now (origin DC, the DCs holding the lock, the most likely source from the evidence)
+        and those one bad password from a lockout, from the AD collectors' last refresh: no query of the DCs."""
+        locked, near = [], []
+        for directory in self.get_directories():
+            accounts, close = directory.lockout_overview()
+            locked += accounts
+            near += close
+        sources = await asyncio.to_thread(self._top_sources, [a.user.lower() for a in locked])
+        return {
+            "api_version": API_VERSION,
+            "locked": [{**a.__dict__, "dcs": list(a.dcs), "source": sources.get(a.user.lower())} for a in locked],
+            "near": [n.__dict__ for n in near],
+        }
+
     async def account(self, name: str) -> dict[str, Any] | None:
         """The account's per-DC table, verdict and evidence, or None when neither the evidence nor any DC knows
         it. Raises InvalidAccount, RateLimited."""
         account = valid_account(name)
-        self.limit.check(account)
         directories = list(self.get_directories())
+        if not all(d.has_cached(account) for d in directories) or not directories:
+            self.limit.check(account)  # only what would ask the DCs (or read the evidence afresh) is limited
         evidence = asyncio.ensure_future(asyncio.to_thread(self._evidence, account))  # while the DCs answer
         live = await asyncio.gather(*(d.account_status(account) for d in directories))
         rows, spray, exchange = await evidence

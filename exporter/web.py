@@ -6,12 +6,13 @@ import html
 import json
 import time
 from collections.abc import Callable, Iterable
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__, exposition
+from exporter import __version__, exposition, pages
 from exporter.collectors.smtp_probe import probe_families
 from exporter.config import ProbesConfig
 from exporter.lockouts import InvalidAccount, LockoutService, RateLimited
@@ -145,7 +146,60 @@ def build_app(
             return _json_error(404, "nothing is known of this account: no failed logon, lockout or 401 kept for it")
         return web.json_response(found, dumps=_dumps)
 
+    async def lockouts_api(_: web.Request) -> web.Response:
+        if lockouts is None:
+            return _json_error(404, "the lockout investigator is not configured")
+        return web.json_response(await lockouts.overview(), dumps=_dumps)
+
+    def page(status: int, template: str, **context: object) -> web.Response:
+        return web.Response(
+            status=status,
+            text=pages.render(template, **context),
+            content_type="text/html",
+            headers={"Content-Security-Policy": pages.CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def lockouts_page(_: web.Request) -> web.Response:
+        if lockouts is None:
+            return page(404, "error.html", title="Not configured", message="The lockout investigator is not set up.")
+        overview = await lockouts.overview()
+        return page(200, "lockouts.html", locked=overview["locked"], near=overview["near"])
+
+    async def lockout_page(request: web.Request) -> web.Response:
+        if lockouts is None:
+            return page(404, "error.html", title="Not configured", message="The lockout investigator is not set up.")
+        name = request.match_info["account"]
+        try:
+            found = await lockouts.account(name)
+        except InvalidAccount as exc:
+            return page(400, "error.html", title="Not an account name", message=str(exc))
+        except RateLimited as exc:
+            response = page(429, "error.html", title="Too many requests", message=str(exc))
+            response.headers["Retry-After"] = f"{max(exc.retry_after, 1):.0f}"
+            return response
+        if found is None:
+            return page(
+                404,
+                "error.html",
+                title="Unknown account",
+                message=f"No DC knows {name}, and no failed logon, lockout or 401 was kept for it.",
+            )
+        locked_dcs = [row["dc"] for table in found["directory"] for row in table["dcs"] if row["locked"]]
+        return page(200, "lockout.html", v=found, locked_dcs=locked_dcs)
+
+    async def lockout_search(request: web.Request) -> web.Response:
+        name = request.query.get("account", "").strip()
+        raise web.HTTPFound(f"/lockouts/{quote(name, safe='')}" if name else "/lockouts")
+
+    async def stylesheet(_: web.Request) -> web.Response:
+        return web.Response(body=pages.stylesheet(), content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
     app.router.add_get("/", landing)
+    app.router.add_get("/lockouts", lockouts_page)
+    app.router.add_get("/lockouts/search", lockout_search)
+    app.router.add_get("/lockouts/{account}", lockout_page)
+    app.router.add_get("/static/lockouts.css", stylesheet)
+    app.router.add_get("/api/v1/lockouts", lockouts_api)
     app.router.add_get("/api/v1/lockouts/{account}", lockout_api)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)

@@ -6,6 +6,7 @@ import base64
 import json
 import shutil
 from collections.abc import Iterable
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,54 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     """The value of the one sample of ``name`` in exposition text whose labels include ``labels``."""
     found = series(samples(text_string_to_metric_families(text)), name, **labels)
     return next(iter(found.values()), None)
+
+
+class _Tables(HTMLParser):
+    """Rows of text per table id, and the text of elements by id, from a DOM dump."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.texts: dict[str, str] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._ids: list[tuple[str, str]] = []  # (tag, id) open elements with an id
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        ident = dict(attrs).get("id")
+        if ident:
+            self._ids.append((tag, ident))
+            self.texts.setdefault(ident, "")
+        if tag == "table":
+            self._table = ident or f"table{len(self.tables)}"
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        if self._ids and self._ids[-1][0] == tag:
+            self._ids.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        for _, ident in self._ids:
+            self.texts[ident] += data
+
+
+def dom_tables(dom: str) -> tuple[dict[str, list[list[str]]], dict[str, str]]:
+    """({table id: rows of cell texts}, {element id: its text}) of a page as Chromium's --dump-dom gives it."""
+    parser = _Tables()
+    parser.feed(dom)
+    return parser.tables, {k: " ".join(v.split()) for k, v in parser.texts.items()}

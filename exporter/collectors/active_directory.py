@@ -532,7 +532,41 @@ class ActiveDirectoryCollector(Collector):
             locked = list(by_dn.items())
         return bad, locked
 
-    # --- one account, on demand (the lockout investigator) -----------------------------------------------
+    # --- the lockout investigator's overview and one account, on demand ---------------------------------
+
+    def lockout_overview(self) -> tuple[list[LockedAccount], list[NearLockout]]:
+        """From the last refresh: the accounts locked now (with their origin DC) and those one bad password
+        from it on some DC (badPwdCount = threshold - 1 inside the observation window)."""
+        policy, topology, now = self._state.policy, self._state.topology or ad.Topology((), None), self.clock()
+        if policy is None:
+            return [], []
+        sweeps = self._last_sweeps
+        locked = [
+            LockedAccount(
+                self.domain,
+                account.user,
+                ad.resolve_origin(account.lockout_origin, topology),
+                account.lockout_time or 0.0,
+                tuple(sorted(s.dc for s in sweeps if any(a.user.lower() == key for a in s.lockouts))),
+            )
+            for key, account in sorted(_locked_now(sweeps, policy, now).items())
+        ]
+        locked_names = {a.user.lower() for a in locked}
+        near = [
+            NearLockout(self.domain, account.user, sweep.dc, account.bad_pwd_count or 0, policy.threshold)
+            for sweep in sweeps
+            for account in sweep.bad_password
+            if policy.threshold > 1
+            and account.bad_pwd_count == policy.threshold - 1
+            and ad.counts_toward_lockout(account, policy, now)
+            and account.user.lower() not in locked_names
+        ]
+        return locked, sorted(near, key=lambda n: (n.user.lower(), n.dc))
+
+    def has_cached(self, account: str) -> bool:
+        """True if the account's per-DC view would come from the cache (no DC asked)."""
+        cached = self._account_cache.get(account.lower().rpartition("\\")[2])
+        return cached is not None and time.monotonic() - cached[0] < ACCOUNT_STATUS_CACHE_SECONDS
 
     async def account_status(self, account: str) -> list[DcAccountStatus]:
         """Every known DC's view of one account, asked of all at once (bounded by max_concurrent_dcs, through
@@ -718,20 +752,7 @@ class ActiveDirectoryCollector(Collector):
         caps: Caps,
     ) -> list[Series]:
         domain = self.domain
-        # An account is locked if any DC that answered says so; the newest lockoutTime names the origin.
-        newest: dict[str, ad.Account] = {}
-        for sweep in sweeps:
-            for account in sweep.lockouts:
-                if not ad.is_locked(account, policy, now):
-                    continue
-                key = account.user.lower()
-                seen = newest.get(key)
-                if (
-                    seen is None
-                    or (account.lockout_time or 0) > (seen.lockout_time or 0)
-                    or (seen.lockout_origin is None and account.lockout_origin is not None)
-                ):
-                    newest[key] = account
+        newest = _locked_now(sweeps, policy, now)
         locked = AD_ACCOUNT_LOCKED.new()
         locked_at = AD_ACCOUNT_LOCKOUT_TIMESTAMP_SECONDS.new()
         top = caps.top(
@@ -793,6 +814,42 @@ class ActiveDirectoryCollector(Collector):
         for client in self._clients.values():
             client.close()
         await super().close()
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    domain: str
+    user: str
+    origin_dc: str
+    lockout_time: float
+    dcs: tuple[str, ...]  # the DCs that hold the lock
+
+
+@dataclass(frozen=True)
+class NearLockout:
+    domain: str
+    user: str
+    dc: str
+    bad_pwd_count: int
+    threshold: int
+
+
+def _locked_now(sweeps: Sequence[DcSweep], policy: ad.LockoutPolicy, now: float) -> dict[str, ad.Account]:
+    """Accounts locked on any DC that answered, each with its newest lockoutTime (which names the origin)."""
+    newest: dict[str, ad.Account] = {}
+    for sweep in sweeps:
+        for account in sweep.lockouts:
+            if not ad.is_locked(account, policy, now):
+                continue
+            key = account.user.lower()
+            seen = newest.get(key)
+            if (
+                seen is None
+                or (account.lockout_time or 0) > (seen.lockout_time or 0)
+                or (seen.lockout_origin is None and account.lockout_origin is not None)
+            ):
+                newest[key] = account
+    return newest
 
 
 def _finite(value: float) -> float:

@@ -5,12 +5,16 @@ from, as Samba's own audit log recorded it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.samba import SambaLab
-from tests.helpers import samples, series
+from tests.helpers import dom_tables, metric, require_binary, samples, series
 from tests.integration.conftest import running_exporter
 
 
@@ -59,3 +63,87 @@ def test_the_per_dc_table_and_the_verdict(lab: SambaLab, tmp_path: Path) -> None
     # A new account's failures are not a stale credential; the DCs' own names are no workstations.
     assert not any(s["stale_credential"] for s in body["sources"])
     assert not any(s["kind"] == "workstation" and s["value"] in ("DC1", "DC2") for s in body["sources"])
+
+
+HOSTILE = '<script>alert("x")</script>'
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def hostile_event(user: str, dc: str) -> str:
+    """A 4625 for ``user`` whose workstation name is markup, as an event file (exported XML) would bring it."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+    data = {
+        "TargetUserName": user,
+        "Status": "0xc000006d",
+        "SubStatus": "0xc000006a",
+        "LogonType": "3",
+        "WorkstationName": HOSTILE,
+        "IpAddress": "127.0.0.9",
+        "AuthenticationPackageName": "NTLM",
+    }
+    fields = "".join(f'<Data Name="{k}">{escape(v)}</Data>' for k, v in data.items())
+    return (
+        '<Events><Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>'
+        '<Provider Name="Microsoft-Windows-Security-Auditing"/><EventID>4625</EventID>'
+        f'<TimeCreated SystemTime="{now}"/><EventRecordID>1</EventRecordID><Computer>{dc}</Computer></System>'
+        f"<EventData>{fields}</EventData></Event></Events>\n"
+    )
+
+
+def test_the_pages_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:
+    chromium = require_binary("chromium")
+    user = lab.create_user("olga")
+    lab.fail_ldap(user, lab.dc1)
+    lab.lock_out(user, lab.dc2)
+    events = tmp_path / "forwarded.xml"
+    events.write_text(hostile_event(user, lab.dc1.host))
+    files = [
+        {"path": str(dc.auth_log), "format": "samba_auth_json", "dc": dc.host, "start_at": "beginning"}
+        for dc in lab.dcs
+    ] + [{"path": str(events), "format": "event_xml", "start_at": "beginning"}]
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
+    shots = Path(tempfile.gettempdir())
+    with running_exporter(lab, tmp_path, interval=2, timeout=1.5, events_overrides={"files": files}) as exporter:
+        exporter.wait_for(
+            lambda t: metric(t, "ad_account_locked", user=user) == 1 and failures_read(t, lab.dc1.host) >= 2
+        )
+        base = f"http://127.0.0.1:{exporter.port}"
+        doms = {}
+        for path in ("/lockouts", f"/lockouts/{user}"):
+            doms[path] = subprocess.run(
+                [chromium, *flags, "--dump-dom", base + path], capture_output=True, text=True, timeout=60, check=True
+            ).stdout
+            shot = shots / f"ad-exchange-exporter{path.replace('/', '-')}.png"
+            subprocess.run(
+                [chromium, *flags, f"--screenshot={shot}", "--window-size=1400,1000", base + path],
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
+            assert shot.stat().st_size > 10_000
+    truth = {dc.host: lab.account(user, dc) for dc in lab.dcs}
+    tables, texts = dom_tables(doms["/lockouts"])
+    (row,) = [r for r in tables["locked"][1:] if r[1] == user]
+    assert row[0] == "lab.example" and row[3] == lab.dc2.host
+    assert row[5].startswith("address 127.0.0.1")
+    tables, texts = dom_tables(doms[f"/lockouts/{user}"])
+    assert texts["state"].startswith("Locked on")
+    assert "127.0.0.1" in texts["verdict"] and "confidence" in texts["verdict"]
+    assert f"written on {lab.dc2.host}" in texts["missing"]
+    dcs = {r[0].removesuffix(" (PDC)"): r for r in tables["dcs-lab.example"][1:]}
+    for dc in lab.dcs:
+        assert dcs[dc.host][3].split(" / ")[0] == str(truth[dc.host]["badPwdCount"])
+    # The markup from the event file is text on the page, in the sources and the timeline, never an element.
+    page = doms[f"/lockouts/{user}"]
+    assert HOSTILE.upper() in texts["sources"] or HOSTILE.upper() in texts["verdict"]
+    assert HOSTILE in texts["timeline"]
+    assert "<script>" not in page.lower()

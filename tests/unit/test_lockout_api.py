@@ -88,3 +88,24 @@ async def test_unknown_bad_and_too_many() -> None:
         assert (await client.get("/api/v1/lockouts/jdoe")).status == 200
         assert (await client.get("/api/v1/lockouts/mallory")).status == 200
         assert (await client.get("/api/v1/lockouts/alice")).status == 429  # three a minute in all
+
+
+async def test_the_pages_escape_and_forbid_scripts() -> None:
+    state = StateStore()
+    stored(state)
+    app = build_app(lambda: CollectorRegistry([]), lockouts=LockoutService(state, lambda: CONFIG))
+    async with TestClient(TestServer(app)) as client:
+        page = await client.get("/lockouts/mallory")
+        assert page.status == 200 and page.content_type == "text/html"
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        html = await page.text()
+        assert "&lt;IMG SRC=X ONERROR=ALERT(1)&gt;" in html and "<img" not in html.lower()
+        assert "<script" not in html.lower() and "style=" not in html  # nothing inline for the policy to allow
+        css = await client.get("/static/lockouts.css")
+        assert css.status == 200 and css.content_type == "text/css"
+        unknown = await client.get("/lockouts/nobody")
+        assert unknown.status == 404 and "Unknown account" in await unknown.text()
+        search = await client.get("/lockouts/search?account=j%20doe", allow_redirects=False)
+        assert search.status == 302 and search.headers["Location"] == "/lockouts/j%20doe"
+        overview = await client.get("/lockouts")
+        assert overview.status == 200 and "No account is locked now." in await overview.text()

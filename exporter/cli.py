@@ -1,4 +1,4 @@
-"""Command line: ``ad-exchange-exporter --config.file=FILE``."""
+"""Command line: ``ad-exchange-exporter --config.file=FILE``, and ``ad-exchange-exporter investigate ACCOUNT``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 
-from exporter import __version__
+from exporter import __version__, investigate_cli
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.exchange import ExchangeCollector
@@ -280,6 +280,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["investigate"]:  # the investigator at a terminal, against a running exporter
+        return investigate_cli.main(arguments[1:])
     args = parse_args(argv)
     try:
         config = load_config(args.config_file)

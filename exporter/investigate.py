@@ -101,8 +101,25 @@ class Verdict:
         }
 
 
+# How each kind of source is named to people (pages, command line).
+KINDS = {
+    "caller_computer": "caller computer",
+    "ip": "address",
+    "workstation": "workstation",
+    "device": "device",
+    "smtp_client": "SMTP client",
+}
+
+
+def utc_time(timestamp: float | None) -> str:
+    """'2026-12-02 06:11:05' (UTC), or '-' when there is no time."""
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{utc_time(timestamp)} UTC"
 
 
 def _exchange_server(value: str, exchange: Mapping[str, str]) -> str:

@@ -4,26 +4,18 @@ their stylesheet served from the package, no scripts, and a Content-Security-Pol
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import jinja2
 
 from exporter import __version__
+from exporter.investigate import KINDS, utc_time
 
 # Nothing inline, nothing from elsewhere: the pages work without JavaScript and are not framed.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-KINDS = {
-    "caller_computer": "caller computer",
-    "ip": "address",
-    "workstation": "workstation",
-    "device": "device",
-    "smtp_client": "SMTP client",
-}
-
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("exporter", "templates"),
     autoescape=True,
@@ -31,12 +23,6 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-
-def _when(timestamp: float | None) -> str:
-    if not timestamp:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ago(timestamp: float | None) -> str:
@@ -49,7 +35,7 @@ def _ago(timestamp: float | None) -> str:
     return f"{seconds:.0f} s ago"
 
 
-_ENV.filters["when"] = _when
+_ENV.filters["when"] = utc_time
 _ENV.filters["ago"] = _ago
 
 

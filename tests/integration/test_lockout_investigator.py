@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,7 +131,18 @@ def test_the_pages_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:
                 check=True,
             )
             assert shot.stat().st_size > 10_000
+        # The same from a terminal: the command line against the running exporter.
+        command = [sys.executable, "-m", "exporter", "investigate", "--url", base]
+        found = subprocess.run([*command, user], capture_output=True, text=True, timeout=60, check=False)
+        unknown = subprocess.run([*command, "nobody-here"], capture_output=True, text=True, timeout=60, check=False)
     truth = {dc.host: lab.account(user, dc) for dc in lab.dcs}
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith(f"{user}: LOCKED on {lab.dc2.host} (origin DC {lab.dc2.host})")
+    assert "Most likely: address 127.0.0.1" in found.stdout
+    for dc in lab.dcs:
+        (line,) = [row for row in found.stdout.splitlines() if row.strip().startswith(dc.host)]
+        assert f" {truth[dc.host]['badPwdCount']}/{lab.threshold} " in line
+    assert unknown.returncode == 1 and "nothing is known" in unknown.stderr
     tables, texts = dom_tables(doms["/lockouts"])
     (row,) = [r for r in tables["locked"][1:] if r[1] == user]
     assert row[0] == "lab.example" and row[3] == lab.dc2.host

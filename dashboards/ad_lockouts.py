@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import Layout, Selector, dashboard, stat, table, timeseries, variables
+from dashboards.panels import (
+    Layout,
+    Selector,
+    dashboard,
+    exporter_url_variable,
+    investigate_link,
+    stat,
+    table,
+    timeseries,
+    variables,
+)
 
 SEL = Selector('job=~"$job"', 'domain=~"$domain"')
 NOT_OTHER = 'user!="<other>"'
@@ -76,13 +86,17 @@ def ad_lockouts() -> dict[str, Any]:
 
     lay.row("Lockouts")
     lay.add(
-        table(
-            "Locked accounts and where each lockout originated",
-            f"{SEL('ad_account_lockout_timestamp_seconds')} * 1000",
-            "Each locked account (capped by max_locked_accounts) with the DC the lockout originated on "
-            "(LockoutStatus.exe's Orig Lock). Look on that DC for 4625/4771/4776, and on the PDC for 4740.",
-            {"user": "User", "origin_dc": "Origin DC", "domain": "Domain", "Value": "Locked at"},
-            unit="dateTimeAsIso",
+        investigate_link(
+            table(
+                "Locked accounts and where each lockout originated",
+                f"{SEL('ad_account_lockout_timestamp_seconds')} * 1000",
+                "Each locked account (capped by max_locked_accounts) with the DC the lockout originated on "
+                "(LockoutStatus.exe's Orig Lock). Click an account for the exporter's investigation: what is "
+                "locking it out, with the evidence from every DC and Exchange server.",
+                {"user": "User", "origin_dc": "Origin DC", "domain": "Domain", "Value": "Locked at"},
+                unit="dateTimeAsIso",
+            ),
+            "User",
         ),
         12,
         9,
@@ -119,14 +133,27 @@ def ad_lockouts() -> dict[str, Any]:
 
     lay.row("Accounts")
     lay.add(
-        table(
-            "Top bad-password counts per DC",
-            f"topk(25, {SEL('ad_account_bad_passwords', NOT_OTHER)})",
-            "badPwdCount per DC for watched accounts and each DC's top accounts (cap top_accounts).",
-            {"user": "User", "dc": "DC", "domain": "Domain", "Value": "badPwdCount"},
+        investigate_link(
+            table(
+                "Top bad-password counts per DC",
+                f"topk(25, {SEL('ad_account_bad_passwords', NOT_OTHER)})",
+                "badPwdCount per DC for watched accounts and each DC's top accounts (cap top_accounts).",
+                {"user": "User", "dc": "DC", "domain": "Domain", "Value": "badPwdCount"},
+            ),
+            "User",
         ),
         12,
         9,
+    )
+    lay.add(
+        timeseries(
+            "Accounts one bad password from a lockout",
+            [(f"{SEL('ad_accounts_near_lockout')}", "{{dc}}")],
+            "badPwdCount = threshold - 1 inside the observation window (the policy that applies to each account, "
+            "PSO included): the next failure locks them. The exporter's /lockouts page lists them.",
+        ),
+        12,
+        8,
     )
     lay.add(
         table(
@@ -210,6 +237,6 @@ def ad_lockouts() -> dict[str, Any]:
         "Active Directory lockouts",
         "ad-lockouts",
         ["active-directory"],
-        variables("ad_dc_up", "domain", "Domain"),
+        [*variables("ad_dc_up", "domain", "Domain"), exporter_url_variable()],
         lay,
     )

@@ -196,6 +196,25 @@ def grid(
     )
 
 
+EXPORTER_URL = "exporter_url"
+
+
+def exporter_url_variable() -> builders.TextBoxVariable:
+    """Where people reach the exporter's pages (its external URL): the lockout tables link there."""
+    return (
+        builders.TextBoxVariable(EXPORTER_URL)
+        .label("Exporter URL")
+        .description("The exporter's external URL, for the links to its lockout pages (/lockouts/ACCOUNT).")
+        .default_value("http://localhost:9733")
+    )
+
+
+def investigate_link(panel: table_panel.Panel, column: str) -> table_panel.Panel:
+    """Each value of ``column`` (an account) links to the exporter's page that investigates it."""
+    link = {"title": "Investigate on the exporter", "url": f"${{{EXPORTER_URL}}}/lockouts/${{__value.raw}}"}
+    return panel.override_by_name(column, [models.DynamicConfigValue(id_val="links", value=[link])])
+
+
 def value_mappings(mappings: dict[str, tuple[str, str]] | None) -> list[models.ValueMapping]:
     """{"0": ("Inactive", "red")} -> Grafana value mappings."""
     if not mappings:

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-BAD_PASSWORD_ATTRIBUTES = ("sAMAccountName", "badPwdCount", "badPasswordTime")
+# msDS-ResultantPSO: the fine-grained policy that applies, so "one bad password from a lockout" uses its threshold.
+BAD_PASSWORD_ATTRIBUTES = ("sAMAccountName", "badPwdCount", "badPasswordTime", "msDS-ResultantPSO")
 LOCKOUT_ATTRIBUTES = (
     "sAMAccountName",
     "lockoutTime",
@@ -167,6 +168,19 @@ AD_WATCHED_ACCOUNT_LOCKED = Family(
     "1 if a watched (service) account is locked now on any DC that answered.",
     ("domain", "user"),
 )
+AD_ACCOUNTS_NEAR_LOCKOUT = Family(
+    "ad_accounts_near_lockout",
+    "gauge",
+    "Accounts one bad password from a lockout on the DC: badPwdCount = threshold - 1 inside the observation window, "
+    "by the policy that applies to each (PSO included).",
+    ("domain", "dc"),
+)
+AD_WATCHED_ACCOUNT_NEAR_LOCKOUT = Family(
+    "ad_watched_account_near_lockout",
+    "gauge",
+    "1 if a watched (service) account is one bad password from a lockout on any DC that answered.",
+    ("domain", "user"),
+)
 AD_ACCOUNT_LOCKOUTS_TOTAL = Family(
     "ad_account_lockouts_total",
     "counter",
@@ -248,6 +262,8 @@ class ActiveDirectoryCollector(Collector):
         AD_ACCOUNT_LOCKOUT_TIMESTAMP_SECONDS,
         AD_DOMAIN_ACCOUNTS_LOCKED,
         AD_WATCHED_ACCOUNT_LOCKED,
+        AD_ACCOUNTS_NEAR_LOCKOUT,
+        AD_WATCHED_ACCOUNT_NEAR_LOCKOUT,
         AD_ACCOUNT_LOCKOUTS_TOTAL,
         AD_ACCOUNT_BAD_PASSWORDS,
         AD_ACCOUNT_LAST_BAD_PASSWORD_TIMESTAMP_SECONDS,
@@ -552,16 +568,33 @@ class ActiveDirectoryCollector(Collector):
             for key, account in sorted(_locked_now(sweeps, policy, now).items())
         ]
         locked_names = {a.user.lower() for a in locked}
-        near = [
-            NearLockout(self.domain, account.user, sweep.dc, account.bad_pwd_count or 0, policy.threshold)
-            for sweep in sweeps
-            for account in sweep.bad_password
-            if policy.threshold > 1
-            and account.bad_pwd_count == policy.threshold - 1
-            and ad.counts_toward_lockout(account, policy, now)
-            and account.user.lower() not in locked_names
-        ]
+        near = [n for n in self._near_lockout(sweeps, now) if n.user.lower() not in locked_names]
         return locked, sorted(near, key=lambda n: (n.user.lower(), n.dc))
+
+    def _policy_of(self, account: ad.Account) -> ad.LockoutPolicy | None:
+        """The lockout policy that applies to the account: its PSO's where known and readable, else the domain's."""
+        if account.resultant_pso:
+            for settings in self._state.password_settings:
+                if settings.name.lower() == account.resultant_pso.lower():
+                    return settings.policy
+        return self._state.policy
+
+    def _near_lockout(self, sweeps: Sequence[DcSweep], now: float) -> list[NearLockout]:
+        """Per DC, the accounts at threshold - 1 bad passwords inside the observation window."""
+        near = []
+        for sweep in sweeps:
+            for account in sweep.bad_password:
+                policy = self._policy_of(account)
+                if (
+                    policy is not None
+                    and policy.threshold > 1
+                    and account.bad_pwd_count == policy.threshold - 1
+                    and ad.counts_toward_lockout(account, policy, now)
+                ):
+                    near.append(
+                        NearLockout(self.domain, account.user, sweep.dc, account.bad_pwd_count, policy.threshold)
+                    )
+        return near
 
     def has_cached(self, account: str) -> bool:
         """True if the account's per-DC view would come from the cache (no DC asked)."""
@@ -772,8 +805,18 @@ class ActiveDirectoryCollector(Collector):
         for name in self.config.watch_accounts:
             watched.add_metric([domain, name], 1.0 if name.lower() in newest else 0.0)
 
+        near = self._near_lockout(sweeps, now)
+        near_count = AD_ACCOUNTS_NEAR_LOCKOUT.new()
+        for sweep in sweeps:
+            if sweep.up:
+                near_count.add_metric([domain, sweep.dc], sum(1 for n in near if n.dc == sweep.dc))
+        close = {n.user.lower() for n in near} - set(newest)
+        watched_near = AD_WATCHED_ACCOUNT_NEAR_LOCKOUT.new()
+        for name in self.config.watch_accounts:
+            watched_near.add_metric([domain, name], 1.0 if name.lower() in close else 0.0)
+
         lockouts = self._count_new_lockouts(sweeps, topology, now)
-        return [locked, locked_at, total_locked, watched, lockouts]
+        return [locked, locked_at, total_locked, watched, near_count, watched_near, lockouts]
 
     def _count_new_lockouts(self, sweeps: Sequence[DcSweep], topology: ad.Topology, now: float) -> Series:
         """A counter of lockouts seen for the first time, by origin DC (for rate alerts).

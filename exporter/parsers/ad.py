@@ -367,6 +367,7 @@ class Account:
     lockout_time: float | None = None
     uac_computed: int | None = None
     lockout_origin: AttributeOrigin | None = None
+    resultant_pso: str = ""  # the name of the PSO that applies (msDS-ResultantPSO), "" for the domain policy
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,7 @@ def parse_account(dn: str, attrs: RawAttributes) -> ParsedAccount:
     bad_time_raw = attempt(lambda: int_attr(attrs, "badPasswordTime"))
     lockout_raw = attempt(lambda: int_attr(attrs, "lockoutTime"))
     uac = attempt(lambda: int_attr(attrs, "msDS-User-Account-Control-Computed"))
+    pso = attempt(lambda: str_attr(attrs, "msDS-ResultantPSO"))
     origin = None
     if lockout_raw:
         origin = attempt(lambda: _lockout_origin(attrs))
@@ -405,6 +407,7 @@ def parse_account(dn: str, attrs: RawAttributes) -> ParsedAccount:
             lockout_time=filetime_to_unix(lockout_raw) if lockout_raw is not None else None,
             uac_computed=uac,
             lockout_origin=origin,
+            resultant_pso=rdn_value(pso) if pso else "",
         ),
         tuple(errors),
     )

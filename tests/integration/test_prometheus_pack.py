@@ -180,8 +180,11 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     duration, window = lab.duration, lab.window
     lab.set_policy(duration=600, window=600)  # the lockout must outlive the evaluation below
     lab.lock_out(user, lab.dc1)  # DC2 is stopped below; DC1 must hold the lock without waiting for replication
-    lab.fail_ldap("svc_backup", lab.dc1)
+    for _ in range(lab.threshold - 1):  # the watched account one bad password from a lockout
+        lab.fail_ldap("svc_backup", lab.dc1)
     prom.wait_for(f'ad_account_locked{{user="{user}"}}')
+    prom.wait_for('ALERTS{alertname="ActiveDirectoryWatchedAccountNearLockout",user="svc_backup",alertstate="firing"}')
+    assert float(prom.query('ad_accounts_near_lockout{dc="dc1.lab.example"}')["data"]["result"][0]["value"][1]) >= 1
     prom.wait_for("ad:account_lockouts:increase15m > 0")
     # New events on the PDC after the first scrapes, so that increase() over them has something to show.
     for i in range(3):

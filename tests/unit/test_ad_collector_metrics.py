@@ -112,3 +112,47 @@ async def test_unexpected_values_are_counted_and_skipped(
         == 1
     )
     assert value(flat, "ad_watched_account_locked", domain="corp.example", user="svc_sql") == 0
+
+
+async def test_one_bad_password_from_a_lockout_by_the_policy_that_applies(
+    collector: ActiveDirectoryCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The domain locks at 5; the "admins" PSO at 3.
+    pso = ad.PasswordSettings("admins", 1, ad.LockoutPolicy(3, 1800, 1800), 1)
+    collector._state = DomainState(ad.Topology((), None), ad.LockoutPolicy(5, 1800, 1800), [pso])
+    admins = [b"CN=admins,CN=Password Settings Container,CN=System,DC=corp,DC=example"]
+
+    def user(name: str, count: int, seconds_ago: float, *extra: tuple[str, list[bytes]]) -> tuple[str, dict[str, Any]]:
+        attrs = {
+            "sAMAccountName": [name.encode()],
+            "badPwdCount": [str(count).encode()],
+            "badPasswordTime": [_ft(seconds_ago)],
+        }
+        return f"CN={name},DC=corp,DC=example", {**attrs, **dict(extra)}
+
+    bad = [
+        user("alice", 4, 10),  # domain policy: 4 = 5 - 1
+        user("bob", 4, 10, ("msDS-ResultantPSO", admins)),  # the PSO's 3 is already past: it would be locked
+        user("carol", 2, 10, ("msDS-ResultantPSO", admins)),  # 2 = 3 - 1
+        user("dave", 4, 3600),  # outside the observation window: no longer counts
+        user("svc_sql", 4, 5),  # watched
+    ]
+
+    async def targets() -> list[Any]:
+        return [collector._endpoint("dc1.corp.example", None, None)]
+
+    async def keep_state(_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(collector, "_targets", targets)
+    monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
+    monkeypatch.setattr(collector, "_search_accounts", lambda client, now: (bad, []))
+    flat = samples(await collector.collect())
+    assert value(flat, "ad_accounts_near_lockout", domain="corp.example", dc="dc1.corp.example") == 3
+    assert value(flat, "ad_watched_account_near_lockout", domain="corp.example", user="svc_sql") == 1
+    _, near = collector.lockout_overview()
+    assert [(n.user, n.bad_pwd_count, n.threshold) for n in near] == [
+        ("alice", 4, 5),
+        ("carol", 2, 3),
+        ("svc_sql", 4, 5),
+    ]

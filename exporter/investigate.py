@@ -265,7 +265,8 @@ def investigate(
                 s.evidence.append("it failed with a wrong password (1326), then as locked out (1909)")
 
     # 4. Stale credentials: failing only since the password was changed (not set at creation); 5. sprays.
-    changed = password_last_set if password_last_set and (created is None or password_last_set - created > 60) else None
+    # pwdLastSet within a couple of seconds of whenCreated is the password the account was created with.
+    changed = password_last_set if password_last_set and (created is None or password_last_set - created > 2) else None
     for s in sources.values():
         if changed and s.kind != "caller_computer" and s.failures and s.first >= changed:
             s.stale_credential = True

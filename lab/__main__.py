@@ -16,15 +16,18 @@ import time
 from pathlib import Path
 
 from lab import stop_process
+from lab.activesync import SERVICE_ADDRESS, ActiveSyncStandIn, phone_sync, stale_service
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import write_config
-from lab.samba import USERS, SambaLab
+from lab.samba import USER_PASSWORD, USERS, SambaLab
 from lab.smtp import SmtpLab
 from lab.winevent import EventLab
 
 # The Exchange side of the demo: when the failed update happens and when an admin fixes it (seconds).
 SWO_BREAKS_AT, SWO_FIXED_AT = 60, 300
+STORIES_AT = 30  # the lockout stories: a phone and a service left with old passwords
+STORY_PASSWORD = "Lab-User-Pass2!"
 # The hybrid side: on-premises presents a renewed certificate with another Organisation, later fixed.
 CERT_RENEWED_AT, CERT_FIXED_AT = 150, 330
 
@@ -69,6 +72,7 @@ def _demo(port: int) -> int:
     exchange: ExchangeLab | None = None
     events: EventLab | None = None
     smtp: SmtpLab | None = None
+    stand_in: ActiveSyncStandIn | None = None
     stopping = False
 
     def stop(*_: object) -> None:
@@ -89,6 +93,10 @@ def _demo(port: int) -> int:
         events = EventLab(lab.root / "events", port=5985).start()
         # SOLO-E19A's IIS, SMTP and message tracking logs, written as it serves traffic.
         logs = LogWriter(lab.root / "exchange-logs", server="SOLO-E19A")
+        # Its ActiveSync front end, for the lockout stories: a phone's password checked against DC1 for real.
+        stand_in = ActiveSyncStandIn(lab, logs, lab.dc1)
+        stand_in.start()
+        phone_user, service_user = lab.create_user("phoebe"), lab.create_user("svc_report")
         # Hybrid mail flow: an on-premises relay, an inbound connector attributing by certificate, a canary.
         smtp = SmtpLab(lab.root / "smtp").start()
         config = write_config(
@@ -112,8 +120,16 @@ def _demo(port: int) -> int:
             f"Functional); it is fixed after {SWO_FIXED_AT} s. Ctrl-C stops and tears down.\n",
             flush=True,
         )
+        print(
+            "Lockout stories, after 30 s (their passwords are reset by an administrator, the old ones stay in use):\n"
+            f"  a phone on ActiveSync through SOLO-E19A: http://127.0.0.1:{port}/lockouts/{phone_user}\n"
+            f"  a service on {SERVICE_ADDRESS} binding to DC2: http://127.0.0.1:{port}/lockouts/{service_user}\n"
+            f"  or: python -m exporter investigate {phone_user} --url http://127.0.0.1:{port}\n",
+            flush=True,
+        )
         rng = random.Random(2)
         started = time.monotonic()
+        stories_told = False
         next_lockout = started + 15
         swo_broken = swo_fixed = cert_renewed = cert_fixed = False
         while not stopping:
@@ -145,6 +161,15 @@ def _demo(port: int) -> int:
             if exporter.poll() is not None:
                 print("the exporter exited", file=sys.stderr)
                 return 1
+            if not stories_told and elapsed >= STORIES_AT:
+                phone_sync(stand_in, phone_user, USER_PASSWORD)  # it worked until the reset
+                lab.set_password(phone_user, STORY_PASSWORD, changes=3)  # see SambaLab.set_password
+                lab.set_password(service_user, STORY_PASSWORD)
+                for _ in range(lab.threshold + 1):
+                    phone_sync(stand_in, phone_user, USER_PASSWORD)
+                stale_service(lab, service_user, lab.dc2, lab.threshold)
+                print(f"{phone_user} and {service_user} are locked out: see their pages above", flush=True)
+                stories_told = True
             logs.write(requests=200, sessions=4, messages=8)
             if rng.random() < 0.02:
                 logs.rotate(
@@ -170,6 +195,8 @@ def _demo(port: int) -> int:
     finally:
         print("Stopping the exporter and tearing the lab down ...", flush=True)
         stop_process(exporter)
+        if stand_in is not None:
+            stand_in.stop()
         for endpoints in (exchange, events, smtp):
             if endpoints is not None:
                 endpoints.stop()

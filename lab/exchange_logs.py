@@ -50,9 +50,10 @@ SEND_CONNECTOR = "Outbound to Office 365"
 class LogWriter:
     """One Exchange server's log directories; thread-safe; ``truth`` counts what was written."""
 
-    def __init__(self, root: Path, seed: int = 1, server: str = SERVER) -> None:
+    def __init__(self, root: Path, seed: int = 1, server: str = SERVER, address: str = "127.0.0.11") -> None:
         self.root = root
         self.server = server
+        self.address = address  # the server's address as the DCs see it (the ActiveSync stand-in binds from it)
         self.receive_connector = f"{server}\\Default Frontend {server}"
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -151,6 +152,43 @@ class LogWriter:
 
     def _now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
+
+    def log_request(
+        self,
+        *,
+        stem: str,
+        query: str,
+        username: str,
+        client_ip: str,
+        user_agent: str,
+        status: str,
+        substatus: str,
+        win32: str,
+        server_ip: str = "10.0.0.10",
+    ) -> None:
+        """One request as IIS logs it, from a real client (the ActiveSync stand-in): appended now."""
+        now = self._now()
+        fields = [
+            f"{now:%Y-%m-%d}",
+            f"{now:%H:%M:%S}",
+            server_ip,
+            "POST",
+            stem,
+            query or "-",
+            "443",
+            username or "-",
+            client_ip,
+            user_agent.replace(" ", "+") or "-",
+            "-",
+            status,
+            substatus,
+            win32,
+            "15",
+        ]
+        if "X-Forwarded-For" in self.iis_fields:
+            fields.append("-")
+        with self._lock:
+            self._append("iis", [" ".join(fields)])
 
     def _request(self) -> str:
         rng = self.rng

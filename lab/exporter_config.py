@@ -72,7 +72,13 @@ def lab_config(
         config["security_events"] = [source]
     if logs is not None:
         config["exchange_logs"] = [
-            {"server": logs.server, **logs.globs(), "start_at": "beginning", "interval_seconds": interval}
+            {
+                "server": logs.server,
+                "addresses": [logs.address],
+                **logs.globs(),
+                "start_at": "beginning",
+                "interval_seconds": interval,
+            }
         ]
     config.update(sections or {})
     return config

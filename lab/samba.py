@@ -135,6 +135,8 @@ class SambaLab:
         at = lines.index("[global]") + 1
         lines[at:at] = [
             "\tldap server require strong auth = no",
+            # A reset password stops working at once (Samba keeps the old one for NTLM/simple binds an hour).
+            "\told password allowed period = 0",
             f"\tlog level = 1 auth_audit:3 auth_json_audit:3@{dc.auth_log}",
         ]
         dc.conf.write_text("\n".join(lines) + "\n")
@@ -344,6 +346,18 @@ class SambaLab:
 
     def unlock(self, user: str) -> None:
         self.samba_tool("user", "unlock", user)
+
+    def set_password(self, user: str, password: str, *, changes: int = 1) -> None:
+        """An administrator's reset on DC1, replicated to DC2 at once (pwdLastSet moves on both).
+
+        ``changes`` > 1 sets that many passwords in a row, ``password`` last. Like Windows, Samba does not count a
+        bad password that is one of the last two in the account's history (the N-2 check): a device left with
+        the password from before only locks the account out once two more changes have pushed it out of them.
+        """
+        for n in range(changes - 1):
+            self.samba_tool("user", "setpassword", user, f"--newpassword={password}-{n}")
+        self.samba_tool("user", "setpassword", user, f"--newpassword={password}")
+        self.replicate(self.dc2, self.dc1)
 
     def replicate(self, destination: DC, source: DC) -> None:
         """Pull the domain partition from ``source`` into ``destination`` now.

@@ -660,7 +660,8 @@ class ActiveDirectoryCollector(Collector):
             found=True,
             user=parsed.user,
             locked=locked,
-            bad_pwd_count=parsed.bad_pwd_count,
+            # An account that never had a bad password on this DC has no badPwdCount there: 0, as LockoutStatus.
+            bad_pwd_count=parsed.bad_pwd_count if parsed.bad_pwd_count is not None else 0,
             last_bad_password=parsed.bad_password_time,
             pwd_last_set=ad.filetime_to_unix(pwd_raw) if pwd_raw else None,
             created=ad.generalized_time(attrs, "whenCreated"),

@@ -82,7 +82,7 @@ def test_a_device_still_failing_after_the_password_change_is_a_stale_credential(
     before = investigate("jdoe", rows, EXCHANGE, password_last_set=T0 + 300)
     assert not before.sources[0].stale_credential
     # A password set when the account was created is no change: a new account's failures are not stale.
-    new = investigate("jdoe", rows, EXCHANGE, password_last_set=changed, created=changed - 5)
+    new = investigate("jdoe", rows, EXCHANGE, password_last_set=changed, created=changed - 1)
     assert not new.sources[0].stale_credential
     # A source failing before the change too was not left behind by it.
     earlier = [dc_failure(T0 + 50, "dc1.corp.example", ip="127.0.0.20"), iis(T0 + 50, "1326"), *rows]

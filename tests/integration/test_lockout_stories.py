@@ -1,0 +1,79 @@
+"""The lockout investigator's two stories on the lab, causal rather than scripted.
+
+A phone on ActiveSync with an old password: it syncs through the lab's ActiveSync stand-in on the Exchange
+server's address, which checks each password against DC1 for real (an LDAP bind from the Exchange server's
+address) and writes the IIS line Exchange would. A service with a stale password binds from another address.
+After an administrator resets both passwords, the investigator must name, within one refresh, the phone's
+DeviceId and address through the Exchange server, and the service's address, each as a stale credential, with
+the origin DC right and each DC's badPwdCount as Samba holds it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lab.activesync import PHONE_ADDRESS, SERVICE_ADDRESS, activesync, phone_sync, stale_service
+from lab.exchange_logs import LogWriter
+from lab.samba import USER_PASSWORD, SambaLab
+from tests.helpers import metric
+from tests.integration.conftest import running_exporter
+
+NEW_PASSWORD = "Lab-User-Pass2!"
+DEVICE = "ApplF17XYZ0001"
+
+
+def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path) -> None:
+    logs = LogWriter(tmp_path / "exchange-logs", seed=7)
+    phone_user, service_user = lab.create_user("phoebe"), lab.create_user("svc_report")
+    interval = 2
+    with (
+        activesync(lab, logs, lab.dc1) as stand_in,
+        running_exporter(lab, tmp_path / "exporter", interval=interval, timeout=1.5, logs=logs) as exporter,
+    ):
+        assert phone_sync(stand_in, phone_user, USER_PASSWORD, DEVICE) == 200  # the phone worked until the change
+        exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 1)
+        # Changed three times since the phone learnt it (so the DC counts it: see SambaLab.set_password).
+        lab.set_password(phone_user, NEW_PASSWORD, changes=3)
+        lab.set_password(service_user, NEW_PASSWORD)
+        # The phone keeps its old password: 1326 until the DC locks the account, then 1909.
+        statuses = [phone_sync(stand_in, phone_user, USER_PASSWORD, DEVICE) for _ in range(lab.threshold + 1)]
+        stale_service(lab, service_user, lab.dc2, lab.threshold)
+        done = time.time()
+        assert statuses == [401] * (lab.threshold + 1)
+        # Within a refresh or two of the lockouts: both seen locked, and the DCs' audit logs read up to them.
+        exporter.wait_for(
+            lambda t: (
+                metric(t, "ad_account_locked", user=phone_user) == 1
+                and metric(t, "ad_account_locked", user=service_user) == 1
+                and all(
+                    (metric(t, "ad_security_events_newest_timestamp_seconds", dc=dc.host) or 0) >= done - 2
+                    for dc in lab.dcs
+                )
+            ),
+            timeout=2 * interval + 5,
+        )
+        phone = json.loads(exporter.page(f"/api/v1/lockouts/{phone_user}"))
+        service = json.loads(exporter.page(f"/api/v1/lockouts/{service_user}"))
+    truth = {user: {dc.host: lab.account(user, dc) for dc in lab.dcs} for user in (phone_user, service_user)}
+
+    top = phone["sources"][0]
+    assert (top["kind"], top["value"], top["via"], top["client_ip"]) == (
+        "device",
+        DEVICE,
+        logs.server.lower(),
+        PHONE_ADDRESS,
+    )
+    assert top["device_type"] == "iPhone" and top["confidence"] == "high" and top["stale_credential"]
+    assert any("1326" in line and "1909" in line for line in top["evidence"])
+    assert phone["origin_dcs"][0] == lab.dc1.host
+    assert all(s["value"] != logs.address for s in phone["sources"])  # the Exchange server is the way, not the source
+
+    top = service["sources"][0]
+    assert (top["kind"], top["value"], top["stale_credential"]) == ("ip", SERVICE_ADDRESS, True)
+    assert service["origin_dcs"][0] == lab.dc2.host
+
+    for body, user in ((phone, phone_user), (service, service_user)):
+        rows = {row["dc"]: row for row in body["directory"][0]["dcs"]}
+        for dc in lab.dcs:
+            assert rows[dc.host]["bad_pwd_count"] == truth[user][dc.host]["badPwdCount"], (user, dc.host)

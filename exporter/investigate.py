@@ -17,6 +17,7 @@ rather than guessed. Pure: the evidence, the Exchange servers' addresses and the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -268,7 +269,8 @@ def investigate(
     # pwdLastSet within a couple of seconds of whenCreated is the password the account was created with.
     changed = password_last_set if password_last_set and (created is None or password_last_set - created > 2) else None
     for s in sources.values():
-        if changed and s.kind != "caller_computer" and s.failures and s.first >= changed:
+        # IIS logs whole seconds: a failure logged in the second of the change may follow it.
+        if changed and s.kind != "caller_computer" and s.failures and s.first >= math.floor(changed):
             s.stale_credential = True
             s.evidence.append(f"failing only since the password change at {when(changed)}: a stale credential")
         address = s.client_ip or (s.value if s.kind in ("ip", "smtp_client") else "")

@@ -89,6 +89,13 @@ def test_a_device_still_failing_after_the_password_change_is_a_stale_credential(
     assert not investigate("jdoe", earlier, EXCHANGE, password_last_set=changed).sources[0].stale_credential
 
 
+def test_a_401_logged_in_the_second_of_the_change_follows_it() -> None:
+    # IIS logs whole seconds: the change at .6 and the phone's 401 logged at the same second.
+    rows = [dc_failure(T0 + 100.9, "dc1.corp.example", ip="127.0.0.20"), iis(T0 + 100, "1326"), lockout(T0 + 110)]
+    verdict = investigate("jdoe", rows, EXCHANGE, password_last_set=T0 + 100.6, created=T0)
+    assert verdict.sources[0].kind == "device" and verdict.sources[0].stale_credential
+
+
 def test_locked_now_without_a_4740_says_where_to_look() -> None:
     rows = [dc_failure(T0 + i, "dc2.corp.example", ip="127.0.0.30") for i in range(3)]
     verdict = investigate("jdoe", rows, locked_on="dc2.corp.example")

@@ -269,16 +269,16 @@ def investigate(
     # pwdLastSet within a couple of seconds of whenCreated is the password the account was created with.
     changed = password_last_set if password_last_set and (created is None or password_last_set - created > 2) else None
     for s in sources.values():
-        # IIS logs whole seconds: a failure logged in the second of the change may follow it.
-        if changed and s.kind != "caller_computer" and s.failures and s.first >= math.floor(changed):
-            s.stale_credential = True
-            s.evidence.append(f"failing only since the password change at {when(changed)}: a stale credential")
         address = s.client_ip or (s.value if s.kind in ("ip", "smtp_client") else "")
         accounts = spray.get(address, 0) if address else 0
-        if accounts >= SPRAY_ACCOUNTS:
+        if accounts >= SPRAY_ACCOUNTS:  # many accounts from one address: not this user's forgotten device
             s.spray_accounts = accounts
             s.confidence = "medium" if s.confidence == "high" else s.confidence
             s.evidence.append(f"{address} failed on {accounts} accounts: a password spray, not a forgotten device")
+        # IIS logs whole seconds: a failure logged in the second of the change may follow it.
+        elif changed and s.kind != "caller_computer" and s.failures and s.first >= math.floor(changed):
+            s.stale_credential = True
+            s.evidence.append(f"failing only since the password change at {when(changed)}: a stale credential")
 
     ranked = sorted(
         sources.values(),

@@ -167,7 +167,7 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     smtp: SmtpLab,
     prometheus: tuple[PrometheusServer, Any],
 ) -> None:
-    prom, _ = prometheus
+    prom, exporter = prometheus
     prom.wait_for('ad_dc_up{dc="dc2.lab.example"} == 1')
     prom.wait_for('ad_security_events_source_up{source="winrm"} == 1')
     prom.wait_for('exchange_server_up{server="solo-e19a"} == 1')
@@ -185,6 +185,9 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     prom.wait_for(f'ad_account_locked{{user="{user}"}}')
     prom.wait_for('ALERTS{alertname="ActiveDirectoryWatchedAccountNearLockout",user="svc_backup",alertstate="firing"}')
     assert float(prom.query('ad_accounts_near_lockout{dc="dc1.lab.example"}')["data"]["result"][0]["value"][1]) >= 1
+    # One bad password from a lockout on the DC it failed on only (badPwdCount is per DC).
+    near = json.loads(exporter.page("/api/v1/lockouts"))["near"]
+    assert [n["dc"] for n in near if n["user"] == "svc_backup"] == ["dc1.lab.example"]
     prom.wait_for("ad:account_lockouts:increase15m > 0")
     # New events on the PDC after the first scrapes, so that increase() over them has something to show.
     for i in range(3):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.investigate import investigate
 from exporter.state import Evidence, EvidenceLimits, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,13 @@ def test_a_spray_of_100000_failures_stays_within_the_bounds(tmp_path: Path) -> N
     reopened = StateStore(tmp_path / "state.db", limits, clock=lambda: 200_000.0)
     assert reopened.evidence_stats()[0] == 20_000  # the count is the table's, not a memory of it
     assert len(reopened.evidence_for("user24999")) == 1
+    # Asked about one of its victims, the investigator names the spray, not a stale device of that user.
+    victim = reopened.evidence_for("user24999")
+    spray = reopened.accounts_per_address({"198.51.100.7"}, since=0.0)
+    verdict = investigate("user24999", victim, spray=spray, password_last_set=100_000.0, created=0.0)
+    (source,) = verdict.sources
+    assert source.value == "198.51.100.7" and source.spray_accounts == 20_000 and not source.stale_credential
+    assert any("password spray" in line for line in source.evidence)
     reopened.close()
 
 

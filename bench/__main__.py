@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import iis_logs, ldap_sweep, scrape_load, secured_scrape, security_events, smtp_probe
+from bench import iis_logs, investigate, ldap_sweep, scrape_load, secured_scrape, security_events, smtp_probe
 
 BENCHMARKS = {
     "ldap_sweep": ldap_sweep.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "smtp_probe": smtp_probe.main,
     "secured_scrape": secured_scrape.main,
     "scrape_load": scrape_load.main,
+    "investigate": investigate.main,
 }
 
 

@@ -45,6 +45,7 @@ class Source:
     stale_credential: bool = False
     spray_accounts: int = 0  # the source failed on this many accounts (0: not looked up or just this one)
     device_type: str = ""
+    user_agent: str = ""  # the device's client as IIS logged it (OS and mail app version)
     client_ip: str = ""
 
     def note(self, row: Evidence, count: int = 1) -> None:
@@ -71,6 +72,7 @@ class Source:
             "stale_credential": self.stale_credential,
             "spray_accounts": self.spray_accounts,
             "device_type": self.device_type,
+            "user_agent": self.user_agent,
             "client_ip": self.client_ip,
             "evidence": list(self.evidence),
         }
@@ -245,6 +247,7 @@ def investigate(
                 key = device or f"{row.detail.get('protocol', 'http')}:{row.detail.get('client_ip', '')}"
                 s = source("device", key, server)
                 s.device_type = row.detail.get("device_type", "")
+                s.user_agent = row.detail.get("user_agent", "") or s.user_agent
                 s.client_ip = row.detail.get("client_ip", "") or s.client_ip
             else:
                 s = source("smtp_client", row.detail.get("client_ip", ""), server)
@@ -257,7 +260,8 @@ def investigate(
             locked_after_wrong = "1326" in statuses and "1909" in statuses[statuses.index("1326") :]
             s.confidence = "high" if locked_after_wrong or kind == "smtp_client" else "medium"
             what = (
-                f"device {s.value} ({s.device_type or 'type unknown'}) from {s.client_ip or 'an unknown address'}"
+                f"device {s.value} ({', '.join(filter(None, (s.device_type or 'type unknown', s.user_agent)))}) "
+                f"from {s.client_ip or 'an unknown address'}"
                 if kind == "device"
                 else f"SMTP client {s.value}"
             )

@@ -19,7 +19,7 @@ from typing import Any
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.config import Config
 from exporter.investigate import exchange_addresses, investigate
-from exporter.state import Evidence, StateStore
+from exporter.state import Evidence, StateStore, account_key
 
 API_VERSION = 1
 # sAMAccountName or UPN: no control characters and none of the characters AD refuses in a logon name.
@@ -44,7 +44,7 @@ def valid_account(name: str) -> str:
     text = name.strip()
     if not _ACCOUNT.match(text):
         raise InvalidAccount('not an account name: 1 to 256 characters, none of control characters or "/\\[]:;|=,+*?<>')
-    return text.lower()
+    return account_key(text)  # jdoe@contoso.com is looked up as jdoe, as its evidence is kept
 
 
 @dataclass

@@ -25,6 +25,16 @@ DROP_REASONS = ("age", "account_cap", "total_cap")
 _DROPPED_KEY = "evidence/dropped"
 
 
+def account_key(name: str) -> str:
+    """The name evidence is kept under: lower case, without a ``DOMAIN\\`` prefix or a UPN's ``@domain``.
+
+    Sources name one account several ways (a phone's ``User=CONTOSO\\jdoe`` or ``jdoe@contoso.com``, a 4776's
+    ``jdoe``); kept under one key, an investigation finds them all. (A UPN whose user part differs from the
+    sAMAccountName is kept under the user part.)"""
+    user = name.strip().lower().rpartition("\\")[2]
+    return user.partition("@")[0] if "@" in user else user
+
+
 @dataclass(frozen=True)
 class Evidence:
     """One thing that happened to an account, as a source logged it."""
@@ -60,7 +70,8 @@ class Transaction:
 
     def evidence(self, rows: Iterable[Evidence]) -> None:
         batch = [
-            (e.account, e.time, e.source, e.host, e.kind, json.dumps(dict(e.detail), sort_keys=True)) for e in rows
+            (account_key(e.account), e.time, e.source, e.host, e.kind, json.dumps(dict(e.detail), sort_keys=True))
+            for e in rows
         ]
         if not batch:
             return
@@ -160,7 +171,7 @@ class StateStore:
             rows = self._db.execute(
                 "SELECT account, time, source, host, kind, detail FROM evidence WHERE account = ? "
                 "ORDER BY time DESC, id DESC LIMIT ?",
-                (account.lower(), limit),
+                (account_key(account), limit),
             ).fetchall()
         return [Evidence(a, t, s, h, k, json.loads(d)) for a, t, s, h, k, d in rows]
 

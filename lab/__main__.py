@@ -94,7 +94,7 @@ def _demo(port: int) -> int:
         # SOLO-E19A's IIS, SMTP and message tracking logs, written as it serves traffic.
         logs = LogWriter(lab.root / "exchange-logs", server="SOLO-E19A")
         # Its ActiveSync front end, for the lockout stories: a phone's password checked against DC1 for real.
-        stand_in = ActiveSyncStandIn(lab, logs, lab.dc1)
+        stand_in = ActiveSyncStandIn(lab, logs, lab.dc1, events)
         stand_in.start()
         phone_user, service_user = lab.create_user("phoebe"), lab.create_user("svc_report")
         # Hybrid mail flow: an on-premises relay, an inbound connector attributing by certificate, a canary.

@@ -6,6 +6,8 @@ Exchange's front end does on behalf of the phone) and writes the IIS W3C line Ex
 sc-win32-status the DC's answer implies (1326 for a wrong password, 1909 once the account is locked). So the
 failures exist for real in Samba (badPwdCount on that DC, its audit log naming the Exchange server's address,
 the lockout and its origin DC) and in the Exchange server's IIS log (the phone's address, DeviceId and type).
+Samba's audit log records no lockout event, so with the lab's DC event endpoints the stand-in writes the PDC's
+4740 Windows would, with no caller computer (the failures themselves are in Samba's audit log already).
 
 A second story needs no stand-in: a service with a stale password binding from another loopback address
 (``stale_service``).
@@ -28,6 +30,7 @@ from aiohttp import web
 from lab import free_port
 from lab.exchange_logs import PROTOCOL_STEMS, LogWriter
 from lab.samba import DC, DOMAIN, SambaLab
+from lab.winevent import EventLab
 
 PHONE_ADDRESS = "127.0.0.22"
 SERVICE_ADDRESS = "127.0.0.23"
@@ -39,8 +42,11 @@ WIN32_OF_BIND = {"52e": "1326", "775": "1909", "533": "1331", "532": "1330", "70
 class ActiveSyncStandIn:
     """The front end's /Microsoft-Server-ActiveSync, on ``address``, authenticating against ``dc``."""
 
-    def __init__(self, lab: SambaLab, logs: LogWriter, dc: DC) -> None:
+    def __init__(self, lab: SambaLab, logs: LogWriter, dc: DC, events: EventLab | None = None) -> None:
         self.lab, self.logs, self.dc, self.address = lab, logs, dc, logs.address
+        # The DCs' Security logs over WinRM, when the lab serves them: for the 4740 Samba does not log.
+        self.events = events
+        self._locked: set[str] = set()
         self.port = free_port(self.address)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -61,9 +67,19 @@ class ActiveSyncStandIn:
             if conn.bind():
                 return "0"
             data = _BIND_DATA.search(str(conn.result.get("message", "")))
-            return WIN32_OF_BIND.get(data.group(1).lower(), "1326") if data else "1326"
+            win32 = WIN32_OF_BIND.get(data.group(1).lower(), "1326") if data else "1326"
         finally:
             conn.unbind()
+        if self.events is not None:
+            self._log_events(user, win32)
+        return win32
+
+    def _log_events(self, user: str, win32: str) -> None:
+        """Once the account is locked, the PDC's 4740 with no caller computer (a phone is no domain computer)."""
+        assert self.events is not None
+        if win32 != "0" and user not in self._locked and self.lab.account(user, self.dc)["uac_computed"] & 0x10:
+            self._locked.add(user)
+            self.events.logs[self.lab.dc1.host].append_clone(4740, TargetUserName=user, TargetDomainName="")
 
     async def _sync(self, request: web.Request) -> web.Response:
         query = {k: v[0] for k, v in parse_qs(request.query_string).items()}
@@ -114,8 +130,8 @@ class ActiveSyncStandIn:
 
 
 @contextmanager
-def activesync(lab: SambaLab, logs: LogWriter, dc: DC) -> Iterator[ActiveSyncStandIn]:
-    stand_in = ActiveSyncStandIn(lab, logs, dc)
+def activesync(lab: SambaLab, logs: LogWriter, dc: DC, events: EventLab | None = None) -> Iterator[ActiveSyncStandIn]:
+    stand_in = ActiveSyncStandIn(lab, logs, dc, events)
     stand_in.start()
     try:
         yield stand_in

@@ -440,6 +440,8 @@ class ExchangeLogsCollector(Collector):
                     "device_id": entry.device_id,
                     "device_type": entry.device_type,
                     "client_ip": entry.client_ip,
+                    # The phone's OS and mail app version: what the user needs to find the device.
+                    "user_agent": iis.user_agent(last, layout),
                     "count": str(n),
                 }
                 first_time, last_time = iis.line_time(first, layout) or now, iis.line_time(last, layout) or now

@@ -75,6 +75,7 @@ class Layout:
     forwarded_for: int | None
     date: int | None = None
     time: int | None = None
+    user_agent: int | None = None
 
     @classmethod
     def from_directive(cls, line: str) -> Layout:
@@ -100,6 +101,7 @@ class Layout:
             forwarded,
             index.get("date"),
             index.get("time"),
+            index.get("cs(user-agent)"),
         )
 
 
@@ -149,6 +151,13 @@ def line_time(parts: list[bytes], layout: Layout) -> float | None:
         return datetime.fromisoformat(text).timestamp()
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def user_agent(parts: list[bytes], layout: Layout) -> str:
+    """The line's cs(User-Agent), decoded (IIS writes spaces as +), at most 200 characters; "" when not logged."""
+    if layout.user_agent is None or parts[layout.user_agent] == b"-":
+        return ""
+    return _text(parts[layout.user_agent][:600])[:200]
 
 
 def detail_key(parts: list[bytes], layout: Layout) -> tuple[bytes, ...]:

@@ -13,9 +13,11 @@ import json
 import time
 from pathlib import Path
 
+from lab import free_port
 from lab.activesync import PHONE_ADDRESS, SERVICE_ADDRESS, activesync, phone_sync, stale_service
 from lab.exchange_logs import LogWriter
 from lab.samba import USER_PASSWORD, SambaLab
+from lab.winevent import EventLab
 from tests.helpers import metric
 from tests.integration.conftest import running_exporter
 
@@ -28,8 +30,12 @@ def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path)
     phone_user, service_user = lab.create_user("phoebe"), lab.create_user("svc_report")
     interval = 2
     with (
-        activesync(lab, logs, lab.dc1) as stand_in,
-        running_exporter(lab, tmp_path / "exporter", interval=interval, timeout=1.5, logs=logs) as exporter,
+        # The DCs' Security logs over WinRM: the stand-in writes the PDC's 4740 that Windows would.
+        EventLab(tmp_path / "events", port=free_port()) as events,
+        activesync(lab, logs, lab.dc1, events) as stand_in,
+        running_exporter(
+            lab, tmp_path / "exporter", interval=interval, timeout=1.5, logs=logs, events=events
+        ) as exporter,
     ):
         assert phone_sync(stand_in, phone_user, USER_PASSWORD, DEVICE) == 200  # the phone worked until the change
         exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 1)
@@ -46,6 +52,8 @@ def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path)
             lambda t: (
                 metric(t, "ad_account_locked", user=phone_user) == 1
                 and metric(t, "ad_account_locked", user=service_user) == 1
+                and (metric(t, "ad_security_lockouts_total", dc=lab.dc1.host, caller_kind="non_domain_source") or 0)
+                >= 1
                 and all(
                     (metric(t, "ad_security_events_newest_timestamp_seconds", dc=dc.host) or 0) >= done - 2
                     for dc in lab.dcs
@@ -69,6 +77,10 @@ def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path)
     assert top["device_type"] == "iPhone" and top["confidence"] == "high" and top["stale_credential"]
     assert any("1326" in line and "1909" in line for line in top["evidence"])
     assert phone["origin_dcs"][0] == lab.dc1.host
+    # The PDC's 4740 has no caller computer (a phone is no domain computer), and the investigator says what that means.
+    assert [(e["dc"], e["caller_computer"]) for e in phone["lockouts"]] == [(lab.dc1.host, "")]
+    assert any("no caller computer" in line and "ActiveSync" in line for line in phone["missing"])
+    assert any(f"came from Exchange server {logs.server.lower()}" in line for line in top["evidence"])
     assert all(s["value"] != logs.address for s in phone["sources"])  # the Exchange server is the way, not the source
 
     top = service["sources"][0]

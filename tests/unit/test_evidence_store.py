@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from exporter.investigate import investigate
-from exporter.state import Evidence, EvidenceLimits, StateStore
+from exporter.state import Evidence, EvidenceLimits, StateStore, account_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,3 +141,15 @@ def test_accounts_per_address_shows_a_spray() -> None:
         put.evidence([failure("carol", 5000.0, "198.51.100.7")])  # before the window asked about
     counts = store.accounts_per_address(["203.0.113.66", "198.51.100.7", "192.0.2.1", ""], since=8000.0)
     assert counts == {"203.0.113.66": 40, "198.51.100.7": 2}
+
+
+def test_one_account_named_three_ways_is_kept_under_one_key() -> None:
+    state = StateStore()
+    with state.transaction() as put:
+        put.evidence(
+            Evidence(name, time.time() + i, "iis", "ex1", "401")
+            for i, name in enumerate(("CONTOSO\\JDoe", "jdoe@contoso.com", "jdoe"))
+        )
+    assert len(state.evidence_for("jdoe")) == 3
+    assert len(state.evidence_for("Contoso\\jdoe")) == 3
+    assert account_key("  LAB\\svc_report ") == "svc_report" and account_key("a@b@c") == "a"

@@ -151,7 +151,9 @@ async def test_bad_lines_a_fields_change_overlong_and_unfinished_lines(tmp_path:
         ("401", "1909", "1", "198.51.100.9"),
         ("401", "1909", "1", "203.0.113.7"),
     ]
-    assert {e.detail["device_id"] for e in state.evidence_for("jdoe")} == {"ApplF17XYZ"}
+    assert {(e.detail["device_id"], e.detail["user_agent"]) for e in state.evidence_for("jdoe")} == {
+        ("ApplF17XYZ", "Apple-iPhone/1")
+    }
     assert {e.time for e in state.evidence_for("jdoe")} == {datetime(2026, 11, 27, 7, 0, 1, tzinfo=UTC).timestamp()}
     await first.close()
     # The unfinished line is counted once finished, by a new collector resuming from the stored checkpoint.
@@ -276,3 +278,27 @@ def test_a_535_after_the_context_line_is_not_a_second_failure() -> None:
     counts = count_receive_log("\n".join(real + more))
     assert counts.auth == {("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "failure"): 2}
     assert counts.responses[("SERVER-HOSTNAME\\Default Frontend SERVER-HOSTNAME", "535", "5.7.3")] == 2
+
+
+def test_real_activesync_lines_name_the_user_device_address_and_client() -> None:
+    """Public lines in Exchange's front-end layout and in its back end's (X-Forwarded-For: the phone comes first)."""
+    found = []
+    layout = None
+    for raw in (LOGS / "activesync_iis_public.log").read_bytes().splitlines():
+        if raw.startswith(b"#Fields:"):
+            layout = iis.Layout.from_directive(raw.decode())
+            continue
+        assert layout is not None
+        parts = raw.split(b" ")
+        entry = iis.unauthorized_from_fields(iis.detail_key(parts, layout))
+        found.append((entry.protocol, entry.user, entry.device_id, entry.device_type, entry.client_ip))
+        found.append(iis.user_agent(parts, layout))
+    assert found == [
+        ("activesync", "xxxxxxx\\seanryan", "N273TC3QE567H90G6LH4LTK89G", "iPad", "192.168.124.83"),
+        "Apple-iPad7C2/1805.212",
+        # A web shell's stem with an ActiveSync query (from a hunt): not counted as ActiveSync.
+        ("other", "abcd\\ssssss", "", "", "52.125.129.23"),
+        "Outlook-iOS-Android/1.0",
+        ("activesync", "domain\\user", "JUQGGDFCDD29R3H003TJA63E10", "iPhone", "44.29.25.201"),
+        "Apple-iPhone11C6/1905.258",
+    ]

@@ -13,16 +13,22 @@ import json
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from lab import free_port
 from lab.activesync import PHONE_ADDRESS, SERVICE_ADDRESS, activesync, phone_sync, stale_service
 from lab.exchange_logs import LogWriter
 from lab.samba import USER_PASSWORD, SambaLab
 from lab.winevent import EventLab
-from tests.helpers import metric
+from tests.helpers import metric, samples, series
 from tests.integration.conftest import running_exporter
 
 NEW_PASSWORD = "Lab-User-Pass2!"
 DEVICE = "ApplF17XYZ0001"
+
+
+def refreshes(text: str) -> dict[frozenset[tuple[str, str]], float]:
+    return series(samples(text_string_to_metric_families(text)), "ad_exchange_exporter_collector_refreshes_total")
 
 
 def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path) -> None:
@@ -46,6 +52,7 @@ def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path)
         statuses = [phone_sync(stand_in, phone_user, USER_PASSWORD, DEVICE) for _ in range(lab.threshold + 1)]
         stale_service(lab, service_user, lab.dc2, lab.threshold)
         done = time.time()
+        before = refreshes(exporter.metrics())
         assert statuses == [401] * (lab.threshold + 1)
         # Within a refresh or two of the lockouts: both seen locked, and the DCs' audit logs read up to them.
         exporter.wait_for(
@@ -62,6 +69,9 @@ def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path)
             timeout=2 * interval + 5,
         )
         answered = time.time() - done
+        # Within one refresh: each collector at most finished the refresh running at the last failure and the next.
+        after = refreshes(exporter.metrics())
+        assert all(after[k] - before.get(k, 0) <= 2 for k in after), (before, after)
         print(f"the evidence and the lockouts were read {answered:.1f} s after the last failure")
         phone = json.loads(exporter.page(f"/api/v1/lockouts/{phone_user}"))
         service = json.loads(exporter.page(f"/api/v1/lockouts/{service_user}"))

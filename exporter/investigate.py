@@ -178,7 +178,7 @@ def investigate(
     elif not any(e.detail.get("caller_computer") for e in lockouts):
         missing.append(
             f"The 4740 on {lockouts[0].host} has no caller computer: the source is not a domain computer "
-            "(a phone on ActiveSync, a proxy, a non-Windows host); the failures below say where from"
+            "(a phone on ActiveSync, a proxy, a non-Windows host); the failed logons say where from"
         )
 
     # 2. The DCs' failures by address and workstation; those from an Exchange server go through it.

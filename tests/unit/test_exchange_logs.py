@@ -282,7 +282,7 @@ def test_a_535_after_the_context_line_is_not_a_second_failure() -> None:
 
 def test_real_activesync_lines_name_the_user_device_address_and_client() -> None:
     """Public lines in Exchange's front-end layout and in its back end's (X-Forwarded-For: the phone comes first)."""
-    found = []
+    found: list[tuple[str, ...] | str] = []
     layout = None
     for raw in (LOGS / "activesync_iis_public.log").read_bytes().splitlines():
         if raw.startswith(b"#Fields:"):

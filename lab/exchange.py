@@ -35,6 +35,16 @@ from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
+ANONYMOUS_LOGON = "NT AUTHORITY\\ANONYMOUS LOGON"
+# Exchange Online Protection's sending ranges (Microsoft 365 endpoints, Exchange Online ID 10).
+EOP_RANGES = (
+    "40.92.0.0/15",
+    "40.107.0.0/16",
+    "52.100.0.0/14",
+    "104.47.0.0/17",
+    "2a01:111:f400::/48",
+    "2a01:111:f403::/48",
+)
 # What the hybrid configuration sample's TlsCertificateName holds; the send connector sample differs.
 EXPECTED_TLS_CERTIFICATE_NAME = (
     "<I>CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US<S>CN=mail.contoso.com"
@@ -237,6 +247,90 @@ def _accepted_domain(domain: str, domain_type: str, default: bool) -> str:
     )
     return b.obj(
         ["Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomain", "System.Object"], domain, props
+    )
+
+
+def _receive_connector(
+    template: ET.Element,
+    server: str,
+    name: str,
+    remote_ranges: list[str],
+    permission_groups: str,
+    auth_mechanism: str,
+    tls_certificate_name: str | None,
+) -> str:
+    """A receive connector made from the real Default Frontend sample, as New-ReceiveConnector would leave it."""
+    obj = copy.deepcopy(template)
+    identity = f"{server}\\{name}"
+
+    def prop(key: str) -> ET.Element:
+        props = obj.find("Props")
+        assert props is not None
+        found = next(e for e in props if e.get("N") == key)
+        return found
+
+    identity_obj = prop("Identity")
+    identity_obj.find("ToString").text = identity  # type: ignore[union-attr]
+    for e in identity_obj.iter("S"):
+        if e.get("N") == "Rdn":
+            e.text = f"CN={name}"
+    prop("Name").text = name
+    ranges = prop("RemoteIPRanges").find("LST")
+    assert ranges is not None
+    first = copy.deepcopy(ranges[0])
+    for child in list(ranges):
+        ranges.remove(child)
+    for text in remote_ranges:
+        entry = copy.deepcopy(first)
+        entry.find("ToString").text = text  # type: ignore[union-attr]
+        low, _, high = text.partition("-") if "-" in text else (text, "", text)
+        for e in entry.iter("S"):
+            e.text = {"LowerBound": low, "UpperBound": high, "Expression": text}.get(e.get("N", ""), e.text)
+        for ms in entry.findall("MS"):
+            entry.remove(ms)  # the binary form would name the sample's range
+        ranges.append(entry)
+    prop("PermissionGroups").find("ToString").text = permission_groups  # type: ignore[union-attr]
+    prop("AuthMechanism").find("ToString").text = auth_mechanism  # type: ignore[union-attr]
+    cert = prop("TlsCertificateName")
+    if tls_certificate_name is None:
+        cert.clear()
+        cert.tag, cert.attrib = "Nil", {"N": "TlsCertificateName"}
+    else:
+        issuer, _, subject = tls_certificate_name.removeprefix("<I>").partition("<S>")
+        cert.find("ToString").text = tls_certificate_name  # type: ignore[union-attr]
+        for e in cert.iter("S"):
+            e.text = {"CertificateSubject": subject, "CertificateIssuer": issuer}.get(e.get("N", ""), e.text)
+        for ms in cert.findall("MS"):
+            cert.remove(ms)
+    for e in obj.iter("ToString"):
+        if e.text and "Default Frontend WIN-CTD3L0RGEN4" in e.text:
+            e.text = e.text.replace("WIN-CTD3L0RGEN4\\Default Frontend WIN-CTD3L0RGEN4", identity)
+    obj.find("ToString").text = name  # type: ignore[union-attr]
+    return _xml(obj)
+
+
+def _ad_permission(identity: str, user: str, extended_rights: list[str], deny: bool = False) -> str:
+    """One ACE as Get-ADPermission shows it (ADAcePresentationObject)."""
+    b = _Builder()
+    rights = "".join(
+        b.wrapped("", "Microsoft.Exchange.Management.Tasks.ExtendedRightIdParameter", r).replace(' N=""', "")
+        for r in extended_rights
+    )
+    props = "".join(
+        [
+            b.wrapped("User", "Microsoft.Exchange.Configuration.Tasks.SecurityPrincipalIdParameter", user),
+            b.wrapped("Identity", "Microsoft.Exchange.Data.Directory.ADObjectId", identity),
+            f'<Obj N="ExtendedRights" RefId="{(ref := next(b._ids))}"><TN RefId="{ref}"><T>System.Object[]</T>'
+            f"<T>System.Array</T><T>System.Object</T></TN><LST>{rights}</LST></Obj>",
+            f'<B N="Deny">{"true" if deny else "false"}</B>',
+            '<B N="IsInherited">false</B>',
+            b.enum("InheritanceType", "System.DirectoryServices.ActiveDirectorySecurityInheritance", "None", 0),
+        ]
+    )
+    return b.obj(
+        ["Microsoft.Exchange.Management.RecipientTasks.ADAcePresentationObject", "System.Object"],
+        f"{identity} {user}",
+        props,
     )
 
 
@@ -452,7 +546,43 @@ class LabExchange:
         self.certificates = [_xml(c) for c in _load("E19_Exchange_GetExchangeCertificate.xml")]
         self.servers["solo-e16a"].certificates = [make_certificate("mail.contoso.com", "Contoso Ltd", 20)]
         self.send_connectors = [_xml(e) for e in _load("E19_Exchange_GetSendConnector.xml")]
-        self.receive_connectors = [_xml(e) for e in _load("E19_Exchange_GetReceiveConnector.xml")]
+        received = _load("E19_Exchange_GetReceiveConnector.xml")
+        self.receive_connectors = [_xml(e) for e in received]
+        # The mail routing checks' objects, right and wrong. Centralized transport: Office 365 delivers to a
+        # front-end connector locked to Exchange Online Protection's ranges, and relays through it (right);
+        # a connector someone opened for "the scanners" relays for anyone (wrong: an open relay).
+        frontend = next(e for e in received if "Default Frontend" in _xml(e))
+        self.receive_connectors += [
+            _receive_connector(
+                frontend,
+                "SOLO-E19A",
+                "From Office 365",
+                list(EOP_RANGES),
+                "AnonymousUsers",
+                "Tls",
+                EXPECTED_TLS_CERTIFICATE_NAME,
+            ),
+            _receive_connector(
+                frontend,
+                "SOLO-E19A",
+                "Relay Scanners",
+                ["0.0.0.0-255.255.255.255"],
+                "AnonymousUsers",
+                "Tls",
+                EXPECTED_TLS_CERTIFICATE_NAME,
+            ),
+        ]
+        anonymous_defaults = [
+            "ms-Exch-SMTP-Submit",
+            "ms-Exch-SMTP-Accept-Any-Sender",
+            "ms-Exch-SMTP-Accept-Authoritative-Domain-Sender",
+            "ms-Exch-Accept-Headers-Routing",
+        ]
+        self.ad_permissions: list[tuple[str, str, list[str]]] = [
+            ("WIN-CTD3L0RGEN4\\Default Frontend WIN-CTD3L0RGEN4", ANONYMOUS_LOGON, anonymous_defaults),
+            ("SOLO-E19A\\From Office 365", ANONYMOUS_LOGON, [*anonymous_defaults, "ms-Exch-SMTP-Accept-Any-Recipient"]),
+            ("SOLO-E19A\\Relay Scanners", ANONYMOUS_LOGON, [*anonymous_defaults, "ms-Exch-SMTP-Accept-Any-Recipient"]),
+        ]
         self.hybrid_configuration = [_xml(e) for e in _load("E19_Exchange_GetHybridConfiguration.xml")]
         aliases = [f"user{i:03d}" for i in range(remote_mailboxes - len(misrouted))] + list(misrouted)
         self.remote_mailboxes = {
@@ -461,6 +591,8 @@ class LabExchange:
         self.accepted_domains = [
             ("contoso.com", "Authoritative", True),
             (TENANT_ROUTING_DOMAIN, "InternalRelay", False),
+            # Shared with another mail system, but no send connector routes it there (wrong).
+            ("fabrikam.com", "InternalRelay", False),
         ]
 
     def server(self, identity: str) -> LabServer | None:
@@ -500,11 +632,19 @@ class LabExchange:
     # --- the endpoint's command handler -------------------------------------------------------------------
 
     def __call__(self, invocation: Invocation) -> Output:
+        names = [c[0].lower() for c in invocation.commands]
+        local = self.server(invocation.server)
+        if names == ["get-receiveconnector", "get-adpermission"]:
+            # An account without the Active Directory Permissions role is refused, as a test may make it.
+            with self._lock:
+                refused = local.cmdlet_errors.get("Get-ADPermission") if local is not None else None
+            if refused:
+                return Output(error=(refused, "Get-ADPermission,Microsoft.Exchange", "PermissionDenied"))
+            return self._receive_connector_permissions(invocation.commands[1][2])
         if len(invocation.commands) != 1:
             return Output(failure=("The lab answers one cmdlet per pipeline.", "LabPipeline", "InvalidOperation"))
         name, _, parameters = invocation.commands[0]
         params = {str(k).lower(): v for k, v in parameters if k is not None}
-        local = self.server(invocation.server)
         with self._lock:
             if local is not None and name in local.cmdlet_errors:
                 return Output(
@@ -513,6 +653,14 @@ class LabExchange:
             if invocation.configuration != "Microsoft.Exchange":
                 return self._plain_powershell(name, params, local)
             return self._answer(name, params, local)
+
+    def _receive_connector_permissions(self, parameters: Any) -> Output:
+        """Get-ReceiveConnector | Get-ADPermission [-User U]: the connectors' ACEs (only U's when given)."""
+        params = {str(k).lower(): v for k, v in parameters if k is not None}
+        user = str(params.get("user", "")).lower()
+        with self._lock:
+            chosen = [p for p in self.ad_permissions if not user or p[1].lower() == user]
+        return Output([_ad_permission(identity, who, rights) for identity, who, rights in chosen])
 
     def _plain_powershell(self, name: str, params: dict[str, Any], local: LabServer | None) -> Output:
         """The server's Microsoft.PowerShell endpoint: no Exchange cmdlets, but Get-Command finds ExSetup.exe."""
@@ -642,6 +790,7 @@ class ExchangeLab(EndpointGroup):
                 "tenant_routing_domain": TENANT_ROUTING_DOMAIN,
                 "expected_tls_certificate_name": EXPECTED_TLS_CERTIFICATE_NAME,
                 "interval_seconds": max(interval * 3, 10),
+                "routing": {"centralized_transport": True},
             },
         }
         # ExSetup's version comes from the same lab endpoint's /wsman (Microsoft.PowerShell).

@@ -92,6 +92,9 @@ class ReplayPsrp:
         sample = _CMDLETS.get(cmdlet)
         return recorded_objects(sample) if sample else []
 
+    def run_pipeline(self, commands: Any, tolerate: Any = ()) -> list[str]:
+        return []  # Get-ReceiveConnector | Get-ADPermission: no public recording, so no anonymous rights
+
     def close(self) -> None:
         pass
 

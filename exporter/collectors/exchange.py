@@ -18,6 +18,7 @@ from typing import Any
 from exporter.config import ExchangeConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import exchange as ex
+from exporter.parsers import routing
 from exporter.parsers.clixml import ClixmlError, parse_object
 from exporter.parsers.exchange_builds import TABLE_AS_OF, date_to_unix
 from exporter.registry import Collector, Redactor, TargetStatus
@@ -197,6 +198,33 @@ EXCHANGE_CONNECTOR_TLS_CERTIFICATE_MATCHES = Family(
     ("organization", "kind", "connector"),
 )
 
+EXCHANGE_ROUTING_FINDINGS = Family(
+    "exchange_routing_findings",
+    "gauge",
+    "Mail routing configuration findings by kind (0 when none): open_relay, internal_relay_without_send_connector, "
+    "hybrid_domain_not_authoritative, centralized_transport_*, office365_send_connector_*; see the README.",
+    ("organization", "kind"),
+)
+EXCHANGE_ROUTING_FINDING_INFO = Family(
+    "exchange_routing_finding_info",
+    "gauge",
+    "1 for each mail routing finding: the accepted domain or connector it is about "
+    "(up to routing.max_listed_findings).",
+    ("organization", "kind", "object", "severity"),
+)
+EXCHANGE_ROUTING_PERMISSIONS_READ = Family(
+    "exchange_routing_permissions_read",
+    "gauge",
+    "1 if the receive connectors' permissions for anonymous senders (Get-ADPermission) were read; without them "
+    "anonymous relay rights go unchecked.",
+    ("organization",),
+)
+# Only anonymous senders' rights matter to the checks: asking for just them keeps the answer small.
+PERMISSIONS_PIPELINE: tuple[tuple[str, dict[str, str]], ...] = (
+    ("Get-ReceiveConnector", {}),
+    ("Get-ADPermission", {"User": routing.ANONYMOUS_LOGON}),
+)
+
 
 @dataclass
 class ServerSweep:
@@ -223,6 +251,8 @@ class HybridState:
     remote_mailboxes: list[ex.RemoteMailbox] = field(default_factory=list)
     accepted_domains: list[ex.AcceptedDomain] = field(default_factory=list)
     connectors: list[ex.Connector] = field(default_factory=list)
+    findings: list[routing.Finding] = field(default_factory=list)
+    permissions_read: bool = False
 
 
 def _parse_all(xml_objects: list[str], parse: Callable[[Any], Any], errors: list[str]) -> list[Any]:
@@ -263,6 +293,9 @@ class ExchangeCollector(Collector):
         EXCHANGE_ACCEPTED_DOMAIN_INFO,
         EXCHANGE_CONNECTOR_TLS_CERTIFICATE_INFO,
         EXCHANGE_CONNECTOR_TLS_CERTIFICATE_MATCHES,
+        EXCHANGE_ROUTING_FINDINGS,
+        EXCHANGE_ROUTING_FINDING_INFO,
+        EXCHANGE_ROUTING_PERMISSIONS_READ,
         CAPPED_SERIES,
         PARSE_ERRORS,
     )
@@ -287,6 +320,14 @@ class ExchangeCollector(Collector):
         self.config = config
         self.redact = redact or Redactor()
         self.clock = clock
+        checks = config.hybrid.routing if config.hybrid else None
+        self._routing_policy = routing.RoutingPolicy(
+            relay_allowed_ranges=tuple(checks.relay_allowed_ranges) if checks else routing.EOP_RANGES,
+            centralized_transport=checks.centralized_transport if checks else None,
+            centralized_receive_connector=checks.centralized_receive_connector if checks else "",
+            expected_tls_certificate_name=(config.hybrid.expected_tls_certificate_name or "") if config.hybrid else "",
+            office365_smart_host=checks.office365_smart_host if checks else "",
+        )
         credential = RemotingCredential(config.auth.method, config.auth.user, config.auth.password)
 
         def client(server: str, host: str, port: int, path: str, configuration: str) -> PsrpClient:
@@ -409,6 +450,14 @@ class ExchangeCollector(Collector):
                 for cmdlet in HYBRID_CMDLETS:
                     params = {"ResultSize": "Unlimited"} if cmdlet == "Get-RemoteMailbox" else {}
                     results[cmdlet] = client.run(cmdlet, params)
+                try:  # an account without the Active Directory Permissions role cannot: the rest still counts
+                    results["Get-ADPermission"] = client.run_pipeline(PERMISSIONS_PIPELINE)
+                except RemotingError as exc:
+                    if exc.reason != "cmdlet_error":
+                        raise
+                    log.warning(
+                        "%s: Get-ADPermission on the receive connectors: %s", self.target, self.redact(str(exc))
+                    )
 
             try:
                 await self._on_server(server, run)
@@ -422,6 +471,18 @@ class ExchangeCollector(Collector):
                 _parse_all(results["Get-SendConnector"], lambda o: ex.parse_connector(o, "send"), errors)
                 + _parse_all(results["Get-ReceiveConnector"], lambda o: ex.parse_connector(o, "receive"), errors)
                 + _parse_all(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors)
+            )
+            hybrid.permissions_read = "Get-ADPermission" in results
+            hybrid.findings = routing.findings(
+                hybrid.accepted_domains,
+                hybrid.remote_mailboxes,
+                _parse_all(results["Get-SendConnector"], routing.parse_send_connector, errors),
+                _parse_all(results["Get-ReceiveConnector"], routing.parse_receive_connector, errors),
+                _parse_all(results["Get-ADPermission"], routing.parse_permission, errors)
+                if hybrid.permissions_read
+                else None,
+                self._routing_policy,
+                routing.centralized_transport_on(_parse_all(results["Get-HybridConfiguration"], lambda o: o, errors)),
             )
             hybrid.up, hybrid.detail, hybrid.at, hybrid.server = True, "", self.clock(), server
             break
@@ -571,8 +632,20 @@ class ExchangeCollector(Collector):
             if c.hybrid and c.enabled and config.expected_tls_certificate_name:
                 ok = ex.identifier_matches(c.tls_certificate_name, config.expected_tls_certificate_name)
                 matches.add_metric([org, c.kind, c.name], 1.0 if ok else 0.0)
-        families += [domains, tls, matches]
+        families += [domains, tls, matches, *self._routing_metrics(caps, config.routing.max_listed_findings)]
         return families
+
+    def _routing_metrics(self, caps: Caps, cap: int) -> list[Series]:
+        org, state = self.target, self._hybrid
+        read = EXCHANGE_ROUTING_PERMISSIONS_READ.new()
+        read.add_metric([org], 1.0 if state.permissions_read else 0.0)
+        counts = EXCHANGE_ROUTING_FINDINGS.new()
+        for kind in routing.KINDS:
+            counts.add_metric([org, kind], float(sum(f.kind == kind for f in state.findings)))
+        listed = EXCHANGE_ROUTING_FINDING_INFO.new()
+        top = caps.top(EXCHANGE_ROUTING_FINDING_INFO, state.findings, cap, lambda f: (not f.critical, f.kind, f.object))
+        top.add(listed, lambda f: [org, f.kind, f.object, "critical" if f.critical else "warning"], lambda _: 1.0)
+        return [read, counts, listed]
 
     def target_status(self) -> list[TargetStatus]:
         statuses = [TargetStatus(s.server, s.up, s.detail) for s in self._last]

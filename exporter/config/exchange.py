@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import ipaddress
+
+from pydantic import Field, field_validator, model_validator
 
 from exporter.config.base import Problems, Seconds, StrictModel
 from exporter.config.remoting import Remoting
+from exporter.parsers.routing import EOP_RANGES
 
 
 class ExchangeServerConfig(StrictModel):
@@ -14,6 +17,33 @@ class ExchangeServerConfig(StrictModel):
     # Where to connect: its DNS name (checked against the certificate, used for Kerberos), or an address.
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class RoutingConfig(StrictModel):
+    """The mail routing checks (see exporter/parsers/routing.py)."""
+
+    # Who may relay anonymously through a receive connector; wider ranges on a relaying connector are an open
+    # relay. Default: Exchange Online Protection's published sending ranges.
+    relay_allowed_ranges: list[str] = Field(default_factory=lambda: list(EOP_RANGES))
+    # Centralized transport on or off; unset: as Get-HybridConfiguration's Features say.
+    centralized_transport: bool | None = None
+    # The receive connector Office 365 delivers to ("SERVER\\Name"); unset: the front-end port-25 connector
+    # locked to relay_allowed_ranges.
+    centralized_receive_connector: str = ""
+    # The tenant's smart host (contoso-com.mail.protection.outlook.com); unset: any *.mail.protection.outlook.com.
+    office365_smart_host: str = ""
+    # Cap on findings listed by object; the count per kind is always exported.
+    max_listed_findings: int = Field(default=50, ge=0, le=1000)
+
+    @field_validator("relay_allowed_ranges")
+    @classmethod
+    def _networks(cls, ranges: list[str]) -> list[str]:
+        for text in ranges:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an address range (a.b.c.d/n or an IPv6 prefix)") from None
+        return ranges
 
 
 class HybridConfig(StrictModel):
@@ -25,6 +55,7 @@ class HybridConfig(StrictModel):
     interval_seconds: Seconds = 900.0
     # Cap on misrouted remote mailboxes listed by name; the count is always exported.
     max_listed_mailboxes: int = Field(default=20, ge=0, le=1000)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
 class SecurityUpdateConfig(StrictModel):

@@ -245,3 +245,42 @@ def test_https_verifies_the_certificate(tmp_path: Path) -> None:
         with pytest.raises(RemotingError) as refused:
             run(None)  # the system's CAs do not know the lab CA
         assert refused.value.reason == "tls_error"
+
+
+def routing_findings(text: str) -> set[tuple[str, str, str]]:
+    return {
+        (dict(labels)["kind"], dict(labels)["object"], dict(labels)["severity"])
+        for labels, v in series(samples_from(text), "exchange_routing_finding_info").items()
+        if v == 1
+    }
+
+
+def test_mail_routing_findings_through_pypsrp(exchange: ExchangeLab, tmp_path: Path) -> None:
+    """The lab organisation's wrong objects are found, its right ones are not; anonymous rights come from the
+    Get-ReceiveConnector | Get-ADPermission pipeline, and an account that may not read them loses only that."""
+    with running_exporter(None, tmp_path, exchange=exchange, interval=2, timeout=1.5) as exporter:
+        text = exporter.wait_for(lambda t: metric(t, "exchange_routing_permissions_read") == 1)
+        assert routing_findings(text) == {
+            ("open_relay", "SOLO-E19A\\Relay Scanners", "critical"),
+            ("internal_relay_without_send_connector", "fabrikam.com", "warning"),
+            # The real sample's connector to Office 365 does not require TLS.
+            ("office365_send_connector_without_tls", "Mail to O365", "warning"),
+        }
+        assert metric(text, "exchange_routing_findings", kind="open_relay") == 1
+        assert metric(text, "exchange_routing_findings", kind="centralized_transport_cannot_relay") == 0
+        # The relay right taken away from the connector Office 365 delivers to: centralized transport breaks.
+        with exchange.org._lock:
+            exchange.org.ad_permissions = [p for p in exchange.org.ad_permissions if "From Office 365" not in p[0]]
+        text = exporter.wait_for(
+            lambda t: metric(t, "exchange_routing_findings", kind="centralized_transport_cannot_relay") == 1
+        )
+        assert ("centralized_transport_cannot_relay", "SOLO-E19A\\From Office 365", "warning") in routing_findings(text)
+        # Without the right to read permissions, the rest is still checked and the gap is said.
+        for server in ("solo-e16a", "solo-e19a"):
+            exchange.org.fail_cmdlet(server, "Get-ADPermission", "Access denied: Active Directory Permissions role")
+        text = exporter.wait_for(lambda t: metric(t, "exchange_routing_permissions_read") == 0)
+        assert metric(text, "exchange_hybrid_settings_up") == 1
+        assert {k for k, _, _ in routing_findings(text)} == {
+            "internal_relay_without_send_connector",
+            "office365_send_connector_without_tls",
+        }

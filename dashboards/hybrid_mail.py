@@ -8,6 +8,7 @@ from dashboards.panels import Layout, Selector, dashboard, stat, table, timeseri
 
 JOB = Selector('job=~"$job"')
 FLOW = Selector('job=~"$job"', 'flow=~"$flow"')
+OPEN_RELAYS = JOB("exchange_routing_findings", 'kind="open_relay"')
 
 
 def hybrid_mail() -> dict[str, Any]:
@@ -173,6 +174,35 @@ def hybrid_mail() -> dict[str, Any]:
         ),
         12,
         7,
+    )
+
+    lay.row("Mail routing")
+    lay.add(
+        stat(
+            "Open relays",
+            f"sum({OPEN_RELAYS}) or vector(0)",
+            "Receive connectors that let anonymous senders relay from outside the allowed ranges: should be 0.",
+            thresholds=[(None, "green"), (1, "red")],
+        ),
+        6,
+        8,
+    )
+    lay.add(
+        table(
+            "Routing findings",
+            f"{JOB('exchange_routing_finding_info')} == 1",
+            "Configuration mistakes that break mail silently (shared namespaces, centralized transport, connectors "
+            "to Office 365): the runbook ExchangeMailRoutingMisconfigured explains each kind and its fix.",
+            {
+                "organization": "Organisation",
+                "kind": "Finding",
+                "object": "Domain or connector",
+                "severity": "Severity",
+                "Value": "Found",
+            },
+        ),
+        18,
+        8,
     )
 
     lay.row("Canary")

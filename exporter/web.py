@@ -13,11 +13,10 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, exposition, pages
-from exporter.collectors.smtp_probe import probe_families
+from exporter.collectors.smtp_probe import probe_families, probe_target
 from exporter.config import ProbesConfig
 from exporter.lockouts import InvalidAccount, LockoutService, RateLimited
 from exporter.registry import CollectorRegistry
-from exporter.sources.smtp import probe_smtp
 from exporter.web_security import WebSecurity, security_middleware
 
 TAIL_MAX_AGE = 1.0  # seconds the per-scrape families (process, reload state) are reused
@@ -84,17 +83,8 @@ def build_app(
             )
         if target not in probes.allowed_targets:
             return web.Response(status=403, text=f"target {target!r} is not in probes.allowed_targets\n")
-        host, _, port = target.rpartition(":")
-        result = await probe_smtp(
-            host.strip("[]"),
-            int(port),
-            timeout=probe_timeout(module.timeout_seconds, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")),
-            ehlo_hostname=module.ehlo_hostname,
-            starttls=module.starttls,
-            verify=module.verify,
-            ca_file=module.ca_file,
-            server_name=module.server_name,
-        )
+        timeout = probe_timeout(module.timeout_seconds, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+        result = await probe_target(target, module, timeout)
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         body = exposition.render(probe_families(result, module), openmetrics)
         if openmetrics:

@@ -19,7 +19,7 @@ from lab import stop_process
 from lab.activesync import SERVICE_ADDRESS, ActiveSyncStandIn, phone_sync, stale_service
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
-from lab.exporter_config import write_config
+from lab.exporter_config import mail_sections, write_config
 from lab.samba import USER_PASSWORD, USERS, SambaLab
 from lab.smtp import SmtpLab
 from lab.winevent import EventLab
@@ -30,39 +30,6 @@ STORIES_AT = 30  # the lockout stories: a phone and a service left with old pass
 STORY_PASSWORD = "Lab-User-Pass2!"
 # The hybrid side: on-premises presents a renewed certificate with another Organisation, later fixed.
 CERT_RENEWED_AT, CERT_FIXED_AT = 150, 330
-
-
-def hybrid_sections(smtp: SmtpLab) -> dict[str, object]:
-    drop = [str(smtp.drop / "*.eml")]
-    return {
-        "hybrid_mail": [{"name": "onprem-to-exo", "drop_directories": drop, "interval_seconds": 10}],
-        "canaries": [
-            {
-                "name": "hybrid",
-                "smtp": smtp.target("onprem"),
-                "sender": "canary@contoso.com",
-                "recipient": "canary@contoso.mail.onmicrosoft.com",
-                "drop_directories": drop,
-                "interval_seconds": 10,
-                "timeout_seconds": 5,
-                "late_seconds": 60,
-            }
-        ],
-        "probes": {
-            "modules": {
-                "hybrid": {
-                    "timeout_seconds": 5,
-                    "verify": True,
-                    "ca_file": str(smtp.ca_file),
-                    "server_name": "mail.contoso.com",
-                    "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd",
-                }
-            },
-            "allowed_targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")],
-            "scheduled": [{"module": "hybrid", "target": smtp.target(n)} for n in ("onprem", "renewed", "offline")],
-            "interval_seconds": 30,
-        },
-    }
 
 
 def _demo(port: int) -> int:
@@ -108,7 +75,7 @@ def _demo(port: int) -> int:
             events=events,
             state=lab.root / "state.db",
             logs=logs,
-            sections=hybrid_sections(smtp),
+            sections=mail_sections(smtp, interval=10, timeout=5, late=60, probe_timeout=5, scheduled=True),
         )
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
         print(

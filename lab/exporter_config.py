@@ -10,6 +10,7 @@ import yaml
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
+from lab.smtp import SmtpLab
 from lab.winevent import EventLab
 
 
@@ -87,3 +88,49 @@ def lab_config(
 def write_config(lab: SambaLab | None, path: Path, **kwargs: Any) -> Path:
     path.write_text(yaml.safe_dump(lab_config(lab, **kwargs), sort_keys=False))
     return path
+
+
+HYBRID_PROBED = ("onprem", "renewed", "offline")
+RELAY_PROBED = ("open_relay", "closed_relay")
+
+
+def mail_sections(
+    smtp: SmtpLab, interval: float, timeout: float, late: float, probe_timeout: float, scheduled: bool
+) -> dict[str, Any]:
+    """The hybrid mail flow, its canary and the SMTP probe modules (hybrid; relay, for the open-relay test), all on
+    the lab's SMTP servers; ``scheduled``: the exporter also runs the probes itself every 30 s."""
+    drop = [str(smtp.drop / "*.eml")]
+    probes: dict[str, Any] = {
+        "modules": {
+            "hybrid": {
+                "timeout_seconds": probe_timeout,
+                "verify": True,
+                "ca_file": str(smtp.ca_file),
+                "server_name": "mail.contoso.com",
+                "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd",
+            },
+            "relay": {"timeout_seconds": probe_timeout, "relay_test": {"rcpt_to": "relay-canary@example.org"}},
+        },
+        "allowed_targets": [smtp.target(n) for n in (*HYBRID_PROBED, *RELAY_PROBED)],
+    }
+    if scheduled:
+        probes["scheduled"] = [{"module": "hybrid", "target": smtp.target(n)} for n in HYBRID_PROBED] + [
+            {"module": "relay", "target": smtp.target(n)} for n in RELAY_PROBED
+        ]
+        probes["interval_seconds"] = 30
+    return {
+        "hybrid_mail": [{"name": "onprem-to-exo", "drop_directories": drop, "interval_seconds": interval}],
+        "canaries": [
+            {
+                "name": "hybrid",
+                "smtp": smtp.target("onprem"),
+                "sender": "canary@contoso.com",
+                "recipient": "canary@contoso.mail.onmicrosoft.com",
+                "drop_directories": drop,
+                "interval_seconds": interval,
+                "timeout_seconds": timeout,
+                "late_seconds": late,
+            }
+        ],
+        "probes": probes,
+    }

@@ -145,6 +145,34 @@ class _Accept:
         return "250 2.6.0 Queued mail for delivery"
 
 
+class _Relay:
+    """A front end for contoso.com that relays for anyone (``open``, the misconfiguration) or refuses recipients
+    outside its domains, as Exchange does. Counts every conversation's commands; DATA must never come from a
+    relay test."""
+
+    def __init__(self, open_relay: bool, domains: tuple[str, ...] = ("contoso.com",)) -> None:
+        self.open = open_relay
+        self.domains = domains
+        self.rcpts: list[tuple[str, str, bool]] = []  # (address, the reply given, over TLS)
+        self.data_commands = 0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        ours = address.rpartition("@")[2].lower() in self.domains
+        reply = (
+            "250 2.1.5 Recipient OK"
+            if ours or self.open
+            else ("550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain")
+        )
+        self.rcpts.append((address, reply, session.ssl is not None))
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_commands += 1
+        return "554 5.7.1 The lab's relays never take a message"
+
+
 class _ServiceNotActive(SMTP):
     async def _handle_client(self) -> None:
         await self.push("421 4.3.2 Service not active")
@@ -217,6 +245,12 @@ class SmtpLab:
                 port=free_port(address),
             ),
         )
+        # Relay tests: a connector that relays for anyone, and one that refuses outside recipients.
+        self.relays = {"open_relay": _Relay(open_relay=True), "closed_relay": _Relay(open_relay=False)}
+        for name, relay in self.relays.items():
+            self._add(
+                name, Controller(relay, hostname=address, port=free_port(address), tls_context=contexts["onprem"])
+            )
         self.renew_onprem_certificate("Contoso Ltd")
         self._lock = threading.Lock()
 

@@ -473,6 +473,7 @@ class ExchangeCollector(Collector):
                 + _parse_all(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors)
             )
             hybrid.permissions_read = "Get-ADPermission" in results
+            before = {(f.kind, f.object) for f in hybrid.findings}
             hybrid.findings = routing.findings(
                 hybrid.accepted_domains,
                 hybrid.remote_mailboxes,
@@ -484,6 +485,9 @@ class ExchangeCollector(Collector):
                 self._routing_policy,
                 routing.centralized_transport_on(_parse_all(results["Get-HybridConfiguration"], lambda o: o, errors)),
             )
+            for finding in hybrid.findings:
+                if (finding.kind, finding.object) not in before:  # once, when it appears: the fix is in the text
+                    log.warning("%s mail routing: %s: %s", self.target, finding.kind, finding.detail)
             hybrid.up, hybrid.detail, hybrid.at, hybrid.server = True, "", self.clock(), server
             break
         self._parse_errors_total += len(errors)

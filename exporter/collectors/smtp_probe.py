@@ -33,7 +33,11 @@ PROBE_SMTP_GREETING_CODE = _probe(
     "probe_smtp_greeting_code", "The reply code of the greeting (220 ready; 421 the service is not active)."
 )
 PROBE_SMTP_REPLY_INFO = _probe(
-    "probe_smtp_reply_info", "The greeting's reply and enhanced status codes.", "stage", "code", "enhanced_code"
+    "probe_smtp_reply_info",
+    "Reply and enhanced status codes: of the greeting (stage greeting) and of the relay test (mail_from, rcpt_to).",
+    "stage",
+    "code",
+    "enhanced_code",
 )
 PROBE_SMTP_STARTTLS_OFFERED = _probe("probe_smtp_starttls_offered", "1 if EHLO offered STARTTLS.")
 PROBE_SMTP_CAPABILITY_INFO = _probe("probe_smtp_capability_info", "The ESMTP extensions EHLO announced.", "capability")
@@ -57,6 +61,11 @@ PROBE_TLS_CERTIFICATE_MATCHES_EXPECTED = _probe(
 PROBE_TLS_CERTIFICATE_VERIFIED = _probe(
     "probe_tls_certificate_verified", "1 if the certificate chains to a trusted CA and names the server."
 )
+PROBE_SMTP_OPEN_RELAY = _probe(
+    "probe_smtp_open_relay",
+    "1 if the relay test's RCPT TO an outside address was accepted (an open relay), 0 if refused (5xx); absent when "
+    "not tested or undecided (a 4xx, or MAIL FROM refused). DATA is never sent.",
+)
 PROBE_FAMILIES = (
     PROBE_SUCCESS,
     PROBE_DURATION_SECONDS,
@@ -71,6 +80,7 @@ PROBE_FAMILIES = (
     PROBE_SSL_EARLIEST_CERT_EXPIRY,
     PROBE_TLS_CERTIFICATE_MATCHES_EXPECTED,
     PROBE_TLS_CERTIFICATE_VERIFIED,
+    PROBE_SMTP_OPEN_RELAY,
 )
 # The scheduled probes' families: the same, each series also labelled with its target and module.
 SCHEDULED_FAMILIES = {f.name: f.with_leading_labels("target", "module") for f in PROBE_FAMILIES}
@@ -129,7 +139,28 @@ def probe_families(result: SmtpProbe, module: SmtpModule, scheduled: tuple[str, 
             add(PROBE_TLS_CERTIFICATE_MATCHES_EXPECTED, 1.0 if ok else 0.0)
     if result.verified is not None:
         add(PROBE_TLS_CERTIFICATE_VERIFIED, 1.0 if result.verified else 0.0)
+    for stage, reply in result.relay_replies.items():
+        add(PROBE_SMTP_REPLY_INFO, 1.0, stage, reply.code, reply.enhanced)
+    if result.open_relay is not None:
+        add(PROBE_SMTP_OPEN_RELAY, 1.0 if result.open_relay else 0.0)
     return families
+
+
+async def probe_target(target: str, module: SmtpModule, timeout: float | None = None) -> SmtpProbe:  # noqa: ASYNC109
+    """One probe of ``target`` (host:port) as ``module`` says; ``timeout`` shortens the module's."""
+    host, _, port = target.rpartition(":")
+    relay = module.relay_test
+    return await probe_smtp(
+        host.strip("[]"),
+        int(port),
+        timeout=module.timeout_seconds if timeout is None else timeout,
+        ehlo_hostname=module.ehlo_hostname,
+        starttls=module.starttls,
+        verify=module.verify,
+        ca_file=module.ca_file,
+        server_name=module.server_name,
+        relay=(relay.mail_from, relay.rcpt_to) if relay else None,
+    )
 
 
 class ScheduledProbesCollector(Collector):
@@ -145,18 +176,7 @@ class ScheduledProbesCollector(Collector):
         self.results: dict[tuple[str, str], SmtpProbe] = {}
 
     async def _run(self, probe: ScheduledProbe) -> None:
-        module = self.config.modules[probe.module]
-        host, _, port = probe.target.rpartition(":")
-        self.results[(probe.target, probe.module)] = await probe_smtp(
-            host.strip("[]"),
-            int(port),
-            timeout=module.timeout_seconds,
-            ehlo_hostname=module.ehlo_hostname,
-            starttls=module.starttls,
-            verify=module.verify,
-            ca_file=module.ca_file,
-            server_name=module.server_name,
-        )
+        self.results[(probe.target, probe.module)] = await probe_target(probe.target, self.config.modules[probe.module])
 
     async def collect(self) -> list[Series]:
         await asyncio.gather(*(self._run(p) for p in self.config.scheduled))

@@ -7,6 +7,15 @@ from pydantic import Field, field_validator, model_validator
 from exporter.config.base import ReadableFile, Seconds, StrictModel, readable_file
 
 
+class RelayTest(StrictModel):
+    """After EHLO (and STARTTLS), ask to relay: MAIL FROM and RCPT TO an address outside the organisation, then
+    RSET and QUIT. DATA is never sent: nothing is delivered whatever the server answers."""
+
+    # An external recipient (a mailbox you own elsewhere): accepted by RCPT means the target is an open relay.
+    rcpt_to: str = Field(pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+    mail_from: str = Field(default="relay-test@ad-exchange-exporter.invalid", pattern=r"^[^@\s<>]*@?[^@\s<>]*$")
+
+
 class SmtpModule(StrictModel):
     """How /probe talks to an SMTP target: greeting, EHLO, STARTTLS, the presented certificate."""
 
@@ -20,6 +29,8 @@ class SmtpModule(StrictModel):
     server_name: str | None = None
     # The certificate the hybrid connectors expect ("<I>issuer<S>subject" or the subject alone).
     expected_tls_certificate_name: str | None = None
+    # Test whether the target relays for anyone (probe_smtp_open_relay).
+    relay_test: RelayTest | None = None
 
     _check_ca_file = field_validator("ca_file")(readable_file)
 

@@ -45,6 +45,9 @@ class SmtpProbe:
     tls_version: str = ""
     certificate: Certificate | None = None
     verified: bool | None = None  # None when verification was not asked for
+    # The relay test's replies (MAIL FROM, RCPT TO), when it was asked for and got that far.
+    relay_replies: dict[str, SmtpReply] = field(default_factory=dict)
+    open_relay: bool | None = None  # None: not tested, or refused before RCPT could tell
     phases: dict[str, float] = field(default_factory=dict)
     duration: float = 0.0
 
@@ -91,8 +94,10 @@ async def probe_smtp(
     verify: bool = False,
     ca_file: Path | None = None,
     server_name: str | None = None,
+    relay: tuple[str, str] | None = None,
 ) -> SmtpProbe:
-    """One SMTP conversation up to the certificate; QUIT at the end. Nothing is sent beyond EHLO/STARTTLS."""
+    """One SMTP conversation up to the certificate; QUIT at the end. Nothing is sent beyond EHLO/STARTTLS, except
+    with ``relay`` (MAIL FROM, RCPT TO): those two, then RSET. Never DATA."""
     result = SmtpProbe()
     started = time.monotonic()
     client = aiosmtplib.SMTP(
@@ -151,6 +156,9 @@ async def probe_smtp(
                     result.certificate = certificate_from_der(der)
             if verify:
                 result.verified = True
+        if relay is not None:
+            stage = "relay"
+            await _relay_test(client, result, *relay)
         result.success = True
         with contextlib.suppress(aiosmtplib.SMTPException):
             await client.quit()
@@ -162,3 +170,26 @@ async def probe_smtp(
     finally:
         result.duration = time.monotonic() - started
         client.close()
+
+
+def _reply(code: int, message: str) -> SmtpReply:
+    return parse_reply(f"{code} {message}") or SmtpReply(str(code), "")
+
+
+async def _relay_test(client: aiosmtplib.SMTP, result: SmtpProbe, mail_from: str, rcpt_to: str) -> None:
+    """MAIL FROM, RCPT TO an outside address, RSET: an accepted RCPT is an open relay. Refusals are answers."""
+    try:
+        reply = await client.mail(mail_from)
+    except aiosmtplib.SMTPResponseException as exc:
+        result.relay_replies["mail_from"] = _reply(exc.code, exc.message)
+        return
+    result.relay_replies["mail_from"] = _reply(reply.code, reply.message)
+    try:
+        reply = await client.rcpt(rcpt_to)
+        result.relay_replies["rcpt_to"] = _reply(reply.code, reply.message)
+        result.open_relay = True
+    except aiosmtplib.SMTPResponseException as exc:
+        result.relay_replies["rcpt_to"] = _reply(exc.code, exc.message)
+        result.open_relay = False if exc.code >= 500 else None  # a 4xx (greylisting, busy) decides nothing
+    with contextlib.suppress(aiosmtplib.SMTPResponseException):
+        await client.rset()

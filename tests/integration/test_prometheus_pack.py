@@ -15,6 +15,7 @@ import yaml
 from lab import free_port
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
+from lab.exporter_config import HYBRID_PROBED, RELAY_PROBED, mail_sections
 from lab.prometheus import PrometheusServer
 from lab.samba import SambaLab
 from lab.smtp import SmtpLab
@@ -88,39 +89,6 @@ def smtp(tmp_path: Path) -> Iterator[SmtpLab]:
         yield smtp_lab
 
 
-def mail_sections(smtp: SmtpLab) -> dict[str, Any]:
-    """The hybrid mail flow, its canary and the SMTP probe modules, all on the lab's SMTP servers."""
-    return {
-        "hybrid_mail": [
-            {"name": "onprem-to-exo", "drop_directories": [str(smtp.drop / "*.eml")], "interval_seconds": 2}
-        ],
-        "canaries": [
-            {
-                "name": "hybrid",
-                "smtp": smtp.target("onprem"),
-                "sender": "canary@contoso.com",
-                "recipient": "canary@contoso.mail.onmicrosoft.com",
-                "drop_directories": [str(smtp.drop / "*.eml")],
-                "interval_seconds": 2,
-                "timeout_seconds": 1.5,
-                "late_seconds": 30,
-            }
-        ],
-        "probes": {
-            "modules": {
-                "hybrid": {
-                    "timeout_seconds": 3,
-                    "verify": True,
-                    "ca_file": str(smtp.ca_file),
-                    "server_name": "mail.contoso.com",
-                    "expected_tls_certificate_name": "CN=mail.contoso.com, O=Contoso Ltd",
-                }
-            },
-            "allowed_targets": [smtp.target(name) for name in ("onprem", "renewed", "offline")],
-        },
-    }
-
-
 @pytest.fixture
 def prometheus(
     lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab, tmp_path: Path
@@ -133,7 +101,7 @@ def prometheus(
         exchange=exchange,
         events=events,
         logs=logs,
-        sections=mail_sections(smtp),
+        sections=mail_sections(smtp, interval=2, timeout=1.5, late=30, probe_timeout=3, scheduled=False),
     ) as exporter:
         exporter_address = f"127.0.0.1:{exporter.port}"
         config = {
@@ -142,17 +110,23 @@ def prometheus(
             "scrape_configs": [
                 {"job_name": "ad", "static_configs": [{"targets": [exporter_address]}]},
                 # The blackbox pattern: the target becomes a parameter, the exporter is what is scraped.
-                {
-                    "job_name": "smtp",
-                    "metrics_path": "/probe",
-                    "params": {"module": ["hybrid"]},
-                    "static_configs": [{"targets": [smtp.target(n) for n in ("onprem", "renewed", "offline")]}],
-                    "relabel_configs": [
-                        {"source_labels": ["__address__"], "target_label": "__param_target"},
-                        {"source_labels": ["__param_target"], "target_label": "instance"},
-                        {"target_label": "__address__", "replacement": exporter_address},
-                    ],
-                },
+                *(
+                    {
+                        "job_name": job,
+                        "metrics_path": "/probe",
+                        "params": {"module": [module]},
+                        "static_configs": [{"targets": [smtp.target(n) for n in targets]}],
+                        "relabel_configs": [
+                            {"source_labels": ["__address__"], "target_label": "__param_target"},
+                            {"source_labels": ["__param_target"], "target_label": "instance"},
+                            {"target_label": "__address__", "replacement": exporter_address},
+                        ],
+                    }
+                    for job, module, targets in (
+                        ("smtp", "hybrid", HYBRID_PROBED),
+                        ("smtp-relay", "relay", RELAY_PROBED),
+                    )
+                ),
             ],
         }
         with PrometheusServer(tmp_path / "prometheus", config) as prom:
@@ -206,6 +180,14 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     prom.wait_for("probe_tls_certificate_matches_expected == 0")
     prom.wait_for("exchange:inbound_anonymous:ratio15m")
     prom.wait_for('increase(exchange_message_tracking_failures_total{enhanced_code="5.4.6"}[5m]) > 0')
+    # The open relay, in the configuration and on the wire; the refusing relay is not one.
+    prom.wait_for('exchange_routing_finding_info{kind="open_relay",object="SOLO-E19A\\\\Relay Scanners"} == 1')
+    prom.wait_for("probe_smtp_open_relay == 1")
+    relays = prom.query("probe_smtp_open_relay")["data"]["result"]
+    assert {r["metric"]["instance"]: r["value"][1] for r in relays} == {
+        smtp.target("open_relay"): "1",
+        smtp.target("closed_relay"): "0",
+    }
     # A DC down, so that the "why DCs are down" panel and the down-reason selectors have something to show.
     lab.stop(lab.dc2)
     try:

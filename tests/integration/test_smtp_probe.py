@@ -34,6 +34,11 @@ def exporter(smtp: SmtpLab, tmp_path: Path) -> Iterator[RunningExporter]:
                 "expected_tls_certificate_name": EXPECTED,
             },
             "system_cas": {"timeout_seconds": 3, "verify": True, "server_name": "mail.contoso.com"},
+            "relay": {
+                "timeout_seconds": 3,
+                "ehlo_hostname": "probe.lab.example",
+                "relay_test": {"rcpt_to": "canary@example.org", "mail_from": "probe@example.net"},
+            },
         },
         "allowed_targets": [smtp.target(name) for name in smtp.ports],
     }
@@ -114,3 +119,21 @@ def test_scheduled_probes_carry_their_target(smtp: SmtpLab, tmp_path: Path) -> N
     assert metric(text, "probe_tls_certificate_matches_expected", target=smtp.target("renewed")) == 0
     assert metric(text, "probe_tls_certificate_matches_expected", target=smtp.target("onprem")) == 1
     assert metric(text, "probe_smtp_capability_info", target=smtp.target("onprem"), capability="STARTTLS") == 1
+
+
+def test_the_relay_test_finds_the_open_relay_and_never_sends_data(smtp: SmtpLab, exporter: RunningExporter) -> None:
+    opened = probe(exporter, "relay", smtp.target("open_relay"))
+    closed = probe(exporter, "relay", smtp.target("closed_relay"))
+    assert metric(opened, "probe_smtp_open_relay") == 1 and metric(opened, "probe_success") == 1
+    assert metric(opened, "probe_smtp_reply_info", stage="rcpt_to", code="250", enhanced_code="2.1.5") == 1
+    assert metric(closed, "probe_smtp_open_relay") == 0 and metric(closed, "probe_success") == 1
+    assert metric(closed, "probe_smtp_reply_info", stage="rcpt_to", code="550", enhanced_code="5.7.54") == 1
+    assert metric(closed, "probe_smtp_reply_info", stage="mail_from", code="250") == 1
+    # Each server saw exactly the one RCPT to the outside address, after STARTTLS, and never a DATA.
+    for name in ("open_relay", "closed_relay"):
+        relay = smtp.relays[name]
+        assert [(a, tls) for a, _, tls in relay.rcpts] == [("canary@example.org", True)]
+        assert relay.data_commands == 0
+    # A module without relay_test says nothing about relaying.
+    plain = probe(exporter, "hybrid", smtp.target("onprem"))
+    assert metric(plain, "probe_smtp_open_relay") is None

@@ -25,6 +25,9 @@ from exporter.metrics import DeclarationError, Family, Series, check_families
 from exporter.sources.pool import BlockingPool, SourceError
 
 log = logging.getLogger(__name__)
+# Between refreshes of a collector that is behind (a backlog): short, so a backlog drains in minutes, not hours,
+# but a pause all the same, so the DC and the event loop get a breath.
+CATCH_UP_PAUSE = 0.5
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,11 @@ class Collector(ABC):
 
     def target_status(self) -> list[TargetStatus]:
         return []
+
+    def behind(self) -> bool:
+        """True when the last refresh stopped at its per-refresh limit with more to read (a backlog): the next
+        refresh then starts after CATCH_UP_PAUSE instead of the interval, until it has caught up."""
+        return False
 
     async def close(self) -> None:
         """Release connections and threads (subclasses close their clients, then call this)."""
@@ -246,6 +254,8 @@ class CollectorRegistry(PromCollector):
             await self.refresh_once(state)
             # Jitter spreads the load on the DCs when many exporters start together.
             delay = interval * (1 + random.uniform(-self._jitter, self._jitter)) - (time.monotonic() - started)  # noqa: S311
+            if state.success and state.collector.behind():
+                delay = min(delay, CATCH_UP_PAUSE)  # a backlog is drained back to back, with a breath between
             await asyncio.sleep(max(delay, 0.0))
 
     def _self_metrics(self) -> list[Series]:

@@ -268,6 +268,9 @@ class SecurityEventsCollector(Collector):
                 self.window.add(*source)
             return counted, newest
 
+    def behind(self) -> bool:
+        return any(s.backlog and s.up for (_, source), s in self.status.items() if source == "winrm")
+
     # --- remoting ---------------------------------------------------------------------------------------------
 
     def _xpath(self, after: int) -> str:

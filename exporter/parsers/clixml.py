@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from defusedxml import ElementTree as SafeET
+from exporter.parsers import safexml
 
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _DURATION = re.compile(
@@ -58,9 +58,22 @@ def unescape(text: str) -> str:
     """Decode PowerShell's ``_xHHHH_`` escapes (CR/LF, control characters, surrogate halves)."""
     if "_x" not in text:
         return text
-    decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-    # Characters outside the BMP are escaped as two surrogate halves; join them.
-    return decoded.encode("utf-16", "surrogatepass").decode("utf-16")
+    if "_x005F_" not in text and "_x005f_" not in text:
+        # Line ends are nearly all there is (an event's XML, a multi-line message): replaced without the regex.
+        text = text.replace("_x000D_", "\r").replace("_x000A_", "\n")
+        if "_x" not in text:
+            return text
+    halves = False
+
+    def char(match: re.Match[str]) -> str:
+        nonlocal halves
+        code = int(match.group(1), 16)
+        halves = halves or 0xD800 <= code <= 0xDFFF
+        return chr(code)
+
+    decoded = _ESCAPE.sub(char, text)
+    # Characters outside the BMP are escaped as two surrogate halves; join them (only then: it costs a copy).
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16") if halves else decoded
 
 
 def parse_datetime(text: str) -> datetime:
@@ -229,8 +242,8 @@ def _strip_namespaces(root: ET.Element) -> ET.Element:
 def _parse_xml(text: str | bytes, what: str) -> ET.Element:
     try:
         # The server may not be trustworthy: no DTDs, no entity expansion.
-        root = SafeET.fromstring(text.lstrip("\ufeff") if isinstance(text, str) else text.removeprefix(b"\xef\xbb\xbf"))
-    except (ET.ParseError, ValueError) as exc:
+        root = safexml.parse(text)
+    except safexml.XmlError as exc:
         raise ClixmlError(f"{what}: not well-formed XML: {exc}") from None
     return _strip_namespaces(root)
 

@@ -10,16 +10,16 @@ normalised (``::ffff:a.b.c.d``, ``-``, Samba's ``ipv4:a.b.c.d:port``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from defusedxml import ElementTree as SafeET
+from exporter.parsers import safexml
 
 EVENT_NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 LOCKOUT, FAILED_LOGON, KERBEROS_PREAUTH, NTLM_VALIDATION, LOGON = 4740, 4625, 4771, 4776, 4624
@@ -120,6 +120,7 @@ class SecurityEvent:
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a flood repeats a handful of addresses
 def normalise_ip(value: str | None) -> str:
     """'::ffff:10.0.0.1' -> '10.0.0.1'; '-', '' -> ''; Samba's 'ipv4:10.0.0.1:5123' -> '10.0.0.1'."""
     text = (value or "").strip()
@@ -269,19 +270,40 @@ def build_event(
 
 
 def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+    return tag[len(EVENT_NS) :] if tag.startswith(EVENT_NS) else tag.rsplit("}", 1)[-1]
 
 
 READ_EVENTS = frozenset((*FAILURE_EVENTS, LOGON))
+# The elements read, by tag with and without Windows' event namespace: one lookup each, no string work.
+_READ_TAGS = {
+    tag: name
+    for name in ("System", "EventData", "EventID", "EventRecordID", "TimeCreated", "Computer")
+    for tag in (name, EVENT_NS + name)
+}
 
 
-def event_from_element(element: ET.Element) -> SecurityEvent | None:
+def event_from_element(element: Any) -> SecurityEvent | None:
     """The event, or None for a well-formed event of an ID this exporter does not read (4768, 4672, 1102...):
     a Security log export holds those beside the four it reads, and they are not errors."""
-    system = next((c for c in element if _local(c.tag) == "System"), None)
+    system = None
+    data: dict[str, str] = {}
+    read = _READ_TAGS.get
+    for section in element:
+        name = read(section.tag) or _local(section.tag)  # another namespace: the local name decides
+        if name == "System":
+            system = section
+        elif name == "EventData":
+            for item in section:
+                key = item.get("Name")
+                if key:
+                    data[key] = item.text or ""
     if system is None:
         raise EventParseError("event XML without <System>")
-    fields = {_local(c.tag): c for c in system}
+    fields = {}
+    for child in system:
+        name = read(child.tag) or _local(child.tag)
+        if name in _READ_TAGS:
+            fields[name] = child
     event_id = _code(fields["EventID"].text if "EventID" in fields else None)
     if event_id is None:
         raise EventParseError("event XML without an EventID")
@@ -291,13 +313,6 @@ def event_from_element(element: ET.Element) -> SecurityEvent | None:
     created = fields.get("TimeCreated")
     time = parse_system_time(created.get("SystemTime", "")) if created is not None else None
     computer = (fields["Computer"].text or "").strip().lower() if "Computer" in fields else ""
-    data: dict[str, str] = {}
-    for section in element:
-        if _local(section.tag) == "EventData":
-            for item in section:
-                name = item.get("Name")
-                if name:
-                    data[name] = item.text or ""
     try:
         return build_event(event_id, record_id, time, computer, data)
     except EventParseError as exc:
@@ -307,8 +322,8 @@ def event_from_element(element: ET.Element) -> SecurityEvent | None:
 def parse_event_xml(text: str | bytes) -> SecurityEvent | None:
     """One ``<Event>`` as ``.ToXml()`` returns it; None for an event of an ID this exporter does not read."""
     try:
-        root = SafeET.fromstring(text)
-    except (ET.ParseError, ValueError) as exc:
+        root = safexml.parse(text)
+    except safexml.XmlError as exc:
         raise EventParseError(f"not well-formed XML: {exc}") from None
     if _local(root.tag) != "Event":
         raise EventParseError(f"expected <Event>, found <{_local(root.tag)}>")
@@ -319,8 +334,8 @@ def iter_event_document(text: str | bytes) -> Iterator[SecurityEvent | EventPars
     """An exported ``<Events>`` document (wevtutil qe /f:xml, python-evtx): each event it reads, or its error;
     events of other IDs are passed over."""
     try:
-        root = SafeET.fromstring(text)
-    except (ET.ParseError, ValueError) as exc:
+        root = safexml.parse(text)
+    except safexml.XmlError as exc:
         yield EventParseError(f"not well-formed XML: {exc}")
         return
     events = [root] if _local(root.tag) == "Event" else [e for e in root if _local(e.tag) == "Event"]

@@ -160,8 +160,12 @@ async def probe_smtp(
             stage = "relay"
             await _relay_test(client, result, *relay)
         result.success = True
-        with contextlib.suppress(aiosmtplib.SMTPException):
-            await client.quit()
+        # QUIT said but its 221 not waited for (blackbox_exporter does not even say it): the reply tells nothing,
+        # and waiting for it is a round trip on every probe.
+        protocol = client.protocol
+        if protocol is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                protocol.write(b"QUIT\r\n")
         return result
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
         result.failed_stage = result.failed_stage or stage

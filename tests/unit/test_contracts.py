@@ -55,3 +55,13 @@ def test_psrpcore_internals_the_lab_endpoint_uses() -> None:
     _require(_payload, "PSRPMessage", used_by)
     _require(_payload, "create_message", used_by)
     _require(psrpcore.ServerPipeline, "_change_state", used_by)
+
+
+def test_aiosmtplib_client_exposes_its_protocol() -> None:
+    import aiosmtplib
+    from aiosmtplib.protocol import SMTPProtocol
+
+    used_by = "exporter/sources/smtp.py (QUIT written without waiting for its reply)"
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=1)
+    assert _require(client, "protocol", used_by) is None  # set once connected
+    assert callable(_require(SMTPProtocol, "write", used_by))

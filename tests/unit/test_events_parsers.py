@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.parsers import events as ev
-from lab.winevent import winlogbeat_line
+from lab.winevent import sample_events, winlogbeat_line
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 WINEVENT = FIXTURES / "winevent"
@@ -260,3 +260,34 @@ def test_winlogbeat_ingested_form_reads_the_same_as_the_raw_form() -> None:
             for form in ("raw", "ingested")
         ]
         assert pair[0] == pair[1], name
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE Event [<!ENTITY lol "lol">'
+    + "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i > 1 else "&lol;" * 10}">' for i in range(1, 10))
+    + ']><Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System><EventID>4625</EventID>'
+    '</System><EventData><Data Name="TargetUserName">&lol9;</Data></EventData></Event>'
+)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        BILLION_LAUGHS,
+        BILLION_LAUGHS.encode(),
+        # An external entity: never fetched (no file, no network), the document is refused.
+        '<!DOCTYPE Event [<!ENTITY x SYSTEM "file:///etc/passwd">]><Event><System><EventID>4625</EventID></System>'
+        '<EventData><Data Name="TargetUserName">&x;</Data></EventData></Event>',
+        '<!DOCTYPE Event SYSTEM "http://example.invalid/event.dtd"><Event/>',
+    ],
+)
+def test_entities_and_dtds_are_refused_not_expanded(document: str | bytes) -> None:
+    with pytest.raises(ev.EventParseError, match="not well-formed XML"):
+        ev.parse_event_xml(document)
+    assert [type(e) for e in ev.iter_event_document(document)] == [ev.EventParseError]
+
+
+def test_an_xml_declaration_in_a_str_is_not_a_problem() -> None:
+    xml = sample_events("4740_msdocs_event-4740_xml_block.txt")[0]
+    declared = '<?xml version="1.0" encoding="utf-16"?>\n' + xml
+    assert ev.parse_event_xml(declared) == ev.parse_event_xml(xml)

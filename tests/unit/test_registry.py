@@ -139,3 +139,36 @@ def test_collectors_declaring_one_family_differently_fail_at_start() -> None:
         object.__setattr__(clash, field, setting)
     with pytest.raises(DeclarationError, match="fake_value is declared twice"):
         CollectorRegistry([Fake("a", []), Other("x", 60, 1)])
+
+
+class Behind(Fake):
+    """Behind for its first refreshes (a backlog it works off), then caught up."""
+
+    def __init__(self, behind_for: int) -> None:
+        super().__init__("backlog", ["ok"] * (behind_for + 2))
+        self.behind_for = behind_for
+        self.refreshes = 0
+        self.caught_up = asyncio.Event()
+
+    async def collect(self) -> list[Series]:
+        self.refreshes += 1
+        if self.refreshes > self.behind_for:
+            self.caught_up.set()
+        return await super().collect()
+
+    def behind(self) -> bool:
+        return self.refreshes <= self.behind_for
+
+
+async def test_a_collector_behind_refreshes_again_without_waiting_its_interval() -> None:
+    behind, steady = Behind(3), Fake("steady", ["ok"] * 5)
+    registry = CollectorRegistry([behind, steady])
+    registry.start()
+    try:
+        # Its interval is 60 s: only catching up brings the fourth refresh within the wait.
+        await asyncio.wait_for(behind.caught_up.wait(), timeout=10)
+    finally:
+        await registry.stop()
+    assert behind.refreshes == 4
+    # Once caught up it waits its interval again, and the other collector was never made to wait or hurry.
+    assert registry.states[1].attempts == 1

@@ -79,7 +79,9 @@ class EventParseError(ValueError):
     """An event that cannot be read; the message says what and, where known, which record."""
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ costs 2 µs for these fields, a quarter of parsing a Winlogbeat line.
+# Treated as immutable all the same.
+@dataclass(slots=True)
 class SecurityEvent:
     event_id: int
     record_id: int | None  # EventRecordID (per log, increasing); None for Samba lines
@@ -378,7 +380,8 @@ def parse_winlogbeat(line: str | bytes) -> SecurityEvent | None:
     winlog = doc.get("winlog")
     if not isinstance(winlog, dict):
         raise EventParseError("no winlog object")
-    event_id = _code(str(winlog.get("event_id", "")))
+    raw_id = winlog.get("event_id", "")
+    event_id = raw_id if type(raw_id) is int else _code(str(raw_id))
     if event_id is None:
         raise EventParseError("winlog.event_id missing")
     if event_id not in READ_EVENTS:
@@ -388,11 +391,20 @@ def parse_winlogbeat(line: str | bytes) -> SecurityEvent | None:
     if not isinstance(data, dict):
         raise EventParseError("winlog.event_data is not an object")
     computer = str(winlog.get("computer_name") or (doc.get("host") or {}).get("name") or "").lower()
-    fields = {k: str(v) for k, v in data.items()}
-    fields.update({k: v for k, v in _ecs_fields(doc, event_id).items() if _blank(fields.get(k))})
+    fields: dict[str, str] = data
+    if not all(type(v) is str for v in data.values()):
+        fields = {k: v if type(v) is str else str(v) for k, v in data.items()}
+    # Only Elastic's ingest pipeline (or Winlogbeat's own security processor) writes these ECS objects.
+    paths = _ECS_PATHS[event_id] if ("source" in doc or "user" in doc or "process" in doc) else ()
+    for name, path in paths:
+        present = fields.get(name)
+        # Winlogbeat as it sends has them all in event_data; after Elastic's pipeline some are elsewhere.
+        if (present is None or present.strip() in ("", "-")) and (value := _at(doc, path)):
+            fields = fields if fields is not data else dict(data)  # never change the caller's document
+            fields[name] = value
     return build_event(
         event_id,
-        _code(str(record)) if record is not None else None,
+        record if type(record) is int else _code(str(record)) if record is not None else None,
         _iso_time(doc.get("@timestamp")),
         computer,
         fields,
@@ -403,15 +415,15 @@ def _blank(value: str | None) -> bool:
     return value is None or value.strip() in ("", "-")
 
 
-def _at(doc: Mapping[str, Any], path: str) -> str:
+def _at(doc: Mapping[str, Any], path: tuple[str, ...]) -> str:
     value: Any = doc
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, Mapping) else None
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
     return "" if value is None or isinstance(value, (dict, list)) else str(value)
 
 
-def _ecs_fields(doc: Mapping[str, Any], event_id: int) -> dict[str, str]:
-    """EventData fields Elastic's ingest pipeline moved out of ``winlog.event_data`` into ECS fields.
+def _ecs_paths(event_id: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """EventData fields Elastic's ingest pipeline moves out of ``winlog.event_data`` into ECS fields.
 
     The pipeline renames IpAddress/IpPort to source.ip/source.port and the client's name to source.domain,
     and ProcessName to process.executable. For 4740 ``user.name`` is the *subject* (the DC's machine account):
@@ -427,7 +439,10 @@ def _ecs_fields(doc: Mapping[str, Any], event_id: int) -> dict[str, str]:
             "WorkstationName" if event_id != NTLM_VALIDATION else "Workstation": "source.domain",
             "ProcessName": "process.executable",
         }
-    return {name: value for name, path in pairs.items() if (value := _at(doc, path))}
+    return tuple((name, tuple(path.split("."))) for name, path in pairs.items())
+
+
+_ECS_PATHS = {event_id: _ecs_paths(event_id) for event_id in READ_EVENTS}
 
 
 def _samba_protocol(service: str, auth: str) -> str:

@@ -1,9 +1,9 @@
 """The SMTP probe against blackbox_exporter's TCP prober doing SMTP STARTTLS, on the same lab target.
 
-    python -m bench smtp_probe [--rounds 50]
+    python -m bench smtp_probe [--rounds 200]
 
-Both run as their own processes and are asked over HTTP, as Prometheus would; the latency is the median of
-the /probe round trips. Then both answers are listed side by side.
+Both run as their own processes and are asked over HTTP, as Prometheus would, in turn; the latency is the
+median of each one's /probe round trips. Then both answers are listed side by side.
 """
 
 from __future__ import annotations
@@ -60,14 +60,19 @@ def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def timed(url: str, rounds: int) -> tuple[float, str]:
-    fetch(url)  # warm up: connections, imports
-    times, text = [], ""
+def timed(urls: list[str], rounds: int) -> list[tuple[float, str]]:
+    """The median round trip of each URL, asked in turn round after round, so that the machine's noise and the
+    lab server's state fall on all of them alike."""
+    for url in urls:
+        fetch(url)  # warm up: connections, imports
+    times: list[list[float]] = [[] for _ in urls]
+    texts = [""] * len(urls)
     for _ in range(rounds):
-        started = time.perf_counter()
-        text = fetch(url)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), text
+        for i, url in enumerate(urls):
+            started = time.perf_counter()
+            texts[i] = fetch(url)
+            times[i].append(time.perf_counter() - started)
+    return [(statistics.median(t), text) for t, text in zip(times, texts, strict=True)]
 
 
 def names(text: str) -> list[str]:
@@ -82,7 +87,7 @@ def names(text: str) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench smtp_probe")
-    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args(argv)
     blackbox = shutil.which("prometheus-blackbox-exporter")
     if blackbox is None:
@@ -121,8 +126,7 @@ def main(argv: list[str]) -> int:
             wait_up(f"http://127.0.0.1:{ex_port}/-/healthy")
             bb_url = f"http://127.0.0.1:{bb_port}/probe?module=smtp_starttls&target={target}"
             ex_url = f"http://127.0.0.1:{ex_port}/probe?module=hybrid&target={target}"
-            bb_time, bb_text = timed(bb_url, args.rounds)
-            ex_time, ex_text = timed(ex_url, args.rounds)
+            (bb_time, bb_text), (ex_time, ex_text) = timed([bb_url, ex_url], args.rounds)
         finally:
             for process in processes:
                 stop_process(process)

@@ -30,21 +30,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree as SafeET
 
+# Microsoft's published ranges are one fact: the lab's connector from Office 365 is locked to the same ones.
+from exporter.parsers.routing import EOP_RANGES
 from lab.pki import LabCa
 from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
 ANONYMOUS_LOGON = "NT AUTHORITY\\ANONYMOUS LOGON"
-# Exchange Online Protection's sending ranges (Microsoft 365 endpoints, Exchange Online ID 10).
-EOP_RANGES = (
-    "40.92.0.0/15",
-    "40.107.0.0/16",
-    "52.100.0.0/14",
-    "104.47.0.0/17",
-    "2a01:111:f400::/48",
-    "2a01:111:f403::/48",
-)
 # What the hybrid configuration sample's TlsCertificateName holds; the send connector sample differs.
 EXPECTED_TLS_CERTIFICATE_NAME = (
     "<I>CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US<S>CN=mail.contoso.com"

@@ -54,12 +54,15 @@ def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path)
         done = time.time()
         before = refreshes(exporter.metrics())
         assert statuses == [401] * (lab.threshold + 1)
-        # Within a refresh or two of the lockouts: both seen locked, and the DCs' audit logs read up to them.
+        # Within a refresh or two of the lockouts: both seen locked, the DCs' and the IIS logs read up to them.
         exporter.wait_for(
             lambda t: (
                 metric(t, "ad_account_locked", user=phone_user) == 1
                 and metric(t, "ad_account_locked", user=service_user) == 1
                 and (metric(t, "ad_security_lockouts_total", dc=lab.dc1.host, caller_kind="non_domain_source") or 0)
+                >= 1
+                # The Exchange server's IIS log read up to the phone's last line (its one 1909).
+                and (metric(t, "exchange_http_unauthorized_total", protocol="activesync", win32_status="1909") or 0)
                 >= 1
                 and all(
                     (metric(t, "ad_security_events_newest_timestamp_seconds", dc=dc.host) or 0) >= done - 2

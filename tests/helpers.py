@@ -16,6 +16,19 @@ from prometheus_client.parser import text_string_to_metric_families
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+# Headless Chromium that talks to nothing but the page it is given.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def require_binary(name: str) -> str:
     """The path of a tool ./run.sh installs; a clear failure (not a skip) when it is missing."""
     path = shutil.which(name)

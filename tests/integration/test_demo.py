@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import dom_tables, require_binary
-from tests.integration.test_lockout_investigator import CHROMIUM_FLAGS
+from tests.helpers import CHROMIUM_FLAGS, dom_tables, require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 9733

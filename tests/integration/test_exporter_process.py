@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
-from tests.helpers import metric, require_binary
+from tests.helpers import CHROMIUM_FLAGS, metric, require_binary
 from tests.integration.conftest import running_exporter
 
 WRONG_SECRET = "Wrong-Secret-Pass9!"
@@ -153,17 +153,7 @@ def test_exposition_passes_promtool_check_metrics(lab: SambaLab, tmp_path: Path)
 
 def test_landing_page_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> None:
     chromium = require_binary("chromium")
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ]
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
         exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 1)
         url = f"http://127.0.0.1:{exporter.port}/"

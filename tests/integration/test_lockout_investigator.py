@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.samba import SambaLab
-from tests.helpers import dom_tables, metric, require_binary, samples, series
+from tests.helpers import CHROMIUM_FLAGS, dom_tables, metric, require_binary, samples, series
 from tests.integration.conftest import running_exporter
 
 
@@ -67,16 +67,6 @@ def test_the_per_dc_table_and_the_verdict(lab: SambaLab, tmp_path: Path) -> None
 
 
 HOSTILE = '<script>alert("x")</script>'
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def hostile_event(user: str, dc: str) -> str:

@@ -44,6 +44,21 @@ def collector(tmp_path: Any) -> ActiveDirectoryCollector:
     return c
 
 
+async def collect_entries(collector: Any, monkeypatch: Any, bad: list[Any], locked: list[Any]) -> Any:
+    """One refresh of ``collector`` against one DC whose searches answer ``bad`` and ``locked`` entries."""
+
+    async def targets() -> list[Any]:
+        return [collector._endpoint("dc1.corp.example", None, None)]
+
+    async def keep_state(_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(collector, "_targets", targets)
+    monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
+    monkeypatch.setattr(collector, "_search_accounts", lambda client, now: (bad, locked))
+    return samples(await collector.collect())
+
+
 async def test_unexpected_values_are_counted_and_skipped(
     collector: ActiveDirectoryCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,16 +83,7 @@ async def test_unexpected_values_are_counted_and_skipped(
         ("CN=g,DC=corp,DC=example", {"sAMAccountName": [b"g"], "lockoutTime": [_ft(7200)]}),  # expired
     ]
 
-    async def targets() -> list[Any]:
-        return [collector._endpoint("dc1.corp.example", None, None)]
-
-    async def keep_state(_: Any) -> None:
-        return None
-
-    monkeypatch.setattr(collector, "_targets", targets)
-    monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
-    monkeypatch.setattr(collector, "_search_accounts", lambda client, now: (bad, locked))
-    flat = samples(await collector.collect())
+    flat = await collect_entries(collector, monkeypatch, bad, locked)
     dc = "dc1.corp.example"
     assert (
         value(flat, "ad_exchange_exporter_parse_errors_total", collector="active_directory", target="corp.example") == 2
@@ -138,16 +144,7 @@ async def test_one_bad_password_from_a_lockout_by_the_policy_that_applies(
         user("svc_sql", 4, 5),  # watched
     ]
 
-    async def targets() -> list[Any]:
-        return [collector._endpoint("dc1.corp.example", None, None)]
-
-    async def keep_state(_: Any) -> None:
-        return None
-
-    monkeypatch.setattr(collector, "_targets", targets)
-    monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
-    monkeypatch.setattr(collector, "_search_accounts", lambda client, now: (bad, []))
-    flat = samples(await collector.collect())
+    flat = await collect_entries(collector, monkeypatch, bad, [])
     assert value(flat, "ad_accounts_near_lockout", domain="corp.example", dc="dc1.corp.example") == 3
     assert value(flat, "ad_watched_account_near_lockout", domain="corp.example", user="svc_sql") == 1
     _, near = collector.lockout_overview()

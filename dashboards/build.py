@@ -15,6 +15,7 @@ from typing import Any
 
 from dashboards.ad_lockouts import ad_lockouts
 from dashboards.ad_security_events import ad_security_events
+from dashboards.directaccess import directaccess
 from dashboards.exchange_health import exchange_health
 from dashboards.exchange_logs import exchange_logs
 from dashboards.hybrid_mail import hybrid_mail
@@ -24,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "ad-lockouts.json": ad_lockouts,
     "ad-security-events.json": ad_security_events,
+    "directaccess.json": directaccess,
     "exchange-health.json": exchange_health,
     "exchange-logs.json": exchange_logs,
     "hybrid-mail.json": hybrid_mail,

@@ -22,6 +22,7 @@ from prometheus_client.core import Metric
 from exporter import __version__, investigate_cli
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
+from exporter.collectors.directaccess import DirectAccessCollector
 from exporter.collectors.exchange import ExchangeCollector
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.collectors.hybrid_mail import HybridMailCollector
@@ -115,6 +116,7 @@ def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor, s
     collectors += [ExchangeLogsCollector(logs, state, redact) for logs in config.exchange_logs]
     collectors += [HybridMailCollector(flow, state, redact) for flow in config.hybrid_mail]
     collectors += [CanaryCollector(canary, redact) for canary in config.canaries]
+    collectors += [DirectAccessCollector(da, guard, redact) for da in config.directaccess]
     if config.probes.scheduled:
         collectors.append(ScheduledProbesCollector(config.probes))
     return collectors

@@ -20,6 +20,7 @@ from exporter.cli import (
 )
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
+from exporter.collectors.directaccess import DirectAccessCollector
 from exporter.collectors.exchange import ExchangeCollector
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.collectors.hybrid_mail import HybridMailCollector
@@ -38,6 +39,7 @@ SECTIONS: dict[str, tuple[Family, ...]] = {
     "canary": CanaryCollector.families,
     "probe": PROBE_FAMILIES,
     "scheduled_probes": ScheduledProbesCollector.families,
+    "directaccess": DirectAccessCollector.families,
     "exporter": (
         *SELF_FAMILIES,
         *SHARED,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from lab import stop_process
 from lab.activesync import SERVICE_ADDRESS, ActiveSyncStandIn, phone_sync, stale_service
+from lab.directaccess import SERVER as DA_SERVER
+from lab.directaccess import DirectAccessLab
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import mail_sections, write_config
@@ -30,6 +32,8 @@ STORIES_AT = 30  # the lockout stories: a phone and a service left with old pass
 STORY_PASSWORD = "Lab-User-Pass2!"
 # The hybrid side: on-premises presents a renewed certificate with another Organisation, later fixed.
 CERT_RENEWED_AT, CERT_FIXED_AT = 150, 330
+# DirectAccess: someone turns the Remote Access server's firewall off "to test", and later back on.
+DA_FIREWALL_OFF_AT, DA_FIREWALL_ON_AT = 90, 420
 
 
 def _demo(port: int) -> int:
@@ -39,6 +43,7 @@ def _demo(port: int) -> int:
     exchange: ExchangeLab | None = None
     events: EventLab | None = None
     smtp: SmtpLab | None = None
+    directaccess: DirectAccessLab | None = None
     stand_in: ActiveSyncStandIn | None = None
     stopping = False
 
@@ -66,6 +71,8 @@ def _demo(port: int) -> int:
         phone_user, service_user = lab.create_user("phoebe"), lab.create_user("svc_report")
         # Hybrid mail flow: an on-premises relay, an inbound connector attributing by certificate, a canary.
         smtp = SmtpLab(lab.root / "smtp").start()
+        # A DirectAccess server and two canary laptops (WS-Management/PSRP on 127.0.0.30-32).
+        directaccess = DirectAccessLab(lab.root / "directaccess", port=5985).start()
         config = write_config(
             lab,
             lab.root / "exporter.yml",
@@ -75,6 +82,7 @@ def _demo(port: int) -> int:
             events=events,
             state=lab.root / "state.db",
             logs=logs,
+            directaccess=directaccess,
             sections=mail_sections(smtp, interval=10, timeout=5, late=60, probe_timeout=5, scheduled=True),
         )
         exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
@@ -98,7 +106,7 @@ def _demo(port: int) -> int:
         started = time.monotonic()
         stories_told = False
         next_lockout = started + 15
-        swo_broken = swo_fixed = cert_renewed = cert_fixed = False
+        swo_broken = swo_fixed = cert_renewed = cert_fixed = da_off = da_on = False
         while not stopping:
             elapsed = time.monotonic() - started
             if not swo_broken and elapsed >= SWO_BREAKS_AT:
@@ -120,6 +128,18 @@ def _demo(port: int) -> int:
                 print("the connector's certificate is fixed (O=Contoso Ltd): mail arrives Internal again", flush=True)
                 smtp.renew_onprem_certificate("Contoso Ltd")
                 cert_fixed = True
+            if not da_off and elapsed >= DA_FIREWALL_OFF_AT:
+                print(
+                    f"DirectAccess: {DA_SERVER}'s Windows Firewall turned off: IP-HTTPS stays up, names through the "
+                    "NRPT stop resolving on the laptops",
+                    flush=True,
+                )
+                directaccess.deployment.set_firewall(DA_SERVER, False)
+                da_off = True
+            if da_off and not da_on and elapsed >= DA_FIREWALL_ON_AT:
+                print(f"DirectAccess: {DA_SERVER}'s Windows Firewall turned back on (fixed)", flush=True)
+                directaccess.deployment.set_firewall(DA_SERVER, True)
+                da_on = True
             if swo_broken and not swo_fixed and elapsed >= SWO_FIXED_AT:
                 print("SOLO-E19A: ServerWideOffline set Active by requester Functional (fixed) ...", flush=True)
                 exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Active", "Functional")
@@ -164,7 +184,7 @@ def _demo(port: int) -> int:
         stop_process(exporter)
         if stand_in is not None:
             stand_in.stop()
-        for endpoints in (exchange, events, smtp):
+        for endpoints in (exchange, events, smtp, directaccess):
             if endpoints is not None:
                 endpoints.stop()
         lab.teardown()

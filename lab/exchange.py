@@ -21,7 +21,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -32,8 +31,9 @@ from defusedxml import ElementTree as SafeET
 
 # Microsoft's published ranges are one fact: the lab's connector from Office 365 is locked to the same ones.
 from exporter.parsers.routing import EOP_RANGES
+from lab.clixml import Builder, dt_, s_
 from lab.pki import LabCa
-from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
+from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint, unknown_command
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
@@ -94,50 +94,6 @@ def recorded_objects(name: str) -> list[str]:
     return [_xml(obj) for obj in _load(name)]
 
 
-# --- building objects to Exchange's schema ------------------------------------------------------------------
-
-
-class _Builder:
-    """CLIXML for one document; RefIds count from 0 within it."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count()
-
-    def obj(self, types: list[str], to_string: str, props: str, name: str | None = None) -> str:
-        ref = next(self._ids)
-        n = f' N="{escape(name)}"' if name else ""
-        tn = "".join(f"<T>{escape(t)}</T>" for t in types)
-        return (
-            f'<Obj{n} RefId="{ref}"><TN RefId="{ref}">{tn}</TN><ToString>{escape(to_string)}</ToString>'
-            f"<Props>{props}</Props></Obj>"
-        )
-
-    def enum(self, name: str, enum_type: str, text: str, number: int) -> str:
-        ref = next(self._ids)
-        return (
-            f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{enum_type}</T><T>System.Enum</T>'
-            f"<T>System.ValueType</T><T>System.Object</T></TN><ToString>{escape(text)}</ToString>"
-            f"<I32>{number}</I32></Obj>"
-        )
-
-    def wrapped(self, name: str, type_name: str, text: str) -> str:
-        ref = next(self._ids)
-        return (
-            f'<Obj N="{name}" RefId="{ref}"><TN RefId="{ref}"><T>{type_name}</T><T>System.Object</T></TN>'
-            f"<ToString>{escape(text)}</ToString></Obj>"
-        )
-
-
-def _s(name: str, value: str | None) -> str:
-    return f'<Nil N="{name}" />' if value is None else f'<S N="{name}">{escape(value)}</S>'
-
-
-def _dt(name: str, when: dt.datetime | None) -> str:
-    if when is None:
-        return f'<Nil N="{name}" />'
-    return f'<DT N="{name}">{when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")}0Z</DT>'
-
-
 @dataclass
 class LabQueue:
     identity: str  # "3", "Submission", "Shadow\\4"
@@ -148,22 +104,22 @@ class LabQueue:
     last_error: str | None = None
 
     def clixml(self, server: str) -> str:
-        b = _Builder()
+        b = Builder()
         number = {"Active": 1, "Ready": 2, "Retry": 3, "Suspended": 4, "Connecting": 5}.get(self.status, 0)
         now = dt.datetime.now(dt.UTC)
         props = "".join(
             [
                 b.enum("DeliveryType", "Microsoft.Exchange.Data.DeliveryType", self.delivery_type, 0),
-                _s("NextHopDomain", self.next_hop),
+                s_("NextHopDomain", self.next_hop),
                 '<Nil N="TlsDomain" />',
                 '<G N="NextHopConnector">00000000-0000-0000-0000-000000000000</G>',
                 b.enum("Status", "Microsoft.Exchange.Data.QueueViewer.QueueStatus", self.status, number),
                 f'<I32 N="MessageCount">{self.message_count}</I32>',
-                _s("LastError", self.last_error),
+                s_("LastError", self.last_error),
                 f'<I32 N="RetryCount">{3 if self.last_error else 0}</I32>',
-                _dt("LastRetryTime", now if self.last_error else None),
-                _dt("NextRetryTime", now + dt.timedelta(minutes=1) if self.last_error else None),
-                _dt("FirstRetryTime", now - dt.timedelta(minutes=10) if self.last_error else None),
+                dt_("LastRetryTime", now if self.last_error else None),
+                dt_("NextRetryTime", now + dt.timedelta(minutes=1) if self.last_error else None),
+                dt_("FirstRetryTime", now - dt.timedelta(minutes=10) if self.last_error else None),
                 '<I32 N="DeferredMessageCount">0</I32>',
                 '<I32 N="LockedMessageCount">0</I32>',
                 f'<Db N="IncomingRate">{self.message_count / 10:.1f}</Db>',
@@ -195,11 +151,11 @@ class LabQueue:
 
 
 def _remote_mailbox(alias: str, routing_address: str) -> str:
-    b = _Builder()
+    b = Builder()
     props = "".join(
         [
-            _s("Name", alias),
-            _s("Alias", alias),
+            s_("Name", alias),
+            s_("Alias", alias),
             b.wrapped("PrimarySmtpAddress", "Microsoft.Exchange.Data.SmtpAddress", f"{alias}@contoso.com"),
             b.wrapped("RemoteRoutingAddress", "Microsoft.Exchange.Data.SmtpProxyAddress", f"SMTP:{routing_address}"),
             b.enum(
@@ -208,7 +164,7 @@ def _remote_mailbox(alias: str, routing_address: str) -> str:
                 "RemoteUserMailbox",
                 -2147483648,
             ),
-            _s("Identity", f"contoso.com/Users/{alias}"),
+            s_("Identity", f"contoso.com/Users/{alias}"),
         ]
     )
     return b.obj(
@@ -223,11 +179,11 @@ def _remote_mailbox(alias: str, routing_address: str) -> str:
 
 
 def _accepted_domain(domain: str, domain_type: str, default: bool) -> str:
-    b = _Builder()
+    b = Builder()
     number = {"Authoritative": 0, "ExternalRelay": 1, "InternalRelay": 2}[domain_type]
     props = "".join(
         [
-            _s("Name", domain),
+            s_("Name", domain),
             b.wrapped("DomainName", "Microsoft.Exchange.Data.SmtpDomainWithSubdomains", domain),
             b.enum(
                 "DomainType",
@@ -304,7 +260,7 @@ def _receive_connector(
 
 def _ad_permission(identity: str, user: str, extended_rights: list[str], deny: bool = False) -> str:
     """One ACE as Get-ADPermission shows it (ADAcePresentationObject)."""
-    b = _Builder()
+    b = Builder()
     rights = "".join(
         b.wrapped("", "Microsoft.Exchange.Management.Tasks.ExtendedRightIdParameter", r).replace(' N=""', "")
         for r in extended_rights
@@ -327,14 +283,14 @@ def _ad_permission(identity: str, user: str, extended_rights: list[str], deny: b
     )
 
 
-def make_certificate(subject: str, organisation: str | None, days: float) -> bytes:
-    """A self-signed certificate's DER, valid for ``days`` from now (negative: already expired)."""
+def make_certificate(subject: str, organisation: str | None, days: float, now: dt.datetime | None = None) -> bytes:
+    """A self-signed certificate's DER, valid for ``days`` from ``now`` (negative: already expired)."""
     key = ec.generate_private_key(ec.SECP256R1())
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
     if organisation:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
     name = x509.Name(attributes)
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -349,7 +305,7 @@ def make_certificate(subject: str, organisation: str | None, days: float) -> byt
 
 
 def _certificate(der: bytes) -> str:
-    b = _Builder()
+    b = Builder()
     return b.obj(
         [
             "Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
@@ -382,7 +338,7 @@ class LabServer:
 
     def exsetup_clixml(self) -> str:
         """``Get-Command -Name ExSetup.exe`` as Windows PowerShell serialises its ApplicationInfo."""
-        b = _Builder()
+        b = Builder()
         long_form = ".".join(
             f"{int(p):0{w}d}" for p, w in zip(self.exsetup_version.split("."), (2, 2, 4, 3), strict=True)
         )
@@ -393,13 +349,13 @@ class LabServer:
         )
         props = "".join(
             [
-                _s("Path", path),
-                _s("Extension", ".exe"),
-                _s("Definition", path),
-                _s("Source", path),
+                s_("Path", path),
+                s_("Extension", ".exe"),
+                s_("Definition", path),
+                s_("Source", path),
                 f'<Version N="Version">{self.exsetup_version}</Version>',
-                _s("FileVersionInfo", info),
-                _s("Name", "ExSetup.exe"),
+                s_("FileVersionInfo", info),
+                s_("Name", "ExSetup.exe"),
                 b.enum("CommandType", "System.Management.Automation.CommandTypes", "Application", 32),
             ]
         )
@@ -453,7 +409,7 @@ class LabServer:
                         f'<Obj RefId="{ref}"><TN RefId="{ref}"><T>Microsoft.Exchange.Data.Directory.Management.'
                         "ServerComponentStatePresentationObject+RequesterDetails</T><T>System.Object</T></TN>"
                         f"<ToString>Requestor:{requester}; State:{rstate}; Timestamp:{shown}</ToString><Props>"
-                        f'<S N="Requester">{requester}</S><S N="State">{rstate}</S>{_dt("Timestamp", stamp)}'
+                        f'<S N="Requester">{requester}</S><S N="State">{rstate}</S>{dt_("Timestamp", stamp)}'
                         f'<S N="Component">{component}</S></Props></Obj>'
                     )
                 )
@@ -659,14 +615,7 @@ class LabExchange:
         """The server's Microsoft.PowerShell endpoint: no Exchange cmdlets, but Get-Command finds ExSetup.exe."""
         if name.lower() == "get-command" and str(params.get("name", "")).lower() == "exsetup.exe" and local:
             return Output([local.exsetup_clixml()])
-        return Output(
-            failure=(
-                f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
-                "or operable program.",
-                "CommandNotFoundException",
-                "ObjectNotFound",
-            )
-        )
+        return unknown_command(name)
 
     def _target(self, params: dict[str, Any], key: str, local: LabServer | None) -> LabServer | None:
         identity = params.get(key)
@@ -723,14 +672,7 @@ class LabExchange:
             return Output(list(self.receive_connectors))
         if cmdlet == "get-hybridconfiguration":
             return Output(list(self.hybrid_configuration))
-        return Output(
-            failure=(
-                f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, "
-                "or operable program.",
-                "CommandNotFoundException",
-                "ObjectNotFound",
-            )
-        )
+        return unknown_command(name)
 
 
 # --- the endpoints ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from lab.directaccess import DirectAccessLab
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.samba import DOMAIN, SERVICE_ACCOUNT, SambaLab
@@ -29,6 +30,7 @@ def lab_config(
     logs: LogWriter | None = None,
     sections: dict[str, Any] | None = None,
     web_config_file: Path | None = None,
+    directaccess: DirectAccessLab | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Only DC1 is configured: DC2 is discovered from its nTDSDSA object and resolved through the lab DNS.
@@ -81,6 +83,8 @@ def lab_config(
                 "interval_seconds": interval,
             }
         ]
+    if directaccess is not None:
+        config["directaccess"] = [directaccess.config(interval=interval, timeout=timeout)]
     config.update(sections or {})
     return config
 

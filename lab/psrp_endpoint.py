@@ -81,6 +81,17 @@ class Output:
     delay: float = 0.0
 
 
+def unknown_command(name: str) -> Output:
+    """How a Windows host refuses a command it does not have: the pipeline fails."""
+    return Output(
+        failure=(
+            f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program.",
+            "CommandNotFoundException",
+            "ObjectNotFound",
+        )
+    )
+
+
 class CommandHandler(Protocol):
     def __call__(self, invocation: Invocation) -> Output: ...
 
@@ -203,6 +214,10 @@ class PsrpEndpoint:
                 pass
 
             def do_POST(self) -> None:
+                if endpoint._stopping.is_set():
+                    # A stopped host answers nothing, on a kept-alive connection too: the client sees it go away.
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 status, headers, payload = endpoint._respond(self.path, self.headers.get("Authorization", ""), body)

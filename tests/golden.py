@@ -13,6 +13,7 @@ durations (which no fixture can pin) are written as 0, the Python version as "X"
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import tempfile
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
+from exporter.collectors.directaccess import DirectAccessCollector
 from exporter.collectors.exchange import ExchangeCollector
 from exporter.collectors.exchange_logs import ExchangeLogsCollector
 from exporter.collectors.hybrid_mail import HybridMailCollector
@@ -31,9 +33,12 @@ from exporter.parsers import ad
 from exporter.registry import Collector, CollectorRegistry
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.ldap import LdapError, RawEntry
+from exporter.sources.winrm import RemotingError
 from exporter.state import StateStore
+from lab.directaccess import LabDirectAccess
 from lab.exchange import recorded_objects
 from lab.exchange_logs import IIS_FIELDS, SMTP_FIELDS
+from lab.psrp_endpoint import Invocation
 from tests.helpers import FIXTURES, recorded_ldap
 
 GOLDEN = FIXTURES / "golden-exposition.txt"
@@ -94,6 +99,28 @@ class ReplayPsrp:
 
     def run_pipeline(self, commands: Any, tolerate: Any = ()) -> list[str]:
         return []  # Get-ReceiveConnector | Get-ADPermission: no public recording, so no anonymous rights
+
+    def close(self) -> None:
+        pass
+
+
+class ReplayDirectAccess:
+    """Answers the DirectAccess collector's cmdlets with the lab's objects, built to Microsoft's documented
+    schemas (no public recording exists), at the pinned time."""
+
+    deployment = LabDirectAccess(now=dt.datetime.fromtimestamp(NOW, dt.UTC))
+
+    def __init__(self, target: Any, credential: Any, guard: Any, retry_after: float) -> None:
+        self.host = target.name.upper()
+        self.lock = threading.Lock()
+
+    def run(self, cmdlet: str, parameters: Any = None) -> list[str]:
+        answer = self.deployment(
+            Invocation("Microsoft.PowerShell", self.host, [(cmdlet, False, list((parameters or {}).items()))])
+        )
+        if answer.error or answer.failure:
+            raise RemotingError("cmdlet_error", f"{cmdlet}: {(answer.error or answer.failure or ('',))[0]}")
+        return answer.objects
 
     def close(self) -> None:
         pass
@@ -241,6 +268,16 @@ def _config(root: Path) -> Config:
                     "drop_directories": [str(root / "drop" / "none-*.eml")],
                 }
             ],
+            "directaccess": [
+                {
+                    "name": "contoso-da",
+                    "servers": [{"name": "DA1"}],
+                    "clients": [{"name": "LAPTOP-01", "server": "DA1"}],
+                    "resolve_name": "intranet.corp.contoso.com",
+                    "auth": {"method": "basic", "user": "svc", "password_file": str(secret)},
+                    "scheme": "https",
+                }
+            ],
             "probes": {
                 "modules": {"smtp": {"timeout_seconds": 2}},
                 "scheduled": [{"module": "smtp", "target": "127.0.0.1:1"}],
@@ -261,6 +298,7 @@ def _collectors(config: Config, state: StateStore) -> list[Collector]:
         HybridMailCollector(config.hybrid_mail[0], state, clock=clock),
         CanaryCollector(config.canaries[0], clock=clock),
         ScheduledProbesCollector(config.probes),
+        DirectAccessCollector(config.directaccess[0], guard, client_factory=ReplayDirectAccess),  # type: ignore[arg-type]
     ]
 
 

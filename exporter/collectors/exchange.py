@@ -19,7 +19,7 @@ from exporter.config import ExchangeConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import exchange as ex
 from exporter.parsers import routing
-from exporter.parsers.clixml import ClixmlError, parse_object
+from exporter.parsers.clixml import parse_each
 from exporter.parsers.exchange_builds import TABLE_AS_OF, date_to_unix
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
@@ -255,16 +255,6 @@ class HybridState:
     permissions_read: bool = False
 
 
-def _parse_all(xml_objects: list[str], parse: Callable[[Any], Any], errors: list[str]) -> list[Any]:
-    out = []
-    for text in xml_objects:
-        try:
-            out.append(parse(parse_object(text)))
-        except (ClixmlError, ex.ExchangeDataError) as exc:
-            errors.append(str(exc))
-    return out
-
-
 class ExchangeCollector(Collector):
     name = "exchange"
     families = (
@@ -328,21 +318,10 @@ class ExchangeCollector(Collector):
             expected_tls_certificate_name=(config.hybrid.expected_tls_certificate_name or "") if config.hybrid else "",
             office365_smart_host=checks.office365_smart_host if checks else "",
         )
-        credential = RemotingCredential(config.auth.method, config.auth.user, config.auth.password)
+        credential = RemotingCredential.of(config)
 
         def client(server: str, host: str, port: int, path: str, configuration: str) -> PsrpClient:
-            target = RemotingTarget(
-                name=server,
-                host=host,
-                port=port,
-                scheme=config.scheme,
-                path=path,
-                configuration=configuration,
-                verify=config.tls.verify,
-                ca_file=config.tls.ca_file,
-                encryption=config.encryption,
-                timeout=config.timeout_seconds,
-            )
+            target = RemotingTarget.of(config, server, host, port, path, configuration)
             # The I/O boundary: PsrpClient, or a replay of recorded CLIXML (the golden exposition test).
             return client_factory(target, credential, guard, config.bind_retry_after_seconds)
 
@@ -413,12 +392,12 @@ class ExchangeCollector(Collector):
                         return  # the server itself is not answering: do not spend a timeout per cmdlet
                     continue
                 sweep.cmdlet_ok[cmdlet] = True
-                into.extend(objects if parse is None else _parse_all(objects, parse, sweep.parse_errors))
+                into.extend(objects if parse is None else parse_each(objects, parse, sweep.parse_errors))
             # Optional and on another endpoint: its failure is reported per cmdlet, not as the server down.
             if file_version_client is not None:
                 try:
                     answer = file_version_client.run("Get-Command", {"Name": "ExSetup.exe"})
-                    file_versions.extend(_parse_all(answer, ex.parse_exsetup_version, sweep.parse_errors))
+                    file_versions.extend(parse_each(answer, ex.parse_exsetup_version, sweep.parse_errors))
                     sweep.cmdlet_ok[FILE_VERSION_CMDLET] = bool(file_versions)
                 except RemotingError as exc:
                     sweep.cmdlet_ok[FILE_VERSION_CMDLET] = False
@@ -429,7 +408,7 @@ class ExchangeCollector(Collector):
         except RemotingError as exc:
             failures.append(exc)
         file_version = file_versions[0] if file_versions else None
-        infos = _parse_all(server_objects, lambda o: ex.parse_exchange_server(o, file_version), sweep.parse_errors)
+        infos = parse_each(server_objects, lambda o: ex.parse_exchange_server(o, file_version), sweep.parse_errors)
         sweep.info = infos[0] if infos else None
         sweep.up = not failures
         if failures:
@@ -465,25 +444,25 @@ class ExchangeCollector(Collector):
                 hybrid.up, hybrid.detail = False, self.redact(f"{server}: {exc.reason}: {exc}")
                 log.warning("exchange hybrid settings from %s: %s", server, hybrid.detail)
                 continue
-            hybrid.remote_mailboxes = _parse_all(results["Get-RemoteMailbox"], ex.parse_remote_mailbox, errors)
-            hybrid.accepted_domains = _parse_all(results["Get-AcceptedDomain"], ex.parse_accepted_domain, errors)
+            hybrid.remote_mailboxes = parse_each(results["Get-RemoteMailbox"], ex.parse_remote_mailbox, errors)
+            hybrid.accepted_domains = parse_each(results["Get-AcceptedDomain"], ex.parse_accepted_domain, errors)
             hybrid.connectors = (
-                _parse_all(results["Get-SendConnector"], lambda o: ex.parse_connector(o, "send"), errors)
-                + _parse_all(results["Get-ReceiveConnector"], lambda o: ex.parse_connector(o, "receive"), errors)
-                + _parse_all(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors)
+                parse_each(results["Get-SendConnector"], lambda o: ex.parse_connector(o, "send"), errors)
+                + parse_each(results["Get-ReceiveConnector"], lambda o: ex.parse_connector(o, "receive"), errors)
+                + parse_each(results["Get-HybridConfiguration"], lambda o: ex.parse_connector(o, "hybrid"), errors)
             )
             hybrid.permissions_read = "Get-ADPermission" in results
             before = {(f.kind, f.object) for f in hybrid.findings}
             hybrid.findings = routing.findings(
                 hybrid.accepted_domains,
                 hybrid.remote_mailboxes,
-                _parse_all(results["Get-SendConnector"], routing.parse_send_connector, errors),
-                _parse_all(results["Get-ReceiveConnector"], routing.parse_receive_connector, errors),
-                _parse_all(results["Get-ADPermission"], routing.parse_permission, errors)
+                parse_each(results["Get-SendConnector"], routing.parse_send_connector, errors),
+                parse_each(results["Get-ReceiveConnector"], routing.parse_receive_connector, errors),
+                parse_each(results["Get-ADPermission"], routing.parse_permission, errors)
                 if hybrid.permissions_read
                 else None,
                 self._routing_policy,
-                routing.centralized_transport_on(_parse_all(results["Get-HybridConfiguration"], lambda o: o, errors)),
+                routing.centralized_transport_on(parse_each(results["Get-HybridConfiguration"], lambda o: o, errors)),
             )
             for finding in hybrid.findings:
                 if (finding.kind, finding.object) not in before:  # once, when it appears: the fix is in the text

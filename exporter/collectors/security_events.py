@@ -190,19 +190,10 @@ class SecurityEventsCollector(Collector):
         self.clients: dict[str, PsrpClient] = {}
         remoting = config.winrm
         if remoting is not None:
-            credential = RemotingCredential(remoting.auth.method, remoting.auth.user, remoting.auth.password)
+            credential = RemotingCredential.of(remoting)
             for dc in remoting.domain_controllers:
-                target = RemotingTarget(
-                    name=dc.name.lower(),
-                    host=dc.host or dc.name,
-                    port=dc.port or remoting.default_port,
-                    scheme=remoting.scheme,
-                    path=remoting.path,
-                    configuration=remoting.configuration_name,
-                    verify=remoting.tls.verify,
-                    ca_file=remoting.tls.ca_file,
-                    encryption=remoting.encryption,
-                    timeout=remoting.timeout_seconds,
+                target = RemotingTarget.of(
+                    remoting, dc.name.lower(), dc.host or dc.name, dc.port or remoting.default_port
                 )
                 self.clients[dc.name.lower()] = PsrpClient(target, credential, guard, remoting.bind_retry_after_seconds)
         self.files = [

@@ -29,6 +29,7 @@ from exporter.config.base import (
     read_model,
     readable_file,
 )
+from exporter.config.directaccess import DirectAccessClient, DirectAccessConfig, DirectAccessServer
 from exporter.config.exchange import ExchangeConfig, ExchangeServerConfig, HybridConfig, SecurityUpdateConfig
 from exporter.config.exchange_logs import ExchangeLogsConfig
 from exporter.config.mail import CanaryConfig, HybridMailConfig, ImapConfig, MailArrival
@@ -42,6 +43,9 @@ __all__ = [
     "CanaryConfig",
     "Config",
     "ConfigError",
+    "DirectAccessClient",
+    "DirectAccessConfig",
+    "DirectAccessServer",
     "DiscoveryConfig",
     "DomainControllerConfig",
     "EventDomainController",
@@ -92,6 +96,7 @@ class Config(StrictModel):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     hybrid_mail: list[HybridMailConfig] = Field(default_factory=list)
     canaries: list[CanaryConfig] = Field(default_factory=list)
+    directaccess: list[DirectAccessConfig] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="after")
@@ -106,6 +111,7 @@ class Config(StrictModel):
         problems.unique("exchange", (ex.organization for ex in self.exchange), "an organization")
         problems.unique("security_events", (ev.name for ev in self.security_events), "a name")
         problems.unique("exchange_logs", (logs.server for logs in self.exchange_logs), "a server")
+        problems.unique("directaccess", (da.name for da in self.directaccess), "a name")
         problems.check()
         return self
 
@@ -113,6 +119,7 @@ class Config(StrictModel):
         """Every secret value in this config, so that error texts can be scrubbed of them."""
         secrets = [ad.bind.password for ad in self.active_directory] + [ex.auth.password for ex in self.exchange]
         secrets += [ev.winrm.auth.password for ev in self.security_events if ev.winrm is not None]
+        secrets += [da.auth.password for da in self.directaccess]
         for imap in [flow.imap for flow in self.hybrid_mail] + [canary.imap for canary in self.canaries]:
             if imap is not None:
                 secrets.append(imap.password)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -268,3 +268,39 @@ def text_of(value: Any) -> str:
     if value is None:
         return ""
     return str(value)
+
+
+class CmdletDataError(ValueError):
+    """A cmdlet's object that lacks a property or holds a malformed one: names the cmdlet, the object and why.
+    Callers count and skip the object."""
+
+    def __init__(self, cmdlet: str, item: str, detail: str) -> None:
+        self.cmdlet = cmdlet
+        where = f"{cmdlet} {item}" if item else cmdlet
+        super().__init__(f"{where}: {detail}")
+
+
+def cmdlet_object(value: Any, cmdlet: str) -> Mapping[str, Any]:
+    """The deserialised object's properties, or CmdletDataError if the output is not an object."""
+    if not isinstance(value, Mapping):
+        raise CmdletDataError(cmdlet, "", f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def required_text(obj: Mapping[str, Any], name: str, cmdlet: str, item: str = "") -> str:
+    text = text_of(obj.get(name)).strip()
+    if not text:
+        raise CmdletDataError(cmdlet, item, f"property {name} is missing or empty")
+    return text
+
+
+def parse_each(xml_objects: list[str], parse: Callable[[Any], Any], errors: list[str]) -> list[Any]:
+    """``parse`` on each output object's CLIXML; an object that cannot be read is skipped, its reason kept in
+    ``errors`` (for the parse-error count and the log)."""
+    out = []
+    for text in xml_objects:
+        try:
+            out.append(parse(parse_object(text)))
+        except (ClixmlError, CmdletDataError) as exc:
+            errors.append(str(exc))
+    return out

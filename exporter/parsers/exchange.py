@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exporter.parsers import exchange_builds
-from exporter.parsers.clixml import text_of
+from exporter.parsers.clixml import CmdletDataError, cmdlet_object, required_text, text_of
 from exporter.parsers.smtp import ReplyChain, parse_reply_chain
 from exporter.parsers.x500 import certificate_names, same_name
 
@@ -27,24 +27,10 @@ from exporter.parsers.x500 import certificate_names, same_name
 COMPONENT_STATES = {"Inactive": 0, "Active": 1, "Draining": 2}
 
 
-class ExchangeDataError(ValueError):
-    def __init__(self, cmdlet: str, item: str, detail: str) -> None:
-        self.cmdlet = cmdlet
-        where = f"{cmdlet} {item}" if item else cmdlet
-        super().__init__(f"{where}: {detail}")
-
-
-def _props(value: Any, cmdlet: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ExchangeDataError(cmdlet, "", f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _required(obj: Mapping[str, Any], name: str, cmdlet: str, item: str = "") -> str:
-    text = text_of(obj.get(name)).strip()
-    if not text:
-        raise ExchangeDataError(cmdlet, item, f"property {name} is missing or empty")
-    return text
+# Exchange's objects fail as any cmdlet's do; the old name stays for callers.
+ExchangeDataError = CmdletDataError
+_props = cmdlet_object
+_required = required_text
 
 
 def _timestamp(value: Any) -> float | None:

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.parsers.clixml import cmdlet_object as _props
 from exporter.parsers.clixml import text_of
 from exporter.parsers.exchange import (
     AcceptedDomain,
@@ -131,12 +132,6 @@ class RoutingPolicy:
         object.__setattr__(
             self, "networks", tuple(ipaddress.ip_network(r, strict=False) for r in self.relay_allowed_ranges)
         )
-
-
-def _props(value: Any, cmdlet: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ExchangeDataError(cmdlet, "", f"expected an object, got {type(value).__name__}")
-    return value
 
 
 def _texts(value: Any) -> tuple[str, ...]:

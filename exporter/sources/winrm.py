@@ -23,6 +23,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
+from exporter.config.remoting import Remoting
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.pool import SourceError
 
@@ -46,12 +47,34 @@ class RemotingTarget:
     encryption: Literal["auto", "always", "never"]
     timeout: float
 
+    @classmethod
+    def of(
+        cls, remoting: Remoting, name: str, host: str, port: int, path: str | None = None, configuration: str = ""
+    ) -> RemotingTarget:
+        """A server as the remoting settings reach it (``path``/``configuration``: another endpoint than theirs)."""
+        return cls(
+            name=name,
+            host=host,
+            port=port,
+            scheme=remoting.scheme,
+            path=remoting.path if path is None else path,
+            configuration=configuration or remoting.configuration_name,
+            verify=remoting.tls.verify,
+            ca_file=remoting.tls.ca_file,
+            encryption=remoting.encryption,
+            timeout=remoting.timeout_seconds,
+        )
+
 
 @dataclass(frozen=True)
 class RemotingCredential:
     method: AuthMethod
     user: str | None
     password: SecretStr | None
+
+    @classmethod
+    def of(cls, remoting: Remoting) -> RemotingCredential:
+        return cls(remoting.auth.method, remoting.auth.user, remoting.auth.password)
 
     def fingerprint(self) -> str:
         secret = self.password.get_secret_value() if self.password else ""

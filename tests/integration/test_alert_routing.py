@@ -7,7 +7,6 @@ test takes a minute rather than half an hour; their expressions, labels and anno
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 
 from lab.prometheus import AlertmanagerServer, PrometheusServer, WebhookReceiver
 from lab.samba import DOMAIN, SambaLab
+from tests.helpers import seconds, sped_up_rules
 from tests.integration.conftest import running_exporter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,26 +26,10 @@ PAGED = {"ActiveDirectoryLockoutSpike", "ActiveDirectoryDomainControllerDown"}
 PER_DC = "ActiveDirectoryLockoutsFromDomainController"
 
 
-def seconds(duration: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration))
-
-
 def fast_rules(directory: Path) -> list[str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for path in sorted((ROOT / "alerts").glob("*.rules.yml")):
-        data = yaml.safe_load(path.read_text())
-        for group in data["groups"]:
-            for rule in group["rules"]:
-                if "for" in rule:
-                    # The per-DC lockout alert is held twice as long: the DC's outage must be firing when its
-                    # notification is due, however long stopping a Samba DC takes on a loaded machine.
-                    speedup = SPEEDUP // 2 if rule.get("alert") == PER_DC else SPEEDUP
-                    rule["for"] = f"{max(1, seconds(rule['for']) // speedup)}s"
-        (directory / path.name).write_text(yaml.safe_dump(data, sort_keys=False))
-        files.append(str(directory / path.name))
-    return files
+    # The per-DC lockout alert is held twice as long: the DC's outage must be firing when its notification is
+    # due, however long stopping a Samba DC takes on a loaded machine.
+    return sped_up_rules(directory, SPEEDUP, {PER_DC: SPEEDUP // 2})
 
 
 def example_config_to(webhook: WebhookReceiver, path: Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CHROMIUM_FLAGS, dom_tables, require_binary
+from tests.helpers import CHROMIUM_FLAGS, dom_tables, metric, require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 9733
@@ -110,6 +110,11 @@ def test_the_demo_tells_its_stories(demo: Demo, tmp_path: Path) -> None:
         assert time.monotonic() < deadline, answer.stdout + answer.stderr
         time.sleep(1)
     assert "stale credential" in answer.stdout and "no caller computer" in answer.stdout
+    # The DirectAccess server and both canary laptops answer (the firewall story comes later in the demo).
+    scraped = demo.inside("curl", "-sf", url)
+    assert scraped.returncode == 0, scraped.stderr
+    assert metric(scraped.stdout, "directaccess_server_up", server="da1") == 1
+    assert [metric(scraped.stdout, "directaccess_client_up", client=c) for c in ("laptop-01", "laptop-02")] == [1, 1]
 
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lab import free_port
+from lab.directaccess import DirectAccessLab
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import HYBRID_PROBED, RELAY_PROBED, mail_sections
@@ -84,6 +85,12 @@ def logs(tmp_path: Path) -> LogWriter:
 
 
 @pytest.fixture
+def directaccess(tmp_path: Path) -> Iterator[DirectAccessLab]:
+    with DirectAccessLab(tmp_path / "directaccess", port=free_port()) as directaccess_lab:
+        yield directaccess_lab
+
+
+@pytest.fixture
 def smtp(tmp_path: Path) -> Iterator[SmtpLab]:
     with SmtpLab(tmp_path / "smtp") as smtp_lab:
         yield smtp_lab
@@ -91,7 +98,13 @@ def smtp(tmp_path: Path) -> Iterator[SmtpLab]:
 
 @pytest.fixture
 def prometheus(
-    lab: SambaLab, exchange: ExchangeLab, events: EventLab, logs: LogWriter, smtp: SmtpLab, tmp_path: Path
+    lab: SambaLab,
+    exchange: ExchangeLab,
+    events: EventLab,
+    logs: LogWriter,
+    smtp: SmtpLab,
+    directaccess: DirectAccessLab,
+    tmp_path: Path,
 ) -> Iterator[tuple[PrometheusServer, Any]]:
     with running_exporter(
         lab,
@@ -101,6 +114,7 @@ def prometheus(
         exchange=exchange,
         events=events,
         logs=logs,
+        directaccess=directaccess,
         sections=mail_sections(smtp, interval=2, timeout=1.5, late=30, probe_timeout=3, scheduled=False),
     ) as exporter:
         exporter_address = f"127.0.0.1:{exporter.port}"
@@ -146,6 +160,7 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     prom.wait_for('ad_security_events_source_up{source="winrm"} == 1')
     prom.wait_for('exchange_server_up{server="solo-e19a"} == 1')
     prom.wait_for("exchange_remote_mailboxes_misrouted > 0")
+    prom.wait_for("directaccess_client_name_resolution_success == 1")
     # A component held Inactive by Functional and a cmdlet that fails, as after a broken update.
     exchange.org.set_component_state("solo-e19a", "HubTransport", "Inactive", "Functional")
     exchange.org.fail_cmdlet("solo-e19a", "Get-ExchangeCertificate", "The certificate store could not be opened.")
@@ -210,7 +225,9 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
             if "record" in rule and not answer["data"]["result"]:
                 problems.append(f"recording rule {name}: no data")
             # An alert's condition is rightly empty while all is well: each series it reads must have data.
-            for metric in sorted(set(re.findall(r"\b((?:ad|exchange|probe)[_:][A-Za-z0-9_:]+)\b", rule["expr"]))):
+            for metric in sorted(
+                set(re.findall(r"\b((?:ad|exchange|probe|directaccess)[_:][A-Za-z0-9_:]+)\b", rule["expr"]))
+            ):
                 if not prom.query(metric)["data"]["result"]:
                     problems.append(f"rule {name}: {metric} has no data")
         assert not problems, "\n".join(problems)

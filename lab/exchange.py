@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import hashlib
 import itertools
 import secrets
 import ssl
@@ -31,6 +32,7 @@ from defusedxml import ElementTree as SafeET
 
 # Microsoft's published ranges are one fact: the lab's connector from Office 365 is locked to the same ones.
 from exporter.parsers.routing import EOP_RANGES
+from lab import exchange_health as health
 from lab.clixml import Builder, dt_, s_
 from lab.pki import LabCa
 from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint, unknown_command
@@ -494,6 +496,33 @@ class LabExchange:
         )
         self.certificates = [_xml(c) for c in _load("E19_Exchange_GetExchangeCertificate.xml")]
         self.servers["solo-e16a"].certificates = [make_certificate("mail.contoso.com", "Contoso Ltd", 20)]
+        # The OAuth certificate Get-AuthConfig names, on every server as Exchange deploys it.
+        self.auth_certificate = make_certificate("Microsoft Exchange Server Auth Certificate", None, 200)
+        for server in self.servers.values():
+            server.certificates.append(self.auth_certificate)
+        self.health = {key: health.LabServerHealth(server.name) for key, server in self.servers.items()}
+        # A two-copy DAG: DB01 active on SOLO-E19A, DB02 on SOLO-E16A, each with a passive copy on the other.
+        for key, (active, passive) in {"solo-e19a": ("DB01", "DB02"), "solo-e16a": ("DB02", "DB01")}.items():
+            self.health[key].copies = [
+                health.LabCopy(active, status="Mounted", activation_preference=1),
+                health.LabCopy(passive, status="Healthy", activation_preference=2),
+            ]
+            # The recorded diagnostics show SystemMemory under High pressure; the lab's servers start healthy.
+            self.health[key].resource_use["SystemMemory"] = ("Low", 61)
+        # SOLO-E19A carries the recorded override: a responder disabled in a troubleshooting session, long expired.
+        self.health["solo-e19a"].overrides = True
+        self.health_samples = {
+            name: recorded_objects(f"{name}.xml")
+            for name in (
+                "E16_Exchange_TestServiceHealth",
+                "E16_Exchange_GetMailboxServer",
+                "E16_Exchange_GetAuthConfig",
+                "E16_Exchange_GetExchangeDiagnosticInfo_EdgeTransportResourceThrottling",
+                "E16_Exchange_GetServiceMitigation",
+                "HealthChecker_GetServiceMSExchangeMitigationDisabled",
+                "E19_Exchange_GetServerMonitoringOverride",
+            )
+        }
         self.send_connectors = [_xml(e) for e in _load("E19_Exchange_GetSendConnector.xml")]
         received = _load("E19_Exchange_GetReceiveConnector.xml")
         self.receive_connectors = [_xml(e) for e in received]
@@ -612,9 +641,18 @@ class LabExchange:
         return Output([_ad_permission(identity, who, rights) for identity, who, rights in chosen])
 
     def _plain_powershell(self, name: str, params: dict[str, Any], local: LabServer | None) -> Output:
-        """The server's Microsoft.PowerShell endpoint: no Exchange cmdlets, but Get-Command finds ExSetup.exe."""
+        """The server's Microsoft.PowerShell endpoint: no Exchange cmdlets, but Get-Command finds ExSetup.exe and
+        Get-Service the Emergency Mitigation service."""
         if name.lower() == "get-command" and str(params.get("name", "")).lower() == "exsetup.exe" and local:
             return Output([local.exsetup_clixml()])
+        if name.lower() == "get-service" and str(params.get("name", "")).lower() == "msexchangemitigation" and local:
+            state = self.health[local.name.lower()].mitigation_service
+            sample = (
+                "E16_Exchange_GetServiceMitigation"
+                if state == "running"
+                else ("HealthChecker_GetServiceMSExchangeMitigationDisabled")
+            )
+            return Output(self.health_samples[sample])
         return unknown_command(name)
 
     def _target(self, params: dict[str, Any], key: str, local: LabServer | None) -> LabServer | None:
@@ -672,6 +710,40 @@ class LabExchange:
             return Output(list(self.receive_connectors))
         if cmdlet == "get-hybridconfiguration":
             return Output(list(self.hybrid_configuration))
+        return self._health_answer(cmdlet, name, params, local)
+
+    def _health_answer(self, cmdlet: str, name: str, params: dict[str, Any], local: LabServer | None) -> Output:
+        """The health-in-depth cmdlets (lab.exchange_health)."""
+        samples = self.health_samples
+        if cmdlet == "get-authconfig":
+            thumbprint = hashlib.sha1(self.auth_certificate).hexdigest().upper()  # noqa: S324 - Windows' thumbprint
+            return Output([health.auth_config(samples["E16_Exchange_GetAuthConfig"][0], thumbprint)])
+        if cmdlet == "get-globalmonitoringoverride":
+            return Output()
+        key = {
+            "get-serverhealth": "identity",
+            "get-mailboxserver": "identity",
+            "test-servicehealth": "server",
+            "get-mailboxdatabasecopystatus": "server",
+            "get-exchangediagnosticinfo": "server",
+            "get-servermonitoringoverride": "server",
+        }.get(cmdlet)
+        server = self._target(params, key, local) if key else None
+        if key is None or server is None:
+            return unknown_command(name) if key is None else Output()
+        state = self.health[server.name.lower()]
+        if cmdlet == "get-serverhealth":
+            return Output(health.server_health(state, server.fqdn))
+        if cmdlet == "get-mailboxserver":
+            return Output([health.mailbox_server(samples["E16_Exchange_GetMailboxServer"][0], state)])
+        if cmdlet == "test-servicehealth":
+            return Output(health.service_health(samples["E16_Exchange_TestServiceHealth"], state))
+        if cmdlet == "get-mailboxdatabasecopystatus":
+            return Output(health.database_copy_status(state))
+        if cmdlet == "get-exchangediagnosticinfo":
+            sample = samples["E16_Exchange_GetExchangeDiagnosticInfo_EdgeTransportResourceThrottling"][0]
+            return Output([health.resource_throttling(sample, state)])
+        return Output(samples["E19_Exchange_GetServerMonitoringOverride"] if state.overrides else [])
         return unknown_command(name)
 
 

@@ -80,6 +80,11 @@ _CMDLETS = {
     "Get-ExchangeServer": "E16_Exchange_GetExchangeServer.xml",
     "Get-ServerComponentState": "E16_Exchange_GetServerComponentState.xml",
     "Get-ExchangeCertificate": "E19_Exchange_GetExchangeCertificate.xml",
+    "Test-ServiceHealth": "E16_Exchange_TestServiceHealth.xml",
+    "Get-MailboxServer": "E16_Exchange_GetMailboxServer.xml",
+    "Get-AuthConfig": "E16_Exchange_GetAuthConfig.xml",
+    "Get-ExchangeDiagnosticInfo": "E16_Exchange_GetExchangeDiagnosticInfo_EdgeTransportResourceThrottling.xml",
+    "Get-ServerMonitoringOverride": "E19_Exchange_GetServerMonitoringOverride.xml",
     "Get-SendConnector": "E19_Exchange_GetSendConnector.xml",
     "Get-ReceiveConnector": "E19_Exchange_GetReceiveConnector.xml",
     "Get-HybridConfiguration": "E19_Exchange_GetHybridConfiguration.xml",
@@ -87,7 +92,8 @@ _CMDLETS = {
 
 
 class ReplayPsrp:
-    """Answers the Exchange collector's cmdlets with the CSS-Exchange CLIXML samples (Get-Queue and the rest: none)."""
+    """Answers the Exchange collector's cmdlets with the CSS-Exchange CLIXML samples (Get-Queue, Get-ServerHealth,
+    Get-MailboxDatabaseCopyStatus and the rest: none, for want of a public recording)."""
 
     def __init__(self, target: Any, credential: Any, guard: Any, retry_after: float) -> None:
         self.target = target
@@ -320,6 +326,10 @@ async def _exposition(root: Path) -> str:
         await registry.refresh_once(s)
         if not s.success:
             raise RuntimeError(f"{s.collector.name} failed on its fixtures: {s.last_error}")
+        # Exchange's health in depth refreshes in the background: once it has, the next refresh shows it.
+        if isinstance(s.collector, ExchangeCollector) and s.collector.health is not None:
+            await s.collector.health.wait()
+            await registry.refresh_once(s)
     body = (await registry.exposition.body(openmetrics=False, compress=False)).decode()
     await registry.stop()
     return normalise(body)

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.collectors import exchange_health as health
 from exporter.config import ExchangeConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import exchange as ex
+from exporter.parsers import exchange_health as eh
 from exporter.parsers import routing
 from exporter.parsers.clixml import parse_each
 from exporter.parsers.exchange_builds import TABLE_AS_OF, date_to_unix
@@ -41,7 +43,9 @@ FILE_VERSION_CMDLET = "Get-Command ExSetup.exe"
 EXCHANGE_SERVER_UP = Family(
     "exchange_server_up",
     "gauge",
-    "1 if every cmdlet the exporter runs on the server answered in the last refresh (cached between refreshes).",
+    "1 if the core cmdlets (Get-ExchangeServer, Get-ServerComponentState, Get-Queue, Get-ExchangeCertificate) "
+    "answered in the last refresh (cached between refreshes); the health cmdlets' answers are in "
+    "exchange_cmdlet_success.",
     ("server",),
 )
 EXCHANGE_SERVER_ERROR_REASON = Family(
@@ -238,6 +242,7 @@ class ServerSweep:
     components: list[ex.ComponentState] = field(default_factory=list)
     queues: list[ex.Queue] = field(default_factory=list)
     certificates: list[ex.Certificate] = field(default_factory=list)
+    mitigations: eh.Mitigations | None = None
     parse_errors: list[str] = field(default_factory=list)
 
 
@@ -286,6 +291,7 @@ class ExchangeCollector(Collector):
         EXCHANGE_ROUTING_FINDINGS,
         EXCHANGE_ROUTING_FINDING_INFO,
         EXCHANGE_ROUTING_PERMISSIONS_READ,
+        *health.FAMILIES,
         CAPPED_SERIES,
         PARSE_ERRORS,
     )
@@ -340,6 +346,28 @@ class ExchangeCollector(Collector):
             if su.enabled
         }
         self._names = {s.name.lower(): s.name for s in config.servers}
+        # Health in depth on a second runspace per server (see exporter/collectors/exchange_health.py).
+        self.health = (
+            health.HealthWatch(
+                config,
+                self._names,
+                {
+                    s.name.lower(): client(
+                        s.name.lower(),
+                        s.host or s.name,
+                        s.port or config.default_port,
+                        config.path,
+                        config.configuration_name,
+                    )
+                    for s in config.servers
+                },
+                self.file_version_clients,
+                self.redact,
+                clock,
+            )
+            if config.health.enabled
+            else None
+        )
         self._last: list[ServerSweep] = []
         self._hybrid = HybridState()
         self._parse_errors_total = 0
@@ -353,6 +381,12 @@ class ExchangeCollector(Collector):
         if hybrid is not None and now - self._hybrid.attempted >= hybrid.interval_seconds:
             await self._refresh_hybrid([s.server for s in sweeps if s.up] or list(self.clients))
         self._last = sweeps
+        if self.health is not None:
+            for sweep in sweeps:
+                self.health.depths[sweep.server].mitigations = sweep.mitigations
+            self.health.poke([s.server for s in sweeps if s.up])
+            self._parse_errors_total += len(self.health.parse_errors)
+            self.health.parse_errors.clear()
         for sweep in sweeps:
             self._parse_errors_total += len(sweep.parse_errors)
             for error in sweep.parse_errors[:5]:
@@ -410,6 +444,8 @@ class ExchangeCollector(Collector):
         file_version = file_versions[0] if file_versions else None
         infos = parse_each(server_objects, lambda o: ex.parse_exchange_server(o, file_version), sweep.parse_errors)
         sweep.info = infos[0] if infos else None
+        mitigations = parse_each(server_objects[:1], eh.parse_mitigations, sweep.parse_errors)
+        sweep.mitigations = mitigations[0] if mitigations else None
         sweep.up = not failures
         if failures:
             sweep.reason = failures[0].reason
@@ -500,7 +536,8 @@ class ExchangeCollector(Collector):
             if not sweep.up:
                 error.add_metric([server, sweep.reason], 1.0)
             duration.add_metric([server], sweep.duration)
-            for cmdlet, ok in sorted(sweep.cmdlet_ok.items()):
+            health_ok = self.health.cmdlet_ok[server] if self.health is not None else {}
+            for cmdlet, ok in sorted({**health_ok, **sweep.cmdlet_ok}.items()):
                 cmdlet_ok.add_metric([server, cmdlet], 1.0 if ok else 0.0)
             if sweep.info is not None:
                 i, b = sweep.info, sweep.info.build
@@ -541,6 +578,8 @@ class ExchangeCollector(Collector):
             certificate,
         ]
         families.extend(self._hybrid_metrics(caps))
+        if self.health is not None:
+            families += self.health.metrics(self.target, [c for s in sweeps for c in s.certificates], caps)
         families.append(caps.series())
         families.append(PARSE_ERRORS.one([self.name, self.target], self._parse_errors_total))
         return families
@@ -637,6 +676,8 @@ class ExchangeCollector(Collector):
         return statuses
 
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.close()
         for client in [*self.clients.values(), *self.file_version_clients.values()]:
             client.close()
         await super().close()

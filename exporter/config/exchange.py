@@ -70,6 +70,19 @@ class SecurityUpdateConfig(StrictModel):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class ExchangeHealthConfig(StrictModel):
+    """Health in depth (exporter/collectors/exchange_health.py): database copies, activation and back pressure
+    every refresh; Managed Availability, services, overrides, OAuth and Emergency Mitigation on ``interval``."""
+
+    enabled: bool = True
+    # Get-ServerHealth is expensive on a real server (it reads every monitor's last result): not every minute.
+    interval_seconds: Seconds = 300.0
+    # One server's health cmdlets together, on their own runspace (they never hold up the core refresh).
+    timeout_seconds: Seconds = 120.0
+    max_listed_monitors: int = Field(default=30, ge=0, le=1000)
+    max_listed_overrides: int = Field(default=20, ge=0, le=1000)
+
+
 class ExchangeConfig(Remoting):
     organization: str = Field(min_length=1)
     servers: list[ExchangeServerConfig] = Field(min_length=1)
@@ -80,6 +93,7 @@ class ExchangeConfig(Remoting):
     max_queues: int = Field(default=50, ge=1, le=1000)
     hybrid: HybridConfig | None = None
     security_update: SecurityUpdateConfig = Field(default_factory=SecurityUpdateConfig)
+    health: ExchangeHealthConfig = Field(default_factory=ExchangeHealthConfig)
 
     @model_validator(mode="after")
     def _servers(self) -> ExchangeConfig:

@@ -101,11 +101,19 @@ def test_e16_sample_every_component_with_state_and_requesters(exchange: Exchange
     assert metric(text, "exchange_cmdlet_success", server="solo-e19a", cmdlet="Get-Command ExSetup.exe") == 1
     every = [i for e in exchange.endpoints.values() for i in e.invocations]
     plain = [i for i in every if i.configuration == "Microsoft.PowerShell"]
-    assert plain and all(i.commands == [("Get-Command", False, [("Name", "ExSetup.exe")])] for i in plain)
+    # It carries only the two reads that need it: ExSetup's version and the Emergency Mitigation service.
+    asked = {tuple(i.commands[0][2]) for i in plain}
+    assert (("Name", "ExSetup.exe"),) in asked and asked <= {
+        (("Name", "ExSetup.exe"),),
+        (("Name", "MSExchangeMitigation"),),
+    }
+    assert all(len(i.commands) == 1 and i.commands[0][0] in ("Get-Command", "Get-Service") for i in plain)
     # Every cmdlet went out as a cmdlet with parameters to Microsoft.Exchange, never as a script.
     invocations = [i for i in every if i.configuration == "Microsoft.Exchange"]
     assert len(invocations) + len(plain) == len(every)
-    assert all(not is_script and name.startswith("Get-") for i in invocations for name, is_script, _ in i.commands)
+    assert all(
+        not is_script and name.startswith(("Get-", "Test-")) for i in invocations for name, is_script, _ in i.commands
+    )
     assert {name for i in invocations for name, _, _ in i.commands} >= {
         "Get-ExchangeServer",
         "Get-ServerComponentState",
@@ -151,10 +159,11 @@ def test_server_wide_offline_held_by_functional(exchange: ExchangeLab, tmp_path:
         set_component(exchange, "ServerWideOffline", "Active", "Functional")
         text = exporter.wait_for(lambda t: metric(t, "exchange_component_state", **swo) == 1)
         assert metric(text, "exchange_component_requester_state", requester="Functional", scope="local", **swo) == 1
-    # One runspace per server and endpoint (Microsoft.Exchange, and Microsoft.PowerShell for ExSetup's version),
-    # reused by every refresh (each refresh runs five or more pipelines).
+    # Runspaces per server, each reused by every refresh (each refresh runs five or more pipelines): one on
+    # Microsoft.Exchange for the core cmdlets, one there for health in depth (it must never hold up the core), and
+    # one on Microsoft.PowerShell for ExSetup's version and the Emergency Mitigation service.
     counts = exchange.endpoints["solo-e16a"].behaviour.count
-    assert counts["Create"] == 2 and counts["Command"] >= 15
+    assert counts["Create"] == 3 and counts["Command"] >= 15
 
 
 def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: ExchangeLab, tmp_path: Path) -> None:

@@ -88,6 +88,8 @@ PAGING = {
     "ActiveDirectoryLockoutSpike",
     "ActiveDirectoryDomainControllerDown",
     "ExchangeServerWideOffline",
+    "ExchangeRequiredServiceStopped",
+    "ExchangeTransportBackPressure",
     "DirectAccessFirewallStateMismatch",
     "DirectAccessNameResolutionFailing",
     "DirectAccessIPHttpsNotActive",

@@ -111,10 +111,12 @@ def _demo(port: int) -> int:
             elapsed = time.monotonic() - started
             if not swo_broken and elapsed >= SWO_BREAKS_AT:
                 print(
-                    "SOLO-E19A: ServerWideOffline set Inactive by requester Functional (a failed update) ...",
+                    "SOLO-E19A: a failed update to CU12: ServerWideOffline held Inactive by requester Functional, "
+                    "FrontendTransport Unhealthy, MSExchangeTransport stopped, a database copy Suspended, activation "
+                    "Blocked, back pressure, Emergency Mitigation disabled ...",
                     flush=True,
                 )
-                exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Inactive", "Functional")
+                exchange.org.fail_update("solo-e19a")
                 logs.transport_inactive = True  # its front end now answers 421 4.3.2
                 swo_broken = True
             if not cert_renewed and elapsed >= CERT_RENEWED_AT:
@@ -141,8 +143,12 @@ def _demo(port: int) -> int:
                 directaccess.deployment.set_firewall(DA_SERVER, True)
                 da_on = True
             if swo_broken and not swo_fixed and elapsed >= SWO_FIXED_AT:
-                print("SOLO-E19A: ServerWideOffline set Active by requester Functional (fixed) ...", flush=True)
-                exchange.org.set_component_state("solo-e19a", "ServerWideOffline", "Active", "Functional")
+                print(
+                    "SOLO-E19A: the admin finishes setup (ServerWideOffline Active, transport started); the copy, "
+                    f"activation and Emergency Mitigation are still broken: http://127.0.0.1:{port}/patch-days",
+                    flush=True,
+                )
+                exchange.org.fix_update("solo-e19a")
                 logs.transport_inactive = False
                 swo_fixed = True
             if exporter.poll() is not None:

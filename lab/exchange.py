@@ -45,6 +45,8 @@ EXPECTED_TLS_CERTIFICATE_NAME = (
     "<I>CN=GeoTrust TLS RSA CA G1, OU=www.digicert.com, O=DigiCert Inc, C=US<S>CN=mail.contoso.com"
 )
 STATE_VALUES = {"Inactive": 0, "Active": 1, "Draining": 2}
+# The CU the demo's failed update installs on SOLO-E19A (Exchange 2019 CU12, over CU11 Mar23SU).
+UPDATE_BUILD = "15.2.1118.7"
 
 
 def _load(name: str) -> list[ET.Element]:
@@ -497,7 +499,8 @@ class LabExchange:
         self.certificates = [_xml(c) for c in _load("E19_Exchange_GetExchangeCertificate.xml")]
         self.servers["solo-e16a"].certificates = [make_certificate("mail.contoso.com", "Contoso Ltd", 20)]
         # The OAuth certificate Get-AuthConfig names, on every server as Exchange deploys it.
-        self.auth_certificate = make_certificate("Microsoft Exchange Server Auth Certificate", None, 200)
+        # 25 days left and no next certificate: the renewal nobody scheduled (ExchangeAuthCertificateExpiring).
+        self.auth_certificate = make_certificate("Microsoft Exchange Server Auth Certificate", None, 25)
         for server in self.servers.values():
             server.certificates.append(self.auth_certificate)
         self.health = {key: health.LabServerHealth(server.name) for key, server in self.servers.items()}
@@ -597,6 +600,39 @@ class LabExchange:
                 if queue.identity == identity:
                     for key, value in changes.items():
                         setattr(queue, key, value)
+
+    def fail_update(self, server: str) -> None:
+        """A cumulative update that fails half way, as the demo tells it: the files are the new CU's (ExSetup's
+        version), AD still says the old one; ServerWideOffline is held Inactive by Functional; FrontendTransport's
+        health set goes Unhealthy with its service stopped; the Emergency Mitigation service is left disabled; the
+        maintenance-mode steps taken before it (a copy suspended, activation blocked) stay; the queue database
+        grows into back pressure."""
+        target = self.server(server)
+        assert target is not None
+        self.set_component_state(server, "ServerWideOffline", "Inactive", "Functional")
+        with self._lock:
+            target.exsetup_version = UPDATE_BUILD
+            state = self.health[target.name.lower()]
+            state.set_monitor("FrontendTransport", "FrontendTransportServiceRunningMonitor", "Unhealthy")
+            state.stopped_services.add("MSExchangeTransport")
+            passive = next(c for c in state.copies if c.status != "Mounted")
+            passive.status, passive.copy_queue, passive.content_index = "Suspended", 240, "Failed"
+            state.activation_policy, state.disabled_and_move_now = "Blocked", True
+            state.resource_use["UsedVersionBuckets"] = ("High", 1600)
+            state.mitigation_service = "disabled"
+
+    def fix_update(self, server: str) -> None:
+        """What the admin fixes first: re-runs setup's last steps (ServerWideOffline Active as Functional, the
+        transport service started, back pressure gone). Left for the patch-day page to show: the suspended copy
+        and its failed index, activation still blocked, Emergency Mitigation still disabled."""
+        target = self.server(server)
+        assert target is not None
+        self.set_component_state(server, "ServerWideOffline", "Active", "Functional")
+        with self._lock:
+            state = self.health[target.name.lower()]
+            state.set_monitor("FrontendTransport", "FrontendTransportServiceRunningMonitor", "Healthy")
+            state.stopped_services.discard("MSExchangeTransport")
+            state.resource_use["UsedVersionBuckets"] = ("Low", 3)
 
     def fail_cmdlet(self, server: str, cmdlet: str, message: str | None) -> None:
         target = self.server(server)

@@ -18,6 +18,7 @@ from dashboards.ad_security_events import ad_security_events
 from dashboards.directaccess import directaccess
 from dashboards.exchange_health import exchange_health
 from dashboards.exchange_logs import exchange_logs
+from dashboards.exchange_patch_days import exchange_patch_days
 from dashboards.hybrid_mail import hybrid_mail
 
 HERE = Path(__file__).resolve().parent
@@ -28,6 +29,7 @@ DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "directaccess.json": directaccess,
     "exchange-health.json": exchange_health,
     "exchange-logs.json": exchange_logs,
+    "exchange-patch-days.json": exchange_patch_days,
     "hybrid-mail.json": hybrid_mail,
 }
 

@@ -14,6 +14,15 @@ EXPECTED_INACTIVE = "ForwardSyncDaemon|ProvisioningRps"
 UNEXPECTED = f'component!~"{EXPECTED_INACTIVE}"'
 SERVER_WIDE_OFFLINE = 'component="ServerWideOffline"'
 HYBRID = 'hybrid="true"'
+HEALTH_SET_STATES = {
+    "0": ("Healthy", "green"),
+    "1": ("Disabled", "transparent"),
+    "2": ("Degraded", "orange"),
+    "3": ("Repairing", "yellow"),
+    "4": ("Unhealthy", "red"),
+}
+RESOURCE_USE = {"0": ("Low", "green"), "1": ("Medium", "orange"), "2": ("High", "red")}
+COPY_NOT_HEALTHY = 'status!~"Mounted|Healthy"'
 
 
 def build_changes() -> dict[str, Any]:
@@ -24,6 +33,155 @@ def build_changes() -> dict[str, Any]:
         "{{server}} now runs {{version}}",
         "{{product}} {{cu}} {{update}}",
         "server,cu",
+    )
+
+
+def health_rows(lay: Layout) -> None:
+    """Health in depth: Managed Availability, services, database copies, back pressure, OAuth, mitigations."""
+    lay.row("Managed Availability and services")
+    lay.add(
+        grid(
+            "Health sets per server",
+            f"{SEL('exchange_health_set_state')}",
+            "Get-ServerHealth: each health set's worst monitor (refreshed every health.interval_seconds). Its "
+            "responders act on Unhealthy on their own: restarts, and components taken offline as requester HealthApi.",
+            "health_set",
+            "server",
+            HEALTH_SET_STATES,
+        ),
+        12,
+        14,
+    )
+    lay.add(
+        table(
+            "Monitors not healthy",
+            f"{SEL('exchange_health_monitor_unhealthy_info')}",
+            "The monitors behind an Unhealthy, Degraded or Repairing health set (capped list).",
+            {"server": "Server", "health_set": "Health set", "monitor": "Monitor", "Value": "Listed"},
+        ),
+        12,
+        7,
+    )
+    lay.add(
+        table(
+            "Required services not running",
+            f"{SEL('exchange_service_not_running_info')}",
+            "Test-ServiceHealth: a service a role requires that is not running. After a failed update, setup "
+            "leaves services disabled.",
+            {"server": "Server", "role": "Role", "service": "Service", "Value": "Not running"},
+        ),
+        12,
+        7,
+    )
+
+    lay.row("Database copies")
+    lay.add(
+        table(
+            "Copies",
+            f"{SEL('exchange_database_copy_status')} == 1",
+            "Get-MailboxDatabaseCopyStatus per server: Mounted (active) and Healthy (passive) are well; Suspended, "
+            "Failed, Seeding, ServiceDown ... do not protect the database.",
+            {"server": "Server", "database": "Database", "status": "Status", "Value": "Current"},
+            exclude=("Time", "__name__", "job", "instance", "Value"),
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Copy and replay queues",
+            [
+                (f"{SEL('exchange_database_copy_queue_length')}", "copy {{database}} on {{server}}"),
+                (f"{SEL('exchange_database_replay_queue_length')}", "replay {{database}} on {{server}}"),
+            ],
+            "Log files not yet copied to (copy) or replayed into (replay) each passive copy: what a failover "
+            "now would lose or wait for.",
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        table(
+            "Activation and content index",
+            f"{SEL('exchange_database_copy_auto_activation_policy')} == 1",
+            "DatabaseCopyAutoActivationPolicy per server: Blocked after maintenance means no database fails over "
+            "to it. The content index state per copy is in the Copies table's series "
+            "exchange_database_content_index_state.",
+            {"server": "Server", "policy": "Activation policy", "Value": "Current"},
+            exclude=("Time", "__name__", "job", "instance", "Value"),
+        ),
+        8,
+        8,
+    )
+
+    lay.row("Transport back pressure")
+    lay.add(
+        grid(
+            "Back pressure per resource",
+            f"{SEL('exchange_transport_back_pressure')}",
+            "EdgeTransport's resource meters: Medium throttles submission, High stops it (452 4.3.1 "
+            "Insufficient system resources).",
+            "resource",
+            "server",
+            RESOURCE_USE,
+        ),
+        10,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Resource pressure",
+            [(f"{SEL('exchange_transport_resource_pressure')}", "{{server}} {{resource}}")],
+            "Each meter's pressure; exchange_transport_resource_pressure_threshold holds the levels at which it "
+            "changes state.",
+        ),
+        14,
+        8,
+    )
+
+    lay.row("OAuth, Emergency Mitigation, overrides")
+    lay.add(
+        stat(
+            "Auth certificate: days left",
+            f"min({JOB('exchange_auth_certificate_not_after_timestamp_seconds')} - time()) / 86400",
+            "The OAuth certificate Get-AuthConfig names: when it expires, hybrid free/busy and OAuth break.",
+            unit="d",
+            thresholds=[(None, "red"), (30, "orange"), (60, "green")],
+        ),
+        6,
+        6,
+    )
+    lay.add(
+        table(
+            "Emergency Mitigation service",
+            f"{SEL('exchange_emergency_mitigation_service_running')}",
+            "MSExchangeMitigation per server (1 running): Disabled after a failed update leaves new "
+            "vulnerabilities unmitigated.",
+            {"server": "Server", "start_type": "Start type", "Value": "Running"},
+        ),
+        8,
+        6,
+    )
+    lay.add(
+        table(
+            "Monitoring overrides by expiry",
+            f"{SEL('exchange_monitoring_override_expiry_timestamp_seconds')} * 1000",
+            "Managed Availability overrides and when they expire; one past its expiry that disables an item "
+            "(disables=true) silently turns off monitoring or recovery.",
+            {
+                "server": "Server",
+                "scope": "Scope",
+                "item_type": "Type",
+                "health_set": "Health set",
+                "item": "Item",
+                "property": "Property",
+                "disables": "Disables",
+                "Value": "Expires",
+            },
+            unit="dateTimeAsIso",
+        ),
+        10,
+        6,
     )
 
 
@@ -208,6 +366,8 @@ def exchange_health() -> dict[str, Any]:
         12,
         8,
     )
+
+    health_rows(lay)
 
     lay.row("Certificates and hybrid")
     lay.add(

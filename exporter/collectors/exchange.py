@@ -384,7 +384,8 @@ class ExchangeCollector(Collector):
         if self.health is not None:
             for sweep in sweeps:
                 self.health.depths[sweep.server].mitigations = sweep.mitigations
-            self.health.poke([s.server for s in sweeps if s.up])
+            # A server that answered (a cmdlet refused is still an answer) gets its health read too.
+            self.health.poke([s.server for s in sweeps if s.up or s.reason == "cmdlet_error"])
             self._parse_errors_total += len(self.health.parse_errors)
             self.health.parse_errors.clear()
         for sweep in sweeps:

@@ -112,6 +112,7 @@ def prometheus(
         interval=2,
         timeout=1.5,
         exchange=exchange,
+        exchange_overrides={"health": {"interval_seconds": 2}},
         events=events,
         logs=logs,
         directaccess=directaccess,
@@ -164,6 +165,8 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
     # A component held Inactive by Functional and a cmdlet that fails, as after a broken update.
     exchange.org.set_component_state("solo-e19a", "HubTransport", "Inactive", "Functional")
     exchange.org.fail_cmdlet("solo-e19a", "Get-ExchangeCertificate", "The certificate store could not be opened.")
+    # The demo's failed update on SOLO-E19A: the health-in-depth panels have something wrong to show.
+    exchange.org.fail_update("solo-e19a")
     time.sleep(3)  # a few samples before the lockout, so increase() sees it
     user = lab.create_user("judy")
     duration, window = lab.duration, lab.window
@@ -209,6 +212,9 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
         prom.wait_for('ad_dc_error_reason{dc="dc2.lab.example"} == 1')
         prom.wait_for('exchange_server_error_reason{server="solo-e19a",reason="cmdlet_error"} == 1')
         prom.wait_for('exchange_component_requester_state{component="HubTransport",requester="Functional"} == 0')
+        prom.wait_for('exchange_health_monitor_unhealthy_info{health_set="FrontendTransport"} == 1')
+        prom.wait_for('exchange_service_not_running_info{service="MSExchangeTransport"} == 1')
+        prom.wait_for('exchange_database_copy_status{status="Suspended"} == 1')
         problems = []
         for where, expr in dashboard_expressions():
             answer = prom.query(expr)

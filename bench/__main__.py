@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from bench import iis_logs, investigate, ldap_sweep, scrape_load, secured_scrape, security_events, smtp_probe
+from bench import (
+    exchange,
+    iis_logs,
+    investigate,
+    ldap_sweep,
+    scrape_load,
+    secured_scrape,
+    security_events,
+    smtp_probe,
+)
 
 BENCHMARKS = {
     "ldap_sweep": ldap_sweep.main,
@@ -14,6 +23,7 @@ BENCHMARKS = {
     "secured_scrape": secured_scrape.main,
     "scrape_load": scrape_load.main,
     "investigate": investigate.main,
+    "exchange": exchange.main,
 }
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 
-from exporter import __version__, investigate_cli
+from exporter import __version__, investigate_cli, patch_days
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.directaccess import DirectAccessCollector
@@ -214,6 +214,28 @@ def load_security(config: Config) -> WebSecurity | None:
     return WebSecurity(load_web_config(config.web.config_file), frozenset(config.web.unauthenticated_paths))
 
 
+def patch_day_recorder(exporter: Exporter) -> patch_days.PatchDayRecorder:
+    """Samples what the Exchange collectors (and the logs and hybrid mail collectors) hold, for /patch-days."""
+
+    def facts() -> dict[str, patch_days.Facts]:
+        states = exporter.registry.states
+        servers: dict[str, patch_days.Facts] = {}
+        for state in states:
+            if isinstance(state.collector, ExchangeCollector):
+                servers.update(state.collector.facts())
+        return patch_days.with_counters(servers, [s.snapshot for s in states if s.snapshot])
+
+    settings = exporter.config.state.patch_days
+    return patch_days.PatchDayRecorder(
+        exporter.state,
+        facts,
+        settings.sample_interval_seconds,
+        settings.retention_seconds,
+        settings.max_changes,
+        time.time,
+    )
+
+
 async def serve(exporter: Exporter) -> None:
     app = build_app(
         lambda: exporter.registry,
@@ -227,7 +249,9 @@ async def serve(exporter: Exporter) -> None:
                 s.collector for s in exporter.registry.states if isinstance(s.collector, ActiveDirectoryCollector)
             ],
         ),
+        patch_days.PatchDays(exporter.state, lambda: exporter.config.state.patch_days, time.time),
     )
+    recorder = asyncio.create_task(patch_day_recorder(exporter).run(), name="patch-days")
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     web_cfg = exporter.config.web
@@ -252,6 +276,7 @@ async def serve(exporter: Exporter) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(exporter.reload()))
     await stop.wait()
     log.info("shutting down")
+    recorder.cancel()
     await exporter.registry.stop()
     await runner.cleanup()
 

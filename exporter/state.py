@@ -108,6 +108,16 @@ class StateStore:
         self._db.execute("CREATE INDEX IF NOT EXISTS evidence_account ON evidence (account, time)")
         self._db.execute("CREATE INDEX IF NOT EXISTS evidence_time ON evidence (time)")
         self._rows: int = self._db.execute("SELECT COUNT(*) FROM evidence").fetchone()[0]
+        # The patch-day report's samples of each Exchange server and the build changes seen (exporter/patch_days.py).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS patch_day_samples "
+            "(server TEXT NOT NULL, time REAL NOT NULL, facts TEXT NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS patch_day_samples_time ON patch_day_samples (time)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS patch_day_changes (id INTEGER PRIMARY KEY AUTOINCREMENT, server TEXT NOT NULL, "
+            "time REAL NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)"
+        )
 
     def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
@@ -164,6 +174,54 @@ class StateStore:
             row = self._db.execute("SELECT value FROM state WHERE key = ?", (_DROPPED_KEY,)).fetchone()
             totals = json.loads(row[0]) if row else {}
             tx(_DROPPED_KEY, {r: int(totals.get(r, 0)) + dropped[r] for r in DROP_REASONS})
+
+    def record_patch_day_sample(
+        self,
+        server: str,
+        at: float,
+        facts: Mapping[str, Any],
+        changes: Iterable[tuple[float, str, str]],
+        *,
+        keep_seconds: float,
+        max_changes: int,
+    ) -> None:
+        """A server's sample and the build changes found with it, in one transaction; samples older than
+        ``keep_seconds`` and changes beyond the newest ``max_changes`` go."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO patch_day_samples (server, time, facts) VALUES (?, ?, ?)",
+                    (server, at, json.dumps(facts, separators=(",", ":"))),
+                )
+                for when, old, new in changes:
+                    self._db.execute(
+                        "INSERT INTO patch_day_changes (server, time, old, new) VALUES (?, ?, ?, ?)",
+                        (server, when, old, new),
+                    )
+                self._db.execute("DELETE FROM patch_day_samples WHERE time < ?", (at - keep_seconds,))
+                self._db.execute(
+                    "DELETE FROM patch_day_changes WHERE id IN (SELECT id FROM patch_day_changes "
+                    "ORDER BY time DESC, id DESC LIMIT -1 OFFSET ?)",
+                    (max_changes,),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def patch_day_changes(self) -> list[tuple[str, float, str, str]]:
+        with self._lock:
+            return list(self._db.execute("SELECT server, time, old, new FROM patch_day_changes ORDER BY time, id"))
+
+    def patch_day_samples(self, since: float) -> list[tuple[str, float, dict[str, Any]]]:
+        with self._lock:
+            rows = list(
+                self._db.execute(
+                    "SELECT server, time, facts FROM patch_day_samples WHERE time >= ? ORDER BY time", (since,)
+                )
+            )
+        return [(server, at, json.loads(facts)) for server, at, facts in rows]
 
     def evidence_for(self, account: str, limit: int = 1000) -> list[Evidence]:
         """The account's evidence, newest first."""

@@ -16,6 +16,7 @@ from exporter import __version__, exposition, pages
 from exporter.collectors.smtp_probe import probe_families, probe_target
 from exporter.config import ProbesConfig
 from exporter.lockouts import InvalidAccount, LockoutService, RateLimited
+from exporter.patch_days import PatchDays
 from exporter.registry import CollectorRegistry
 from exporter.web_security import WebSecurity, security_middleware
 
@@ -64,6 +65,7 @@ def build_app(
     get_probes: Callable[[], ProbesConfig] | None = None,
     get_security: Callable[[], WebSecurity | None] | None = None,
     lockouts: LockoutService | None = None,
+    patch_days: PatchDays | None = None,
 ) -> web.Application:
     """The registry and web security are fetched per request, so a config reload can swap them.
 
@@ -184,7 +186,27 @@ def build_app(
     async def stylesheet(_: web.Request) -> web.Response:
         return web.Response(body=pages.stylesheet(), content_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
+    async def patch_days_api(_: web.Request) -> web.Response:
+        if patch_days is None:
+            return _json_error(404, "the patch-day report is not configured")
+        return web.json_response({"changes": await patch_days.report()}, dumps=_dumps)
+
+    async def patch_days_page(_: web.Request) -> web.Response:
+        if patch_days is None:
+            return page(404, "error.html", title="Not configured", message="The patch-day report is not set up.")
+        settings = patch_days.settings()
+        return page(
+            200,
+            "patch_days.html",
+            changes=await patch_days.report(),
+            before_hours=round(settings.before_seconds / 3600, 1),
+            recent_minutes=round(settings.recent_seconds / 60),
+            sample_seconds=settings.sample_interval_seconds,
+        )
+
     app.router.add_get("/", landing)
+    app.router.add_get("/patch-days", patch_days_page)
+    app.router.add_get("/api/v1/patch-days", patch_days_api)
     app.router.add_get("/lockouts", lockouts_page)
     app.router.add_get("/lockouts/search", lockout_search)
     app.router.add_get("/lockouts/{account}", lockout_page)
@@ -244,7 +266,8 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:to
 tr.ok td:nth-child(3){{color:#1a7f37}} tr.failing td:nth-child(3){{color:#cf222e;font-weight:bold}}
 </style></head><body>
 <h1>ad-exchange-exporter {esc(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
+<p><a href="/metrics">Metrics</a> · <a href="/lockouts">Lockouts</a> · <a href="/patch-days">Patch days</a> ·
+<a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
 <h2>Collectors</h2>
 <table><tr><th>collector</th><th>target</th><th>state</th><th>interval</th><th>last duration</th>
 <th>last success</th><th>last error</th></tr>

@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 
 from cryptography import x509
 
+from exporter.parsers.directaccess import Monitor
 from lab.clixml import Builder, dt_, s_
 from lab.exchange import make_certificate
 from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint, unknown_command
@@ -73,15 +74,6 @@ def _u32(name: str, value: int) -> str:
 
 def _strings(b: Builder, name: str, values: list[str]) -> str:
     return b.array(name, "System.String[]", "".join(f"<S>{escape(v)}</S>" for v in values))
-
-
-@dataclass
-class Monitor:
-    id: int
-    status: str
-    description: str
-    cause: str
-    resolution: str
 
 
 @dataclass

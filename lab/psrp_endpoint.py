@@ -145,6 +145,8 @@ class Behaviour:
     stall: bool = False  # hold every request until the behaviour changes or the server stops
     delay: float = 0.0  # answer every request this late
     count: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # requests seen, by action
+    bytes_in: int = 0  # request bodies received
+    bytes_out: int = 0  # response bodies sent
 
 
 class PsrpEndpoint:
@@ -221,6 +223,8 @@ class PsrpEndpoint:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 status, headers, payload = endpoint._respond(self.path, self.headers.get("Authorization", ""), body)
+                endpoint.behaviour.bytes_in += len(body)
+                endpoint.behaviour.bytes_out += len(payload)
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import patch_days
 from exporter.collectors import exchange_health as health
 from exporter.config import ExchangeConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
@@ -38,6 +39,8 @@ HYBRID_CMDLETS = (
     "Get-HybridConfiguration",
 )
 FILE_VERSION_CMDLET = "Get-Command ExSetup.exe"
+# Inactive by design on on-premises servers (they serve Microsoft's own datacenters).
+EXPECTED_INACTIVE = frozenset({"ForwardSyncDaemon", "ProvisioningRps"})
 
 
 EXCHANGE_SERVER_UP = Family(
@@ -669,6 +672,25 @@ class ExchangeCollector(Collector):
         top = caps.top(EXCHANGE_ROUTING_FINDING_INFO, state.findings, cap, lambda f: (not f.critical, f.kind, f.object))
         top.add(listed, lambda f: [org, f.kind, f.object, "critical" if f.critical else "warning"], lambda _: 1.0)
         return [read, counts, listed]
+
+    def facts(self) -> dict[str, patch_days.Facts]:
+        """What is wrong with each server now, for the patch-day report (from the last refresh; asks nothing)."""
+        out = {}
+        for sweep in self._last:
+            if sweep.info is None:
+                continue
+            problems: dict[str, tuple[str, ...]] = {}
+            inactive = []
+            for c in sweep.components:
+                if c.state_value == 0 and c.component not in EXPECTED_INACTIVE:
+                    holders = sorted({r.requester for r in c.requesters if r.state == "Inactive"})
+                    inactive.append(f"{c.component} (held by {', '.join(holders)})" if holders else c.component)
+            problems["components_inactive"] = patch_days.bounded(inactive)
+            if self.health is not None:
+                problems.update(self.health.problems(sweep.server))
+            queued = float(sum(q.message_count for q in sweep.queues))
+            out[sweep.server] = patch_days.Facts(sweep.info.build.text, problems, {"queued_messages": queued})
+        return out
 
     def target_status(self) -> list[TargetStatus]:
         statuses = [TargetStatus(s.server, s.up, s.detail) for s in self._last]

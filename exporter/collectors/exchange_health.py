@@ -399,6 +399,34 @@ class HealthWatch:
         self.slows[server].mitigation_service = services[0] if services else None
         ok[MITIGATION_CMDLET] = bool(services)
 
+    def problems(self, server: str) -> dict[str, tuple[str, ...]]:
+        """What is wrong with the server, as the patch-day report compares it (exporter/patch_days.py)."""
+        depth, slow = self.depths[server], self.slows[server]
+        out = {
+            "database_copies_not_healthy": [f"{c.database}: {c.status}" for c in depth.copies if not c.healthy],
+            "content_index_failed": [
+                f"{c.database}: {c.content_index}" for c in depth.copies if c.content_index.startswith("Failed")
+            ],
+            "back_pressure": [f"{m.resource} {m.use}" for m in depth.meters if m.use != "Low"],
+            "health_sets_unhealthy": [hs.name for hs in slow.health_sets or [] if hs.state == "Unhealthy"],
+            "services_not_running": [f"{n} ({r.role})" for r in slow.services or [] for n in r.not_running],
+        }
+        activation = depth.activation
+        out["activation_blocked"] = (
+            [f"DatabaseCopyAutoActivationPolicy {activation.policy}"]
+            if activation and activation.policy == "Blocked"
+            else []
+        ) + (["DatabaseCopyActivationDisabledAndMoveNow"] if activation and activation.disabled_and_move_now else [])
+        mitigation = []
+        if slow.mitigation_service is not None and slow.mitigation_service.status != "Running":
+            mitigation.append(
+                f"MSExchangeMitigation {slow.mitigation_service.status} ({slow.mitigation_service.start_type})"
+            )
+        if depth.mitigations is not None and not depth.mitigations.enabled:
+            mitigation.append("MitigationsEnabled false")
+        out["emergency_mitigation_off"] = mitigation
+        return {k: tuple(sorted(v)) for k, v in out.items()}
+
     def metrics(self, organization: str, certificates: Sequence[ex.Certificate], caps: Caps) -> list[Series]:
         return metrics(organization, self.depths, self.slows, certificates, self.limits, caps)
 

@@ -59,7 +59,20 @@ class EvidenceConfig(StrictModel):
     max_rows: int = Field(default=200_000, ge=100, le=10_000_000)
 
 
+class PatchDaysConfig(StrictModel):
+    """The patch-day report (exporter/patch_days.py): samples of what is wrong with each Exchange server."""
+
+    sample_interval_seconds: Seconds = 60.0
+    # Compared with the samples since a build change: the last one within this long before it.
+    before_seconds: Seconds = 6 * 3600.0
+    # The "now" of rates (401s, 421s per hour): the newest samples within this long.
+    recent_seconds: Seconds = 900.0
+    retention_seconds: Seconds = 30 * 86400.0
+    max_changes: int = Field(default=50, ge=1, le=1000)
+
+
 class StateConfig(StrictModel):
     # Bookmarks, log checkpoints and their counters; without a path they do not survive a restart.
     path: Path | None = None
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    patch_days: PatchDaysConfig = Field(default_factory=PatchDaysConfig)

@@ -280,6 +280,13 @@ class CmdletDataError(ValueError):
         super().__init__(f"{where}: {detail}")
 
 
+def as_list(value: Any) -> list[Any]:
+    """A property that holds one value or a list of them (PowerShell unrolls a one-item list), as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 def cmdlet_object(value: Any, cmdlet: str) -> Mapping[str, Any]:
     """The deserialised object's properties, or CmdletDataError if the output is not an object."""
     if not isinstance(value, Mapping):

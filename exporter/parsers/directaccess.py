@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from exporter.parsers.clixml import CmdletDataError, cmdlet_object, required_text, text_of
+from exporter.parsers.clixml import CmdletDataError, as_list, cmdlet_object, required_text, text_of
 
 HEALTH_STATES = ("OK", "Warning", "Error", "Disabled", "Unknown")
 CONNECTION_STATUSES = ("ConnectedRemotely", "ConnectedLocally", "Error", "ActionableError", "Unknown")
@@ -59,12 +59,6 @@ def _number(value: Any, cmdlet: str, name: str) -> int:
     return int(text)
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
 # --- Get-RemoteAccessHealth -------------------------------------------------------------------------------
 
 
@@ -94,7 +88,7 @@ def parse_component_health(value: Any) -> ComponentHealth:
     component = required_text(obj, "Component", cmdlet)
     state = text_of(obj.get("HealthState")).strip()
     monitors = []
-    for item in _list(obj.get("Heuristics")):
+    for item in as_list(obj.get("Heuristics")):
         if not isinstance(item, Mapping):
             continue  # serialised beyond depth as its ToString: nothing to read
         monitors.append(
@@ -240,7 +234,7 @@ class NrptRule:
 def parse_nrpt_rule(value: Any) -> NrptRule:
     cmdlet = "Get-DnsClientNrptPolicy"
     obj = cmdlet_object(value, cmdlet)
-    namespaces = tuple(t for t in (text_of(n).strip().lower() for n in _list(obj.get("Namespace"))) if t)
+    namespaces = tuple(t for t in (text_of(n).strip().lower() for n in as_list(obj.get("Namespace"))) if t)
     if not namespaces:
         raise CmdletDataError(cmdlet, "", "property Namespace is missing or empty")
     flag = obj.get("DirectAccessEnabled")

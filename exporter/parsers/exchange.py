@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exporter.parsers import exchange_builds
-from exporter.parsers.clixml import CmdletDataError, cmdlet_object, required_text, text_of
+from exporter.parsers.clixml import CmdletDataError, as_list, cmdlet_object, required_text, text_of
 from exporter.parsers.smtp import ReplyChain, parse_reply_chain
 from exporter.parsers.x500 import certificate_names, same_name
 
@@ -35,12 +35,6 @@ _required = required_text
 
 def _timestamp(value: Any) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else None
-
-
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
 
 
 # --- Get-ServerComponentState ---------------------------------------------------------------------------
@@ -77,7 +71,7 @@ def parse_component_state(value: Any) -> ComponentState:
     state = _required(obj, "State", cmdlet, component)
     latest: dict[tuple[str, str], RequesterState] = {}
     for scope, prop in (("local", "LocalStates"), ("remote", "RemoteStates")):
-        for entry in _list(obj.get(prop)):
+        for entry in as_list(obj.get(prop)):
             details = _props(entry, cmdlet)
             requester = _required(details, "Requester", cmdlet, f"{component} {prop}")
             rstate = _required(details, "State", cmdlet, f"{component} {prop}")
@@ -306,7 +300,7 @@ def parse_connector(value: Any, kind: str) -> Connector:
     if kind == "send":
         hybrid = obj.get("CloudServicesMailEnabled") is True
     elif kind == "receive":
-        bindings = [text_of(b) for b in _list(obj.get("Bindings"))]
+        bindings = [text_of(b) for b in as_list(obj.get("Bindings"))]
         hybrid = text_of(obj.get("TransportRole")) == "FrontendTransport" and any(b.endswith(":25") for b in bindings)
     else:
         hybrid = True

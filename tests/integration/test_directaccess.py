@@ -11,8 +11,9 @@ import pytest
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.parsers.directaccess import Monitor
 from lab import free_port
-from lab.directaccess import CLIENTS, COMPONENTS, INTERNAL_NAME, SERVER, DirectAccessLab, Monitor
+from lab.directaccess import CLIENTS, COMPONENTS, INTERNAL_NAME, SERVER, DirectAccessLab
 from lab.prometheus import PrometheusServer
 from tests.helpers import metric, samples, series, sped_up_rules
 from tests.integration.conftest import running_exporter

@@ -11,7 +11,7 @@ import pytest
 from exporter.config import ConfigError, parse_config
 from exporter.parsers import directaccess as da
 from exporter.parsers.clixml import CmdletDataError, PSObject, parse_object
-from lab.directaccess import CLIENTS, COMPONENTS, SERVER, LabDirectAccess, Monitor
+from lab.directaccess import CLIENTS, COMPONENTS, SERVER, LabDirectAccess
 from lab.psrp_endpoint import Invocation
 
 
@@ -29,7 +29,7 @@ def obj(**props: Any) -> PSObject:
 
 def test_remote_access_health_every_component_of_the_documented_table() -> None:
     lab = LabDirectAccess()
-    lab.set_component("Dns", "Error", [Monitor(7, "Error", "DNS servers", "No DNS server answers.", "Check them.")])
+    lab.set_component("Dns", "Error", [da.Monitor(7, "Error", "DNS servers", "No DNS server answers.", "Check them.")])
     health = {c.component: c for c in map(da.parse_component_health, ask(lab, SERVER, "Get-RemoteAccessHealth"))}
     assert set(health) == set(COMPONENTS)
     assert {name: c.state for name, c in health.items() if name != "Dns"} == {

@@ -89,6 +89,13 @@ class Collector(ABC):
     def target_status(self) -> list[TargetStatus]:
         return []
 
+    def target_deadlines(self, per_request: float) -> tuple[float, float]:
+        """(deadline, lock wait) for one target's calls in a refresh: several requests of ``per_request`` each, kept
+        well inside the collector's own timeout, so that a target that stops answering is reported as timing out
+        in this refresh instead of taking the whole refresh, and every other target's figures, down with it."""
+        deadline = min(per_request * 2, self.timeout * 0.75)
+        return deadline, min(per_request, deadline / 2)
+
     def behind(self) -> bool:
         """True when the last refresh stopped at its per-refresh limit with more to read (a backlog): the next
         refresh then starts after CATCH_UP_PAUSE instead of the interval, until it has caught up."""

@@ -323,9 +323,9 @@ class DirectAccessCollector(Collector):
                     sweep.resolution = da.resolution_failure_reason(str(exc))
                 sweep.cmdlet_ok[RESOLVE] = True
 
-        timeout = self.config.timeout_seconds
+        deadline, lock_wait = self.target_deadlines(self.config.timeout_seconds)
         try:
-            await self.pool.run(run, client, lock=client.lock, timeout=timeout * 2, lock_timeout=timeout)
+            await self.pool.run(run, client, lock=client.lock, timeout=deadline, lock_timeout=lock_wait)
         except RemotingError as exc:
             failures.append(exc)
         sweep.up = not failures

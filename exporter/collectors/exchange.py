@@ -400,9 +400,8 @@ class ExchangeCollector(Collector):
     async def _on_server(self, server: str, work: Callable[[PsrpClient], Any]) -> Any:
         """``work`` on the server's client in a worker thread, one pipeline at a time per server."""
         client = self.clients[server]
-        # Several cmdlets in one call, each bounded by the timeout: the call's deadline is twice that.
-        timeout = self.config.timeout_seconds
-        return await self.pool.run(work, client, lock=client.lock, timeout=timeout * 2, lock_timeout=timeout)
+        deadline, lock_wait = self.target_deadlines(self.config.timeout_seconds)
+        return await self.pool.run(work, client, lock=client.lock, timeout=deadline, lock_timeout=lock_wait)
 
     async def _sweep(self, server: str) -> ServerSweep:
         sweep = ServerSweep(server)

@@ -41,7 +41,8 @@ def lab_config(
     if web_config_file is not None:
         config["web"]["config_file"] = str(web_config_file)
     if state is not None:
-        config["state"] = {"path": str(state)}
+        # The patch-day report samples as often as the collectors refresh: a lab's update is seconds after the start.
+        config["state"] = {"path": str(state), "patch_days": {"sample_interval_seconds": interval}}
     if lab is not None:
         domain: dict[str, Any] = {
             "domain": DOMAIN,

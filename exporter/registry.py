@@ -93,7 +93,7 @@ class Collector(ABC):
         """(deadline, lock wait) for one target's calls in a refresh: several requests of ``per_request`` each, kept
         well inside the collector's own timeout, so that a target that stops answering is reported as timing out
         in this refresh instead of taking the whole refresh, and every other target's figures, down with it."""
-        deadline = min(per_request * 2, self.timeout * 0.75)
+        deadline = min(per_request * 2, self.timeout * 0.9)
         return deadline, min(per_request, deadline / 2)
 
     def behind(self) -> bool:

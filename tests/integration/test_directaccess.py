@@ -113,7 +113,7 @@ def test_the_story_the_server_firewall_off_fires_the_mismatch_and_the_fix_clears
     directaccess: DirectAccessLab, tmp_path: Path
 ) -> None:
     """The shipped rules on real Prometheus, their hold durations divided by 30."""
-    with running_exporter(None, tmp_path / "exporter", directaccess=directaccess, interval=1, timeout=0.8) as exporter:
+    with running_exporter(None, tmp_path / "exporter", directaccess=directaccess, interval=2, timeout=1.5) as exporter:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": sped_up_rules(tmp_path / "rules", 30),

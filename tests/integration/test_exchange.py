@@ -210,12 +210,16 @@ def test_a_slow_server_is_slow_but_up(exchange: ExchangeLab, tmp_path: Path) -> 
     e19 = exchange.endpoints["solo-e19a"]
     with running_exporter(None, tmp_path, exchange=exchange, interval=4, timeout=3) as exporter:
         exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
-        e19.misbehave(delay=0.2)  # every request, well within the 3 s timeout
-        text = exporter.wait_for(
-            lambda t: (metric(t, "exchange_server_sweep_duration_seconds", server="solo-e19a") or 0) > 1.0, timeout=30
-        )
+        e19.misbehave(delay=0.1)  # every request, well within the 3 s timeout
+
+        def took(t: str, server: str) -> float:
+            return metric(t, "exchange_server_sweep_duration_seconds", server=server) or 0.0
+
+        # Its delays add up over its requests, the other server is not held up by them (a loaded machine slows both
+        # alike, so the two are compared), and the slow one is still up.
+        text = exporter.wait_for(lambda t: took(t, "solo-e19a") > took(t, "solo-e16a") + 0.6, timeout=30)
         assert metric(text, "exchange_server_up", server="solo-e19a") == 1
-        assert (metric(text, "exchange_server_sweep_duration_seconds", server="solo-e16a") or 9) < 1.0
+        assert metric(text, "exchange_server_up", server="solo-e16a") == 1
 
 
 def test_exchange_runspace_refuses_scripts(exchange: ExchangeLab) -> None:

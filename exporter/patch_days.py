@@ -5,9 +5,9 @@ Exchange collector's facts: components Inactive and who holds them, health sets 
 running, database copies not healthy, failed content indexes, activation blocked, back pressure, Emergency
 Mitigation off, queued messages) and the counters that users feel (401s and 421s from the server's logs, the
 Anonymous share of hybrid mail), and keeps the samples and the build changes in the state database, bounded by age.
-The report compares, for each change, the last sample before it with every sample since (until the next change) and
-with the newest: "broke, still broken", "broke, fixed since", "broken before the change". It never asks a server
-anything: it reads what the collectors already hold.
+The report compares, for each change, the server as it was before the update began with every sample since (until
+the next change) and with the newest: "broke, still broken", "broke, fixed since", "broken before the change". It
+never asks a server anything: it reads what the collectors already hold.
 """
 
 from __future__ import annotations
@@ -115,9 +115,17 @@ def _mean(samples: Sequence[Sample], key: str) -> float | None:
 
 
 def report(
-    changes: Sequence[Change], samples: Mapping[str, Sequence[Sample]], before_seconds: float, recent_seconds: float
+    changes: Sequence[Change],
+    samples: Mapping[str, Sequence[Sample]],
+    before_seconds: float,
+    recent_seconds: float,
+    install_seconds: float = 3600.0,
 ) -> list[dict[str, Any]]:
-    """Every change, newest first, with each problem's before / since / now and the rates around it."""
+    """Every change, newest first, with each problem's before / since / now and the rates around it.
+
+    "Before" is the server as it was ``install_seconds`` before the new build showed (setup stops services and
+    takes components offline while it runs, and the build changes only at its end), or the oldest sample kept if
+    none is that old."""
     out = []
     for change in sorted(changes, key=lambda c: (-c.at, c.server)):
         history = sorted(samples.get(change.server, ()), key=lambda s: s.at)
@@ -127,7 +135,8 @@ def report(
         since = [s for s in history if change.at <= s.at < until]
         latest = history[-1] if history else None
         recent = [s for s in history if latest is not None and s.at >= latest.at - recent_seconds]
-        last_before = before[-1].facts if before else None
+        settled = [s for s in before if s.at <= change.at - install_seconds]
+        last_before = settled[-1].facts if settled else (before[0].facts if before else None)
         checks: list[dict[str, Any]] = []
         for key, title in CHECKS.items():
             was = set(last_before.problems.get(key, ())) if last_before else set()
@@ -252,7 +261,7 @@ class PatchDays:
     def _report(self) -> list[dict[str, Any]]:
         settings = self.settings()
         changes, samples = changes_and_samples(self.state, self.clock() - settings.retention_seconds)
-        return report(changes, samples, settings.before_seconds, settings.recent_seconds)
+        return report(changes, samples, settings.before_seconds, settings.recent_seconds, settings.install_seconds)
 
     async def report(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._report)

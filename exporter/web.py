@@ -201,6 +201,7 @@ def build_app(
             changes=await patch_days.report(),
             before_hours=round(settings.before_seconds / 3600, 1),
             recent_minutes=round(settings.recent_seconds / 60),
+            install_minutes=round(settings.install_seconds / 60),
             sample_seconds=settings.sample_interval_seconds,
         )
 

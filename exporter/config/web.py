@@ -65,6 +65,9 @@ class PatchDaysConfig(StrictModel):
     sample_interval_seconds: Seconds = 60.0
     # Compared with the samples since a build change: the last one within this long before it.
     before_seconds: Seconds = 6 * 3600.0
+    # How long an update runs before its build shows: what was wrong this long before the change counts as before
+    # it (setup itself stops services and takes components offline on the way).
+    install_seconds: Seconds = 3600.0
     # The "now" of rates (401s, 421s per hour): the newest samples within this long.
     recent_seconds: Seconds = 900.0
     retention_seconds: Seconds = 30 * 86400.0

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   chromium                                                              # landing-page checks in a real browser
   dovecot-imapd                                                         # the lab's canary mailbox (IMAP)
   systemd                                                               # systemd-analyze verify of the example unit
+  faketime                                                              # a skewed clock for the Kerberos tests
   curl util-linux procps
 )
 VENV=.venv

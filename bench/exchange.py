@@ -77,7 +77,8 @@ def main(argv: list[str]) -> int:
         guard = CredentialGuard()
 
         def client(path: str, configuration: str) -> PsrpClient:
-            target = RemotingTarget.of(config, "solo-e19a", "127.0.0.11", lab.port, path, configuration)
+            e19a = next(s for s in config.servers if s.name.lower() == "solo-e19a")
+            target = RemotingTarget.of(config, e19a, lab.port, path, configuration)
             return PsrpClient(target, credential, guard, config.bind_retry_after_seconds)
 
         exchange, plain = client(config.path, config.configuration_name), client("wsman", "Microsoft.PowerShell")

@@ -8,6 +8,7 @@ python -m lab down DIR             stop the lab in DIR and remove it
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from lab.directaccess import DirectAccessLab
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import mail_sections, write_config
+from lab.kerberos import LabKerberos
 from lab.samba import USER_PASSWORD, USERS, SambaLab
 from lab.smtp import SmtpLab
 from lab.winevent import EventLab
@@ -57,12 +59,15 @@ def _demo(port: int) -> int:
         print("Provisioning a two-DC Samba AD domain on 127.0.0.2 and 127.0.0.6 ...", flush=True)
         lab.provision()
         print(
-            "Starting the lab's Exchange endpoints (WS-Management/PSRP on 127.0.0.10 and 127.0.0.11:5985) ...",
+            "Starting the lab's Exchange endpoints (WS-Management/PSRP on 127.0.0.10 and 127.0.0.11:5985, Kerberos "
+            "with message encryption, keys from the lab domain) ...",
             flush=True,
         )
-        exchange = ExchangeLab(lab.root / "exchange", port=5985).start()
+        # HTTP/<host> principals in the lab domain with their keys in the acceptors' keytab, as for real servers.
+        kerberos = LabKerberos(lab)
+        exchange = ExchangeLab(lab.root / "exchange", port=5985, kerberos=kerberos).start()
         # The DCs' Security logs (recorded 4740/4625/4771/4776 events) over WinRM on the DC addresses.
-        events = EventLab(lab.root / "events", port=5985).start()
+        events = EventLab(lab.root / "events", port=5985, kerberos=kerberos).start()
         # SOLO-E19A's IIS, SMTP and message tracking logs, written as it serves traffic.
         logs = LogWriter(lab.root / "exchange-logs", server="SOLO-E19A")
         # Its ActiveSync front end, for the lockout stories: a phone's password checked against DC1 for real.
@@ -85,7 +90,9 @@ def _demo(port: int) -> int:
             directaccess=directaccess,
             sections=mail_sections(smtp, interval=10, timeout=5, late=60, probe_timeout=5, scheduled=True),
         )
-        exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"])
+        # The exporter finds the lab KDC through KRB5_CONFIG, as it would /etc/krb5.conf; the keys are the acceptors'.
+        client_env = {k: v for k, v in os.environ.items() if k not in ("KRB5_KTNAME", "NTLM_USER_FILE")}
+        exporter = subprocess.Popen([sys.executable, "-m", "exporter", f"--config.file={config}"], env=client_env)
         print(
             f"\nExporter metrics: http://127.0.0.1:{port}/metrics\n"
             f"Landing page:     http://127.0.0.1:{port}/\n"

@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import itertools
 import secrets
-import ssl
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -29,13 +28,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree as SafeET
+from pypsrp.wsman import WSMan
 
 # Microsoft's published ranges are one fact: the lab's connector from Office 365 is locked to the same ones.
 from exporter.parsers.routing import EOP_RANGES
+from exporter.sources.winrm import connect_by_address
 from lab import exchange_health as health
 from lab.clixml import Builder, dt_, s_
-from lab.pki import LabCa
+from lab.kerberos import REMOTING_ACCOUNT, LabKerberos
+from lab.pki import winrm_tls
 from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint, unknown_command
+from lab.samba import DOMAIN as LAB_DOMAIN
+from lab.winrm_auth import AuthPolicy
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "exchange_cmdlets"
 TENANT_ROUTING_DOMAIN = "contoso.mail.onmicrosoft.com"
@@ -789,44 +793,100 @@ SERVICE_USER = "svc_exchange"
 ADDRESSES = {"solo-e16a": "127.0.0.10", "solo-e19a": "127.0.0.11"}
 
 
-def make_tls(directory: Path, names: list[str], addresses: list[str]) -> tuple[ssl.SSLContext, Path]:
-    """A lab CA and a server certificate for the endpoints; returns the server context and the CA file."""
-    ca = LabCa("Lab WinRM CA", days=30)
-    issued = ca.issue(directory, "winrm", names[0], dns=names, addresses=addresses)
-    return issued.server_context(), ca.write(directory / "winrm-ca.pem")
+FQDN = {name: f"{name}.{LAB_DOMAIN}" for name in ADDRESSES}
 
 
 class ExchangeLab(EndpointGroup):
-    """The lab's Exchange servers: one WinRM endpoint per server on its own loopback address."""
+    """The lab's Exchange servers: one WinRM endpoint per server on its own loopback address.
 
-    def __init__(self, root: Path, port: int = 5985, https: bool = False) -> None:
+    With ``kerberos`` (the lab domain's), they authenticate as real ones do: /PowerShell takes Kerberos only,
+    /wsman Negotiate (Kerberos or NTLM), message encryption on HTTP, Extended Protection on HTTPS if asked;
+    without, Basic (for a lab with no domain: the benchmarks)."""
+
+    def __init__(
+        self,
+        root: Path,
+        port: int = 5985,
+        https: bool = False,
+        kerberos: LabKerberos | None = None,
+        extended_protection: bool = False,
+    ) -> None:
         self.root = root
         self.port = port
         self.org = LabExchange()
+        self.kerberos = kerberos.provision(list(FQDN.values())) if kerberos else None
         self.password = secrets.token_urlsafe(18)
         root.mkdir(parents=True, exist_ok=True)
         self.password_file = root / "exchange.password"
         self.password_file.write_text(self.password)
         self.password_file.chmod(0o600)
-        tls, self.ca_file = (None, None)
+        tls, self.ca_file, certificate = (None, None, None)
         if https:
-            tls, self.ca_file = make_tls(root / "tls", list(ADDRESSES), list(ADDRESSES.values()))
+            names = [*ADDRESSES, *FQDN.values()]
+            tls, self.ca_file, certificate = winrm_tls(root / "tls", names, list(ADDRESSES.values()))
         self.scheme = "https" if https else "http"
+        policy = (
+            AuthPolicy(
+                {"/PowerShell": ("kerberos",), "/wsman": ("kerberos", "ntlm")}, extended_protection=extended_protection
+            )
+            if kerberos
+            else None
+        )
         self.endpoints = {
-            name: PsrpEndpoint(name, address, port, self.org, {SERVICE_USER: self.password}, tls)
+            name: PsrpEndpoint(
+                name, address, port, self.org, {SERVICE_USER: self.password}, tls, auth=policy, certificate=certificate
+            )
             for name, address in ADDRESSES.items()
         }
 
-    def config(self, interval: float = 5, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
-        """The exporter's ``exchange`` entry for this lab."""
+    def admin_connection(self, name: str) -> WSMan:
+        """One server's /PowerShell as an administrator's pypsrp client opens it, with the lab's authentication."""
+        address, https = ADDRESSES[name], self.scheme == "https"
+        options: dict[str, Any] = {"port": self.port, "ssl": https, "path": "PowerShell"}
+        options.update(operation_timeout=5, read_timeout=10, cert_validation=str(self.ca_file) if https else True)
+        if self.kerberos is None:
+            return WSMan(
+                address,
+                auth="basic",
+                encryption="never" if not https else "auto",
+                username=SERVICE_USER,
+                password=self.password,
+                **options,
+            )
+        connection = WSMan(
+            address,
+            auth="kerberos",
+            username=self.kerberos.principal,
+            password=self.kerberos.users[REMOTING_ACCOUNT],
+            negotiate_service="HTTP",
+            negotiate_hostname_override=FQDN[name],
+            **options,
+        )
+        if https:
+            connect_by_address(connection, FQDN[name])
+        return connection
+
+    def config(
+        self, interval: float = 5, timeout: float = 3, auth: dict[str, Any] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """The exporter's ``exchange`` entry for this lab (``auth``: instead of the lab's default)."""
+        servers: list[dict[str, Any]] = [
+            {"name": self.org.servers[name].name, "host": address, "port": self.port}
+            for name, address in ADDRESSES.items()
+        ]
+        if self.kerberos:
+            for server, name in zip(servers, ADDRESSES, strict=True):
+                server.update(host=FQDN[name], address=ADDRESSES[name])
         entry: dict[str, Any] = {
             "organization": "solo",
-            "servers": [
-                {"name": self.org.servers[name].name, "host": address, "port": self.port}
-                for name, address in ADDRESSES.items()
-            ],
+            "servers": servers,
             "scheme": self.scheme,
-            "auth": {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
+            "auth": auth
+            or (
+                self.kerberos.auth_config()
+                if self.kerberos
+                else {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)}
+            ),
             "interval_seconds": interval,
             "timeout_seconds": timeout,
             "hybrid": {
@@ -838,10 +898,10 @@ class ExchangeLab(EndpointGroup):
         }
         # ExSetup's version comes from the same lab endpoint's /wsman (Microsoft.PowerShell).
         entry["security_update"] = {"enabled": True, "port": self.port}
-        if self.scheme == "http":
+        if self.scheme == "https":
+            entry["tls"] = {"ca_file": str(self.ca_file)}
+        elif entry["auth"]["method"] == "basic":
             # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
             entry.update(encryption="never", allow_unencrypted=True)
-        else:
-            entry["tls"] = {"ca_file": str(self.ca_file)}
         entry.update(overrides)
         return entry

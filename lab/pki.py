@@ -27,6 +27,9 @@ class Issued:
     cert_file: Path
     key_file: Path
 
+    def certificate_der(self) -> bytes:
+        return x509.load_pem_x509_certificate(self.cert_file.read_bytes()).public_bytes(Encoding.DER)
+
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert_file, self.key_file)
@@ -94,3 +97,11 @@ class LabCa:
         key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
         key_file.chmod(0o600)
         return Issued(cert_file, key_file)
+
+
+def winrm_tls(directory: Path, names: list[str], addresses: list[str]) -> tuple[ssl.SSLContext, Path, bytes]:
+    """A lab CA and a certificate for WinRM endpoints; returns the server context, the CA file and the
+    certificate (DER, for channel binding)."""
+    ca = LabCa("Lab WinRM CA", days=30)
+    issued = ca.issue(directory, "winrm", names[0], dns=names, addresses=addresses)
+    return issued.server_context(), ca.write(directory / "winrm-ca.pem"), issued.certificate_der()

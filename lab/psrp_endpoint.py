@@ -1,10 +1,11 @@
 """A WS-Management / PowerShell remoting endpoint for the lab and the tests.
 
-It speaks real WSMan SOAP (Create, Command, Send, Receive, Signal, Delete) over HTTP or HTTPS with Basic
-authentication, and real PSRP fragments through psrpcore's server-side runspace pool, so the unmodified
-pypsrp client talks to it as to a Windows host. What a command returns is up to a :class:`CommandHandler`
-(lab.exchange answers Exchange cmdlets with CLIXML objects). It can be told to misbehave: answer 401 or
-500, stall, answer slowly.
+It speaks real WSMan SOAP (Create, Command, Send, Receive, Signal, Delete) over HTTP or HTTPS, authenticating
+as hardened Windows servers do (lab.winrm_auth: Kerberos and NTLM with message encryption, Extended
+Protection; Basic where a lab turns it on), and real PSRP fragments through psrpcore's server-side runspace
+pool, so the unmodified pypsrp client talks to it as to a Windows host. What a command returns is up to a
+:class:`CommandHandler` (lab.exchange answers Exchange cmdlets with CLIXML objects). It can be told to
+misbehave: answer 401 or 500, stall, answer slowly.
 
 This is test infrastructure: it trusts its one client and keeps everything in memory.
 """
@@ -26,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, Self
 from xml.sax.saxutils import escape
 
+import spnego
+import spnego.exceptions
 from defusedxml import ElementTree as SafeET
 from psrpcore import (
     CreatePipelineEvent,
@@ -43,6 +46,9 @@ from psrpcore.types import (
     PSInvocationState,
     PSRPMessageType,
 )
+
+from lab import winrm_auth
+from lab.winrm_auth import AuthPolicy, Connection, Refusals
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -147,6 +153,10 @@ class Behaviour:
     count: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # requests seen, by action
     bytes_in: int = 0  # request bodies received
     bytes_out: int = 0  # response bodies sent
+    encrypted_bodies: int = 0  # SOAP messages that arrived with message encryption
+    plain_bodies: int = 0  # SOAP messages that arrived unencrypted on plain HTTP (refused unless allowed)
+    authentications: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by mechanism
+    refusals: Refusals = field(default_factory=Refusals)
 
 
 class PsrpEndpoint:
@@ -162,13 +172,19 @@ class PsrpEndpoint:
         tls: ssl.SSLContext | None = None,
         paths: dict[str, str] | None = None,
         receive_hold: float = 1.0,
+        auth: AuthPolicy | None = None,
+        certificate: bytes | None = None,
     ) -> None:
+        """``users``: Basic's users and passwords; ``auth``: what it accepts (default: Basic, unencrypted, as a
+        lab without a domain needs); ``certificate``: the DER of ``tls``'s certificate, for channel binding."""
         self.name = name
         self.address = address
         self.port = port
         self.handler = handler
         self.users = users
         self.paths = paths or {"/PowerShell": "Microsoft.Exchange", "/wsman": "Microsoft.PowerShell"}
+        self.auth = auth or AuthPolicy({path: ("basic",) for path in self.paths}, allow_unencrypted=True)
+        self._binding = winrm_auth.tls_server_end_point(certificate) if certificate and tls else None
         self.behaviour = Behaviour()
         self.receive_hold = receive_hold
         self.invocations: list[Invocation] = []
@@ -211,6 +227,11 @@ class PsrpEndpoint:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            state: Connection
+
+            def setup(self) -> None:
+                super().setup()
+                self.state = Connection(tls_binding=endpoint._binding)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -222,7 +243,13 @@ class PsrpEndpoint:
                     return
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                status, headers, payload = endpoint._respond(self.path, self.headers.get("Authorization", ""), body)
+                status, headers, payload = endpoint._respond(
+                    self.state,
+                    self.path,
+                    self.headers.get("Authorization", ""),
+                    self.headers.get("Content-Type", ""),
+                    body,
+                )
                 endpoint.behaviour.bytes_in += len(body)
                 endpoint.behaviour.bytes_out += len(payload)
                 self.send_response(status)
@@ -235,17 +262,22 @@ class PsrpEndpoint:
 
         return Handler
 
-    def _authorised(self, header: str) -> bool:
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(credentials).decode("utf-8").partition(":")
-        except ValueError:
-            return False
-        return self.users.get(user.lower()) == password
+    def _challenge(self, path: str, token: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        offered = self.auth.mechanisms.get(path.rstrip("/") or "/", ())
+        if token is not None:
+            return 401, {"WWW-Authenticate": f"Negotiate {base64.b64encode(token).decode()}"}, b""
+        schemes = [
+            s
+            for m, s in (("kerberos", "Negotiate"), ("ntlm", "Negotiate"), ("basic", 'Basic realm="WSMAN"'))
+            if m in offered
+        ]
+        if "kerberos" in offered:
+            schemes.append("Kerberos")
+        return 401, {"WWW-Authenticate": ", ".join(dict.fromkeys(schemes)) or "Negotiate"}, b""
 
-    def _respond(self, path: str, authorization: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _respond(
+        self, connection: Connection, path: str, authorization: str, content_type: str, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         with self._changed:
             behaviour = self.behaviour
             while behaviour.stall and not self._stopping.is_set():
@@ -253,10 +285,62 @@ class PsrpEndpoint:
             delay, status = behaviour.delay, behaviour.status
         if delay:
             time.sleep(delay)
-        if status == 401 or not self._authorised(authorization):
-            return 401, {"WWW-Authenticate": 'Basic realm="WSMAN"'}, b""
-        if status is not None:
-            return status, {"Content-Type": "text/plain"}, b"lab endpoint told to fail"
+        route = path.rstrip("/") or "/"
+        if status == 401:
+            connection.session = None
+            return self._challenge(route)
+        scheme, _, credentials = authorization.partition(" ")
+        reply_token: bytes | None = None
+        if scheme.lower() in ("negotiate", "kerberos"):
+            try:
+                token = base64.b64decode(credentials)
+            except ValueError:
+                return self._challenge(route)
+            done, reply_token = winrm_auth.accept(connection, self.auth, route, token, behaviour.refusals)
+            if not done:
+                return self._challenge(route, reply_token) if reply_token else self._challenge(route)
+            assert connection.session is not None
+            behaviour.authentications[connection.session.mechanism] += 1
+        elif scheme.lower() == "basic":
+            user = winrm_auth.basic_user(credentials, self.users)
+            if "basic" not in self.auth.mechanisms.get(route, ()) or user is None:
+                behaviour.refusals.add("basic")
+                return self._challenge(route)
+            connection.session = winrm_auth.Session(user, "basic")
+            behaviour.authentications["basic"] += 1
+        elif connection.session is None:
+            return self._challenge(route)
+        session = connection.session
+        assert session is not None
+        mutual = {"WWW-Authenticate": f"Negotiate {base64.b64encode(reply_token).decode()}"} if reply_token else {}
+        if not body:
+            return 200, mutual, b""  # the empty request that sets up the context for message encryption
+        protocol = ""
+        if content_type.startswith(("multipart/encrypted", "multipart/x-multi-encrypted")):
+            if session.context is None:
+                return 400, {}, b""
+            try:
+                body, protocol = winrm_auth.unwrap(session.context, body, content_type)
+            except (winrm_auth.EncryptionError, spnego.exceptions.SpnegoError):
+                behaviour.refusals.add("undecryptable")
+                return 400, {}, b""
+            behaviour.encrypted_bodies += 1
+        elif self.scheme == "http":
+            behaviour.plain_bodies += 1
+            if not self.auth.allow_unencrypted:
+                # WinRM with AllowUnencrypted=false: HTTP 500 and an event "unencrypted message refused".
+                behaviour.refusals.add("unencrypted")
+                return 500, {}, b""
+        status_code, headers, payload = self._respond_soap(path, body)
+        if protocol:
+            content, payload = winrm_auth.wrap(session.context, protocol, payload)
+            headers = {**headers, "Content-Type": content}
+        return status_code, {**headers, **mutual}, payload
+
+    def _respond_soap(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        behaviour = self.behaviour
+        if behaviour.status is not None:
+            return behaviour.status, {"Content-Type": "text/plain"}, b"lab endpoint told to fail"
         configuration = self.paths.get(path.rstrip("/") or "/")
         if configuration is None:
             return 404, {}, b""

@@ -20,7 +20,10 @@ from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree as SafeET
 
+from lab.kerberos import LabKerberos
+from lab.pki import winrm_tls
 from lab.psrp_endpoint import EndpointGroup, Invocation, Output, PsrpEndpoint
+from lab.winrm_auth import AuthPolicy
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "winevent"
 SERVICE_USER = "svc_events"
@@ -168,12 +171,25 @@ class LabEventLog:
 
 
 class EventLab(EndpointGroup):
-    """WinRM endpoints for the lab DCs' Security logs (one per DC address)."""
+    """WinRM endpoints for the lab DCs' Security logs (one per DC address). With ``kerberos`` they take Negotiate
+    (Kerberos or NTLM) with message encryption, as a DC's WinRM does; without, Basic (the benchmarks)."""
 
-    def __init__(self, root: Path, port: int = 5985) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int = 5985,
+        kerberos: LabKerberos | None = None,
+        https: bool = False,
+        extended_protection: bool = False,
+    ) -> None:
         self.root = root
         self.port = port
         root.mkdir(parents=True, exist_ok=True)
+        self.scheme = "https" if https else "http"
+        tls, self.ca_file, certificate = (None, None, None)
+        if https:
+            tls, self.ca_file, certificate = winrm_tls(root / "tls", list(ADDRESSES), list(ADDRESSES.values()))
+        self.kerberos = kerberos.provision(list(DC_SAMPLES)) if kerberos else None
         self.password = secrets.token_urlsafe(18)
         self.password_file = root / "events.password"
         self.password_file.write_text(self.password)
@@ -181,6 +197,9 @@ class EventLab(EndpointGroup):
         self.logs = {
             dc: LabEventLog([x for name in files for x in sample_events(name)]) for dc, files in DC_SAMPLES.items()
         }
+        policy = (
+            AuthPolicy({"/wsman": ("kerberos", "ntlm")}, extended_protection=extended_protection) if kerberos else None
+        )
         self.endpoints = {
             dc: PsrpEndpoint(
                 dc,
@@ -188,21 +207,31 @@ class EventLab(EndpointGroup):
                 port,
                 self.logs[dc],
                 {SERVICE_USER: self.password},
+                tls=tls,
                 paths={"/wsman": "Microsoft.PowerShell"},
+                auth=policy,
+                certificate=certificate,
             )
             for dc in DC_SAMPLES
         }
 
-    def winrm_config(self, timeout: float = 3, **overrides: Any) -> dict[str, Any]:
+    def winrm_config(self, timeout: float = 3, auth: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         """The ``winrm`` part of the exporter's ``security_events`` entry for this lab."""
-        entry: dict[str, Any] = {
-            "domain_controllers": [{"name": dc, "host": ADDRESSES[dc], "port": self.port} for dc in DC_SAMPLES],
-            "auth": {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
-            # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
-            "encryption": "never",
-            "allow_unencrypted": True,
-            "timeout_seconds": timeout,
-            "start_at": "beginning",
-        }
+        if self.kerberos:
+            entry: dict[str, Any] = {
+                "domain_controllers": [{"name": dc, "address": ADDRESSES[dc], "port": self.port} for dc in DC_SAMPLES],
+                "auth": auth or self.kerberos.auth_config(),
+            }
+        else:
+            entry = {
+                "domain_controllers": [{"name": dc, "host": ADDRESSES[dc], "port": self.port} for dc in DC_SAMPLES],
+                "auth": auth or {"method": "basic", "user": SERVICE_USER, "password_file": str(self.password_file)},
+                # Basic over plain HTTP is only acceptable because the lab never leaves loopback.
+                "encryption": "never",
+                "allow_unencrypted": True,
+            }
+        if self.ca_file is not None:
+            entry.update(scheme="https", tls={"ca_file": str(self.ca_file)})
+        entry.update(timeout_seconds=timeout, start_at="beginning")
         entry.update(overrides)
         return entry

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import DirectAccessConfig
+from exporter.config.remoting import RemotingHost
 from exporter.metrics import PARSE_ERRORS, Family, Series
 from exporter.parsers import directaccess as da
 from exporter.parsers.clixml import parse_each
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from exporter.sources.winrm import AUTHENTICATION_REASONS, PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ DIRECTACCESS_SERVER_UP = Family(
 DIRECTACCESS_SERVER_ERROR_REASON = Family(
     "directaccess_server_error_reason",
     "gauge",
-    "Why the server's last refresh failed (1 for the reason): unreachable, timeout, auth_failed, "
-    "credential_suspended, tls_error, server_error, cmdlet_error, access_denied, wsman_fault.",
+    "Why the server's last refresh failed (1 for the reason): unreachable, timeout, tls_error, server_error, "
+    "cmdlet_error, access_denied, wsman_fault; " + AUTHENTICATION_REASONS + ".",
     ("server", "reason"),
 )
 DIRECTACCESS_CMDLET_SUCCESS = Family(
@@ -127,8 +128,8 @@ DIRECTACCESS_CLIENT_UP = Family(
 DIRECTACCESS_CLIENT_ERROR_REASON = Family(
     "directaccess_client_error_reason",
     "gauge",
-    "Why the client's last refresh failed (1 for the reason): offline, auth_failed, credential_suspended, "
-    "server_error, cmdlet_error, access_denied, wsman_fault.",
+    "Why the client's last refresh failed (1 for the reason): offline, server_error, cmdlet_error, "
+    "access_denied, wsman_fault; " + AUTHENTICATION_REASONS + ".",
     ("client", "server", "reason"),
 )
 DIRECTACCESS_CLIENT_CONNECTION_STATUS = Family(
@@ -260,12 +261,11 @@ class DirectAccessCollector(Collector):
         self.redact = redact or Redactor()
         credential = RemotingCredential.of(config)
 
-        def connect(name: str, host: str | None, port: int | None) -> PsrpClient:
-            target = RemotingTarget.of(config, name, host or name, port or config.default_port)
-            return client_factory(target, credential, guard, config.bind_retry_after_seconds)
+        def connect(entry: RemotingHost) -> PsrpClient:
+            return client_factory(RemotingTarget.of(config, entry), credential, guard, config.bind_retry_after_seconds)
 
-        self.servers = {s.name.lower(): connect(s.name.lower(), s.host, s.port) for s in config.servers}
-        self.clients = {c.name.lower(): connect(c.name.lower(), c.host, c.port) for c in config.clients}
+        self.servers = {s.name.lower(): connect(s) for s in config.servers}
+        self.clients = {c.name.lower(): connect(c) for c in config.clients}
         self._client_server = {c.name.lower(): c.server.lower() for c in config.clients}
         self._resolve = {c.name.lower(): c.resolve_name or config.resolve_name for c in config.clients}
         self._last: list[HostSweep] = []

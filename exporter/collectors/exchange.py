@@ -18,6 +18,7 @@ from typing import Any
 from exporter import patch_days
 from exporter.collectors import exchange_health as health
 from exporter.config import ExchangeConfig
+from exporter.config.remoting import RemotingHost
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import exchange as ex
 from exporter.parsers import exchange_health as eh
@@ -26,7 +27,7 @@ from exporter.parsers.clixml import parse_each
 from exporter.parsers.exchange_builds import TABLE_AS_OF, date_to_unix
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from exporter.sources.winrm import AUTHENTICATION_REASONS, PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ EXCHANGE_SERVER_UP = Family(
 EXCHANGE_SERVER_ERROR_REASON = Family(
     "exchange_server_error_reason",
     "gauge",
-    "Why the server's last refresh failed (1 for the reason): unreachable, timeout, auth_failed, "
-    "credential_suspended, tls_error, server_error (HTTP 500), cmdlet_error, access_denied, wsman_fault.",
+    "Why the server's last refresh failed (1 for the reason): unreachable, timeout, tls_error, server_error "
+    "(HTTP 500), cmdlet_error, access_denied, wsman_fault; " + AUTHENTICATION_REASONS + ".",
     ("server", "reason"),
 )
 EXCHANGE_SERVER_SWEEP_DURATION_SECONDS = Family(
@@ -329,24 +330,17 @@ class ExchangeCollector(Collector):
         )
         credential = RemotingCredential.of(config)
 
-        def client(server: str, host: str, port: int, path: str, configuration: str) -> PsrpClient:
-            target = RemotingTarget.of(config, server, host, port, path, configuration)
+        def client(entry: RemotingHost, port: int | None, path: str, configuration: str) -> PsrpClient:
+            target = RemotingTarget.of(config, entry, port, path, configuration)
             # The I/O boundary: PsrpClient, or a replay of recorded CLIXML (the golden exposition test).
             return client_factory(target, credential, guard, config.bind_retry_after_seconds)
 
-        self.clients = {
-            s.name.lower(): client(
-                s.name.lower(), s.host or s.name, s.port or config.default_port, config.path, config.configuration_name
-            )
-            for s in config.servers
-        }
+        self.clients = {s.name.lower(): client(s, None, config.path, config.configuration_name) for s in config.servers}
         su = config.security_update
         winrm_port = su.port or (5986 if config.scheme == "https" else 5985)
         # Only when enabled: ExSetup's version through the server's plain PowerShell endpoint.
         self.file_version_clients = {
-            s.name.lower(): client(s.name.lower(), s.host or s.name, winrm_port, su.path, su.configuration_name)
-            for s in config.servers
-            if su.enabled
+            s.name.lower(): client(s, winrm_port, su.path, su.configuration_name) for s in config.servers if su.enabled
         }
         self._names = {s.name.lower(): s.name for s in config.servers}
         # Health in depth on a second runspace per server (see exporter/collectors/exchange_health.py).
@@ -354,16 +348,7 @@ class ExchangeCollector(Collector):
             health.HealthWatch(
                 config,
                 self._names,
-                {
-                    s.name.lower(): client(
-                        s.name.lower(),
-                        s.host or s.name,
-                        s.port or config.default_port,
-                        config.path,
-                        config.configuration_name,
-                    )
-                    for s in config.servers
-                },
+                {s.name.lower(): client(s, None, config.path, config.configuration_name) for s in config.servers},
                 self.file_version_clients,
                 self.redact,
                 clock,

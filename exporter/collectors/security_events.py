@@ -29,7 +29,7 @@ from exporter.parsers.clixml import ClixmlError, parse_object
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.tail import Lines, Tailer
-from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from exporter.sources.winrm import AUTHENTICATION_REASONS, PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 from exporter.state import Evidence, StateStore
 from exporter.window import SourceWindow
 
@@ -80,7 +80,10 @@ AD_SECURITY_EVENTS_SOURCE_UP = Family(
 AD_SECURITY_EVENTS_SOURCE_ERROR_REASON = Family(
     "ad_security_events_source_error_reason",
     "gauge",
-    "Why reading the DC's events failed.",
+    "Why reading the DC's events failed (1 for the reason): the file's (unreadable, ...) or over remoting "
+    "unreachable, timeout, tls_error, server_error, cmdlet_error, access_denied, wsman_fault; "
+    + AUTHENTICATION_REASONS
+    + ".",
     ("dc", "source", "reason"),
 )
 AD_SECURITY_EVENTS_LAST_COLLECTION_TIMESTAMP_SECONDS = Family(
@@ -192,9 +195,7 @@ class SecurityEventsCollector(Collector):
         if remoting is not None:
             credential = RemotingCredential.of(remoting)
             for dc in remoting.domain_controllers:
-                target = RemotingTarget.of(
-                    remoting, dc.name.lower(), dc.host or dc.name, dc.port or remoting.default_port
-                )
+                target = RemotingTarget.of(remoting, dc)
                 self.clients[dc.name.lower()] = PsrpClient(target, credential, guard, remoting.bind_retry_after_seconds)
         self.files = [
             _FileSource(

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from exporter.config.base import Problems, Seconds, StrictModel
-from exporter.config.remoting import Remoting
+from exporter.config.base import Problems, Seconds
+from exporter.config.remoting import Remoting, RemotingHost
 
 
-class DirectAccessServer(StrictModel):
-    # The server's name: the metrics' label, and where to connect unless host is given.
-    name: str = Field(min_length=1)
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+class DirectAccessServer(RemotingHost):
+    """A DirectAccess server: ``name`` is its label, and where to connect unless host is given."""
 
 
-class DirectAccessClient(StrictModel):
-    name: str = Field(min_length=1)
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+class DirectAccessClient(RemotingHost):
+    """A canary DirectAccess client."""
+
     # The DirectAccess server this client connects through: its firewall state is compared with the client's.
     server: str = Field(min_length=1)
     # An internal name only the NRPT resolves (through the DirectAccess DNS servers); default: the deployment's.
@@ -49,7 +45,3 @@ class DirectAccessConfig(Remoting):
                 problems.append(f"clients[{i}].server: {client.server!r} is not one of the servers")
         problems.check()
         return self
-
-    @property
-    def default_port(self) -> int:
-        return 5986 if self.scheme == "https" else 5985

@@ -7,16 +7,13 @@ import ipaddress
 from pydantic import Field, field_validator, model_validator
 
 from exporter.config.base import Problems, Seconds, StrictModel
-from exporter.config.remoting import Remoting
+from exporter.config.remoting import Remoting, RemotingHost
 from exporter.parsers.routing import EOP_RANGES
 
 
-class ExchangeServerConfig(StrictModel):
-    # The server's Exchange name (SOLO-E16A): what cmdlets take as -Identity / -Server, and the label.
-    name: str = Field(min_length=1)
-    # Where to connect: its DNS name (checked against the certificate, used for Kerberos), or an address.
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+class ExchangeServerConfig(RemotingHost):
+    """An Exchange server: ``name`` is its Exchange name (SOLO-E16A), what cmdlets take as -Identity / -Server,
+    and the label; ``host`` its DNS name (the certificate's, the SPN's), or an address."""
 
 
 class RoutingConfig(StrictModel):

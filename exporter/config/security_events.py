@@ -7,14 +7,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from exporter.config.base import Problems, Seconds, StrictModel
-from exporter.config.remoting import Remoting
+from exporter.config.remoting import Remoting, RemotingHost
 
 
-class EventDomainController(StrictModel):
-    # The DC's name: the metrics' label, and where to connect unless host is given.
-    name: str = Field(min_length=1)
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+class EventDomainController(RemotingHost):
+    """A DC whose Security log is read: ``name`` is its label (dc), and where to connect unless host is given."""
 
 
 class EventRemoting(Remoting):
@@ -26,10 +23,6 @@ class EventRemoting(Remoting):
     max_batches_per_refresh: int = Field(default=4, ge=1, le=100)
     # Where to start on a DC without a bookmark: "end" counts only new events, "beginning" the whole log.
     start_at: Literal["end", "beginning"] = "end"
-
-    @property
-    def default_port(self) -> int:
-        return 5986 if self.scheme == "https" else 5985
 
 
 class EventFile(StrictModel):

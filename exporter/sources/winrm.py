@@ -16,18 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import requests.adapters
 import requests.exceptions
+import spnego
 from pydantic import SecretStr
 from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
-from exporter.config.remoting import Remoting
+from exporter.config.remoting import Remoting, RemotingHost
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.pool import SourceError
 
 AuthMethod = Literal["kerberos", "negotiate", "ntlm", "credssp", "basic"]
+# The authentication failure reasons every remoting collector reports (README: Authentication).
+AUTHENTICATION_REASONS = (
+    "authentication: auth_failed, credential_suspended, unknown_principal, spn_unknown, clock_skew, "
+    "kdc_unreachable, ticket_refused, channel_binding_refused, encryption_refused (README: Authentication)"
+)
 
 
 class RemotingError(SourceError):
@@ -37,7 +44,7 @@ class RemotingError(SourceError):
 @dataclass(frozen=True)
 class RemotingTarget:
     name: str  # the server's name: the metrics' label
-    host: str  # where to connect: its certificate and Kerberos SPN (HTTP/host) name this
+    host: str  # its DNS name: its certificate and Kerberos SPN (HTTP/host) name this
     port: int
     scheme: Literal["http", "https"]
     path: str  # "PowerShell" on Exchange, "wsman" elsewhere
@@ -46,16 +53,25 @@ class RemotingTarget:
     ca_file: Path | None
     encryption: Literal["auto", "always", "never"]
     timeout: float
+    address: str | None = None  # where to connect, when not where host resolves to
+    spn: str = ""  # the service principal asked for: <service>/<host> unless configured
 
     @classmethod
     def of(
-        cls, remoting: Remoting, name: str, host: str, port: int, path: str | None = None, configuration: str = ""
+        cls,
+        remoting: Remoting,
+        entry: RemotingHost,
+        port: int | None = None,
+        path: str | None = None,
+        configuration: str = "",
     ) -> RemotingTarget:
-        """A server as the remoting settings reach it (``path``/``configuration``: another endpoint than theirs)."""
+        """A server as the remoting settings reach it (``port``/``path``/``configuration``: another endpoint than
+        the entry's)."""
+        host = entry.host or entry.name
         return cls(
-            name=name,
+            name=entry.name.lower(),
             host=host,
-            port=port,
+            port=port or entry.port or remoting.default_port,
             scheme=remoting.scheme,
             path=remoting.path if path is None else path,
             configuration=configuration or remoting.configuration_name,
@@ -63,6 +79,8 @@ class RemotingTarget:
             ca_file=remoting.tls.ca_file,
             encryption=remoting.encryption,
             timeout=remoting.timeout_seconds,
+            address=entry.address,
+            spn=entry.spn or f"{remoting.auth.service}/{host}",
         )
 
 
@@ -71,14 +89,38 @@ class RemotingCredential:
     method: AuthMethod
     user: str | None
     password: SecretStr | None
+    keytab: Path | None = None
+    credential_cache: str | None = None
 
     @classmethod
     def of(cls, remoting: Remoting) -> RemotingCredential:
-        return cls(remoting.auth.method, remoting.auth.user, remoting.auth.password)
+        auth = remoting.auth
+        return cls(auth.method, auth.user, auth.password, auth.keytab_file, auth.credential_cache)
 
     def fingerprint(self) -> str:
         secret = self.password.get_secret_value() if self.password else ""
-        return CredentialGuard.fingerprint("winrm", self.method, self.user or "", secret)
+        source = f"{self.keytab or ''}|{self.credential_cache or ''}"
+        return CredentialGuard.fingerprint("winrm", self.method, self.user or "", secret, source)
+
+    def describe(self) -> str:
+        """How the credential is named in messages: the method, the account and where its key comes from."""
+        source = (
+            f" from keytab {self.keytab.name}"
+            if self.keytab
+            else f" from cache {self.credential_cache.split(':', 1)[0]}"
+            if self.credential_cache
+            else ""
+        )
+        return f"{self.method} as {self.user or 'the cached principal'}{source}"
+
+    def for_spnego(self) -> tuple[Any, str | None]:
+        """The username and password pypsrp hands to pyspnego: a keytab or a cache as pyspnego's own credential."""
+        password = self.password.get_secret_value() if self.password else None
+        if self.method == "kerberos" and self.keytab is not None:
+            return spnego.KerberosKeytab(keytab=f"FILE:{self.keytab}", principal=self.user), None
+        if self.method == "kerberos" and self.credential_cache is not None:
+            return spnego.KerberosCCache(ccache=self.credential_cache, principal=self.user), None
+        return self.user, password
 
 
 @dataclass(frozen=True)
@@ -128,22 +170,28 @@ class PsrpClient:
         # WinRM holds a Receive up to the operation timeout; the read timeout must outlast it.
         operation_timeout = max(1, math.floor(target.timeout) - 1)
         read_timeout = max(operation_timeout + 1, math.ceil(target.timeout))
+        service, _, spn_host = target.spn.partition("/")
+        username, password = cred.for_spnego()
         connection = WSMan(
-            target.host,
+            target.address or target.host,
             port=target.port,
             ssl=target.scheme == "https",
             path=target.path,
             auth=cred.method,
             encryption=target.encryption,
-            username=cred.user,
-            password=cred.password.get_secret_value() if cred.password else None,
+            username=username,
+            password=password,
             # pypsrp passes this to requests' verify, which takes a CA bundle path as well as a bool.
             cert_validation=cert_validation,  # type: ignore[arg-type]
             connection_timeout=read_timeout,
             read_timeout=read_timeout,
             operation_timeout=operation_timeout,
             reconnection_retries=0,
+            negotiate_service=service,
+            negotiate_hostname_override=spn_host.split(":", 1)[0],
         )
+        if target.address:
+            connect_by_address(connection, target.host)
         pool = _raw_output_pool(connection, target.configuration)
         pool.open()
         return pool
@@ -169,17 +217,12 @@ class PsrpClient:
         # authentication setting) and holds back only this server; a credential no server has accepted
         # is held back everywhere, since each refusal counts towards the account's lockout.
         on_this_server = CredentialGuard.fingerprint(fingerprint, self.target.name)
-        for key in (fingerprint, on_this_server):
-            refusal = self.guard.refusal(key)
-            if refusal is not None:
-                raise RemotingError(
-                    "credential_suspended",
-                    f"credential held back after {refusal.reason}; not retried for "
-                    f"{max(0.0, refusal.retry_at - refusal.at):.0f}s",
-                )
+        self._check_not_suspended(fingerprint, on_this_server)
         try:
             if self._pool is None:
                 with self.guard.attempt(fingerprint):
+                    # Checked again: another server may have refused it while we waited for the trial lock.
+                    self._check_not_suspended(fingerprint, on_this_server)
                     self._pool = self._connect()
                 self.guard.succeeded(fingerprint)
             ps = PowerShell(self._pool)
@@ -191,24 +234,9 @@ class PsrpClient:
             # Terminates the command on the server and drops it from pypsrp's registry, which otherwise keeps
             # every pipeline and its output for the runspace's lifetime (months, here).
             ps.close()
-        except AuthenticationError:
-            self.close()
-            if self.guard.proven(fingerprint):
-                self.guard.refused(on_this_server, "authentication refused by this server", self.retry_after)
-                raise RemotingError(
-                    "auth_failed",
-                    "this server refused a credential other servers accept "
-                    f"({self.credential.method} as {self.credential.user})",
-                ) from None
-            self.guard.refused(fingerprint, "authentication refused", self.retry_after)
-            raise RemotingError(
-                "auth_failed",
-                f"authentication refused ({self.credential.method} as "
-                f"{self.credential.user}); held back so as not to lock the account out",
-            ) from None
         except Exception as exc:
             self.close()
-            raise _classify(exc) from None
+            raise self._failure(exc, fingerprint, on_this_server) from None
         errors = [
             _error_text(e)
             for e in ps.streams.error
@@ -217,6 +245,119 @@ class PsrpClient:
         if ps.had_errors or errors:
             raise RemotingError("cmdlet_error", f"{cmdlet}: {'; '.join(errors) or 'the pipeline failed'}")
         return [o.xml if isinstance(o, RawClixml) else str(o) for o in output]
+
+    def _check_not_suspended(self, *keys: str) -> None:
+        for key in keys:
+            refusal = self.guard.refusal(key)
+            if refusal is not None:
+                raise RemotingError(
+                    "credential_suspended",
+                    f"credential held back after: {refusal.reason}; not retried for "
+                    f"{max(0.0, refusal.retry_at - refusal.at):.0f}s",
+                )
+
+    def _failure(self, exc: Exception, fingerprint: str, on_this_server: str) -> RemotingError:
+        """The reason for a failed connection or pipeline; a refused credential is held back so that it cannot lock
+        the account out (once everywhere if no server has accepted it, else on this server only)."""
+        cred = self.credential
+        kerberos = kerberos_failure(exc)
+        if kerberos is not None:
+            reason, message, of_account = kerberos
+            if of_account:  # the KDC refused the account itself: every further try is one more bad password
+                self.guard.refused(fingerprint, message, self.retry_after)
+                message += "; held back so as not to lock the account out"
+            return RemotingError(reason, f"{message} ({cred.describe()}, {self.target.spn})")
+        if not isinstance(exc, AuthenticationError):
+            return _classify(exc, self.target)
+        if cred.method == "kerberos":
+            # The KDC gave a ticket, so the account and its password are good: the server refused the ticket.
+            if self.target.scheme == "https":
+                return RemotingError(
+                    "channel_binding_refused",
+                    f"the server refused a valid Kerberos ticket for {self.target.spn} over HTTPS: Extended "
+                    "Protection found no matching channel binding (a TLS-terminating load balancer or proxy in "
+                    "between?), or its key is not the one the KDC has for that SPN",
+                )
+            return RemotingError(
+                "ticket_refused",
+                f"the server refused a valid Kerberos ticket for {self.target.spn}: its keys are not the ones the "
+                "KDC has for that SPN (the SPN on another account, a stale keytab), or it takes no Kerberos here",
+            )
+        if self.guard.proven(fingerprint):
+            self.guard.refused(on_this_server, "authentication refused by this server", self.retry_after)
+            binding = " (over HTTPS: Extended Protection's channel binding?)" if self.target.scheme == "https" else ""
+            return RemotingError(
+                "auth_failed", f"this server refused a credential other servers accept ({cred.describe()}){binding}"
+            )
+        self.guard.refused(fingerprint, "authentication refused", self.retry_after)
+        return RemotingError(
+            "auth_failed",
+            f"authentication refused ({cred.describe()}); held back so as not to lock the account out",
+        )
+
+
+def connect_by_address(connection: WSMan, tls_name: str) -> None:
+    """Connect to the configured address while TLS sends and checks ``tls_name`` (the server's DNS name, which its
+    certificate carries). pypsrp builds its requests session on first use; built here, its HTTPS pool is told."""
+    transport = connection.transport
+    transport.session = transport._build_session()
+    adapter = transport.session.get_adapter("https://")
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    adapter.poolmanager.connection_pool_kw.update(server_hostname=tls_name, assert_hostname=tls_name)
+
+
+# MIT krb5 error codes (krb5_err.et, RFC 4120 7.5.9): ERROR_TABLE_BASE_krb5 plus the protocol's error number.
+_KRB5_BASE = -1765328384
+_KERBEROS_REASONS = {
+    6: ("unknown_principal", "the KDC does not know this account", True),
+    7: ("spn_unknown", "no account has this service principal name (setspn -Q; an alias or load balancer?)", False),
+    18: ("auth_failed", "the KDC refused the account: locked out or disabled", True),
+    23: ("auth_failed", "the account's password has expired", True),
+    24: ("auth_failed", "the KDC refused the password (pre-authentication failed)", True),
+    37: ("clock_skew", "the clocks differ by more than the 5 minutes Kerberos allows (check NTP)", False),
+    14: ("kerberos_error", "no encryption type in common with the KDC (msDS-SupportedEncryptionTypes)", False),
+    31: ("ticket_refused", "the server could not decrypt the ticket: its key is not the KDC's for this SPN", False),
+    156: ("kdc_unreachable", "no KDC of the realm answered (krb5.conf, DNS SRV records, port 88)", False),
+    160: ("kdc_unreachable", "the realm's KDCs cannot be found (krb5.conf, DNS SRV records)", False),
+}
+_KERBEROS_TEXTS = (
+    ("preauthentication failed", 24),
+    ("not found in kerberos database", 6),
+    ("clock skew too great", 37),
+    ("cannot contact any kdc", 156),
+    ("cannot find kdc", 160),
+    ("revoked", 18),
+    ("password has expired", 23),
+)
+
+
+def kerberos_failure(exc: BaseException) -> tuple[str, str, bool] | None:
+    """(reason, message, refused the account itself) when a Kerberos step failed, from the krb5 error code that
+    pyspnego, gssapi or krb5 carries (the exception, its base_error or its cause); None for other failures."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        # gssapi's GSSError has min_code, krb5's Krb5Error err_code.
+        code = getattr(error, "min_code", None) or getattr(error, "err_code", None)
+        if isinstance(code, int) and code:
+            signed = code - (1 << 32) if code >= 1 << 31 else code
+            found = _KERBEROS_REASONS.get(signed - _KRB5_BASE)
+            if found is not None:
+                if found[0] == "spn_unknown" and "client" in str(error).lower():
+                    found = _KERBEROS_REASONS[6]
+                return found
+        text = str(error).lower()
+        for needle, number in _KERBEROS_TEXTS:
+            if needle in text:
+                if number == 6 and "client" not in text:
+                    number = 7
+                return _KERBEROS_REASONS[number]
+        pending += [getattr(error, "base_error", None), error.__cause__, error.__context__]
+    return None
 
 
 def _error_text(record: Any) -> str:
@@ -228,9 +369,17 @@ def _error_text(record: Any) -> str:
     return f"{message} [{error_id}]" if error_id else str(message)
 
 
-def _classify(exc: Exception) -> RemotingError:
+def _classify(exc: Exception, target: RemotingTarget | None = None) -> RemotingError:
     if isinstance(exc, RemotingError):
         return exc
+    plain = target is not None and target.scheme == "http" and target.encryption == "never"
+    if isinstance(exc, WinRMTransportError) and exc.code == 500 and plain and not exc.response_text:
+        # WinRM answers an unencrypted message with an empty 500 when its AllowUnencrypted is false.
+        return RemotingError(
+            "encryption_refused",
+            "the server refuses unencrypted messages (AllowUnencrypted=false): use encryption auto with "
+            "kerberos/negotiate/ntlm, or https",
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         return RemotingError("tls_error", f"TLS failed: {_short(exc)}")
     if isinstance(exc, requests.exceptions.Timeout):

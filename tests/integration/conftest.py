@@ -20,6 +20,7 @@ import pytest
 
 from lab import free_port, stop_process
 from lab.exporter_config import write_config
+from lab.kerberos import LabKerberos
 from lab.samba import SambaLab
 
 REQUIRED = ("samba", "samba-tool", "kinit", "smbclient", "unshare")
@@ -36,6 +37,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaLab]:
         yield lab
     finally:
         lab.teardown(remove=False)
+
+
+@pytest.fixture(scope="session")
+def kerberos(lab: SambaLab) -> LabKerberos:
+    """The lab domain's HTTP/<host> principals and keytab for the remoting endpoints, made once; this process's
+    acceptors read the keytab, and every client here (and the exporters it starts) finds the lab KDC."""
+    return LabKerberos(lab)
 
 
 def scrape(port: int, path: str = "/metrics", timeout: float = 5, *, client: WebClient | None = None) -> str:
@@ -98,16 +106,26 @@ class RunningExporter:
 
 @contextmanager
 def running_exporter(
-    lab: SambaLab | None, tmp: Path, *, client: WebClient | None = None, **config: Any
+    lab: SambaLab | None,
+    tmp: Path,
+    *,
+    client: WebClient | None = None,
+    env: dict[str, str] | None = None,
+    **config: Any,
 ) -> Iterator[RunningExporter]:
-    """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab."""
+    """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab; ``env``:
+    added to its environment."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(lab, tmp / "exporter.yml", port=port, **config)
     log = tmp / "exporter.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", f"--config.file={cfg}"], stdout=out, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-m", "exporter", f"--config.file={cfg}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
     running = RunningExporter(process, port, log, cfg, client)
     try:

@@ -16,6 +16,7 @@ from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.winrm import PsrpClient, RemotingCredential, RemotingError, RemotingTarget
 from lab import free_port
 from lab.exchange import ADDRESSES, SAMPLES, SERVICE_USER, ExchangeLab
+from lab.kerberos import REMOTING_PASSWORD, LabKerberos
 from tests.helpers import metric, samples, series
 from tests.integration.conftest import running_exporter
 
@@ -23,8 +24,8 @@ STATE = {"Inactive": 0, "Active": 1, "Draining": 2}
 
 
 @pytest.fixture
-def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
-    with ExchangeLab(tmp_path / "exchange", port=free_port()) as lab:
+def exchange(tmp_path: Path, kerberos: LabKerberos) -> Iterator[ExchangeLab]:
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as lab:
         yield lab
 
 
@@ -45,18 +46,7 @@ def sample_truth() -> tuple[dict[str, str], set[tuple[str, str, str, int]]]:
 
 
 def client(lab: ExchangeLab) -> WSMan:
-    return WSMan(
-        ADDRESSES["solo-e19a"],
-        port=lab.port,
-        ssl=False,
-        path="PowerShell",
-        auth="basic",
-        encryption="never",
-        username=SERVICE_USER,
-        password=lab.password,
-        operation_timeout=5,
-        read_timeout=10,
-    )
+    return lab.admin_connection("solo-e19a")
 
 
 def set_component(lab: ExchangeLab, component: str, state: str, requester: str) -> None:
@@ -177,8 +167,8 @@ def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: Exchang
                 "solo-e19a", "Get-Queue", "The Microsoft Exchange Transport service is not running."
             ),
         ),
-        # Last: a refused credential is held back for bind_retry_after_seconds before it is offered again.
-        ("auth_failed", lambda: e19.misbehave(status=401)),
+        # A valid Kerberos ticket refused: the server's keys, not the account (which is never held back for it).
+        ("ticket_refused", lambda: e19.misbehave(status=401)),
     ]
     with running_exporter(
         None, tmp_path, exchange=exchange, interval=2, timeout=1.5, exchange_overrides={"bind_retry_after_seconds": 3}
@@ -203,7 +193,8 @@ def test_each_failure_marks_only_its_server_down_with_a_reason(exchange: Exchang
         logs, metrics, page = exporter.logs(), exporter.metrics(), exporter.page("/")
     assert "Transport service is not running" in logs  # the cmdlet's own message reaches the log
     for where, text in (("log", logs), ("metrics", metrics), ("page", page)):
-        assert exchange.password not in text, f"the password appears in the {where}"
+        for secret in (exchange.password, REMOTING_PASSWORD):
+            assert secret not in text, f"the password appears in the {where}"
 
 
 def test_a_slow_server_is_slow_but_up(exchange: ExchangeLab, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from exporter.parsers import exchange_health as eh
 from lab import free_port
 from lab.exchange import ExchangeLab
 from lab.exchange_health import HEALTH_SETS
+from lab.kerberos import LabKerberos
 from tests.helpers import metric
 from tests.integration.conftest import running_exporter
 
@@ -20,8 +21,8 @@ FAST = {"health": {"interval_seconds": 2}}
 
 
 @pytest.fixture
-def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
-    with ExchangeLab(tmp_path / "exchange", port=free_port()) as lab:
+def exchange(tmp_path: Path, kerberos: LabKerberos) -> Iterator[ExchangeLab]:
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as lab:
         yield lab
 
 

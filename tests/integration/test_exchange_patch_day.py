@@ -15,6 +15,7 @@ import pytest
 
 from lab import free_port
 from lab.exchange import UPDATE_BUILD, ExchangeLab
+from lab.kerberos import LabKerberos
 from lab.prometheus import PrometheusServer
 from tests.helpers import CHROMIUM_FLAGS, dom_tables, require_binary, sped_up_rules
 from tests.integration.conftest import running_exporter
@@ -50,8 +51,8 @@ def the_update(changes: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
-    with ExchangeLab(tmp_path / "exchange", port=free_port()) as lab:
+def exchange(tmp_path: Path, kerberos: LabKerberos) -> Iterator[ExchangeLab]:
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as lab:
         yield lab
 
 

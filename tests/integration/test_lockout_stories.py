@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lab import free_port
 from lab.activesync import PHONE_ADDRESS, SERVICE_ADDRESS, activesync, phone_sync, stale_service
 from lab.exchange_logs import LogWriter
+from lab.kerberos import LabKerberos
 from lab.samba import USER_PASSWORD, SambaLab
 from lab.winevent import EventLab
 from tests.helpers import metric, samples, series, value
@@ -40,13 +41,13 @@ def refreshes(text: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, tmp_path: Path) -> None:
+def test_a_phone_and_a_service_with_old_passwords(lab: SambaLab, kerberos: LabKerberos, tmp_path: Path) -> None:
     logs = LogWriter(tmp_path / "exchange-logs", seed=7)
     phone_user, service_user = lab.create_user("phoebe"), lab.create_user("svc_report")
     interval = 2
     with (
         # The DCs' Security logs over WinRM: the stand-in writes the PDC's 4740 that Windows would.
-        EventLab(tmp_path / "events", port=free_port()) as events,
+        EventLab(tmp_path / "events", port=free_port(), kerberos=kerberos) as events,
         activesync(lab, logs, lab.dc1, events) as stand_in,
         running_exporter(
             lab, tmp_path / "exporter", interval=interval, timeout=1.5, logs=logs, events=events

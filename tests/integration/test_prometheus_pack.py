@@ -17,6 +17,7 @@ from lab.directaccess import DirectAccessLab
 from lab.exchange import ExchangeLab
 from lab.exchange_logs import LogWriter
 from lab.exporter_config import HYBRID_PROBED, RELAY_PROBED, mail_sections
+from lab.kerberos import LabKerberos
 from lab.prometheus import PrometheusServer
 from lab.samba import SambaLab
 from lab.smtp import SmtpLab
@@ -60,14 +61,14 @@ def rules() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def exchange(tmp_path: Path) -> Iterator[ExchangeLab]:
-    with ExchangeLab(tmp_path / "exchange", port=free_port()) as exchange_lab:
+def exchange(tmp_path: Path, kerberos: LabKerberos) -> Iterator[ExchangeLab]:
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as exchange_lab:
         yield exchange_lab
 
 
 @pytest.fixture
-def events(tmp_path: Path) -> Iterator[EventLab]:
-    with EventLab(tmp_path / "events", port=free_port()) as events_lab:
+def events(tmp_path: Path, kerberos: LabKerberos) -> Iterator[EventLab]:
+    with EventLab(tmp_path / "events", port=free_port(), kerberos=kerberos) as events_lab:
         # A lockout from a phone before the first scrape: its series exists before increase() is asked about it.
         events_lab.logs["dc1.lab.example"].append_clone(4740, TargetUserName="early_phone", TargetDomainName="")
         yield events_lab

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.parsers import events as ev
 from exporter.state import StateStore
 from lab import free_port
+from lab.kerberos import LabKerberos
 from lab.samba import SambaLab
 from lab.winevent import EventLab
 from tests.helpers import metric, samples, series
@@ -75,10 +76,10 @@ def ground_truth(events_lab: EventLab) -> dict[str, Counter[tuple[str, str, str]
     return truth
 
 
-def test_bookmarks_survive_hard_restarts_nothing_twice_nothing_skipped(tmp_path: Path) -> None:
+def test_bookmarks_survive_hard_restarts_nothing_twice_nothing_skipped(kerberos: LabKerberos, tmp_path: Path) -> None:
     rng = random.Random(7)
     state = tmp_path / "state.db"
-    with EventLab(tmp_path / "events", port=free_port()) as events_lab:
+    with EventLab(tmp_path / "events", port=free_port(), kerberos=kerberos) as events_lab:
         # Longer logs: new lockouts and Kerberos failures cloned from the samples.
         for i in range(40):
             events_lab.logs[DC1].append_clone(4771, TargetUserName=f"user{i % 7}", IpAddress=f"::ffff:10.9.0.{i % 3}")
@@ -134,8 +135,8 @@ def _bookmark(state: Path, dc: str) -> int:
         store.close()
 
 
-def test_a_malformed_event_over_psrp_is_counted_skipped_and_passed(tmp_path: Path) -> None:
-    with EventLab(tmp_path / "events", port=free_port()) as events_lab:
+def test_a_malformed_event_over_psrp_is_counted_skipped_and_passed(kerberos: LabKerberos, tmp_path: Path) -> None:
+    with EventLab(tmp_path / "events", port=free_port(), kerberos=kerberos) as events_lab:
         pdc = events_lab.logs[DC1]
         with running_exporter(None, tmp_path, events=events_lab, interval=1.5, timeout=1) as exporter:
             truth = ground_truth(events_lab)

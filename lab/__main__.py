@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from lab.exporter_config import mail_sections, write_config
 from lab.kerberos import LabKerberos
 from lab.samba import USER_PASSWORD, USERS, SambaLab
 from lab.smtp import SmtpLab
-from lab.winevent import EventLab
+from lab.winevent import DC_SAMPLES, HARDENED, EventLab, dc_endpoint, sample_log
 
 # The Exchange side of the demo: when the failed update happens and when an admin fixes it (seconds).
 SWO_BREAKS_AT, SWO_FIXED_AT = 60, 300
@@ -203,6 +204,17 @@ def _demo(port: int) -> int:
         lab.teardown()
 
 
+def _serve_dc_events(dc: str, port: int) -> int:
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    server = dc_endpoint(dc, port, sample_log(dc), {}, HARDENED)
+    server.start()
+    print(f"listening on {server.address}:{port}", flush=True)
+    stopped.wait()
+    server.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,9 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("directory", type=Path)
     down = sub.add_parser("down")
     down.add_argument("directory", type=Path)
+    # One lab DC's hardened WinRM endpoint in a process of its own (the tests run it under a skewed clock); the
+    # keys and NTLM users come from KRB5_KTNAME and NTLM_USER_FILE, as a running lab sets them.
+    endpoint = sub.add_parser("dc-events-endpoint")
+    endpoint.add_argument("dc", choices=sorted(DC_SAMPLES))
+    endpoint.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args.port)
+    if args.command == "dc-events-endpoint":
+        return _serve_dc_events(args.dc, args.port)
     lab = SambaLab(args.directory)
     if args.command == "up":
         lab.provision()

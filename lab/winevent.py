@@ -8,10 +8,12 @@ answers ``Get-WinEvent -LogName Security [-FilterXPath ...] [-MaxEvents N] [-Old
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
 import secrets
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +172,36 @@ class LabEventLog:
         return Output([_clixml_string(r.xml) for r in records])
 
 
+HARDENED = AuthPolicy({"/wsman": ("kerberos", "ntlm")})  # a DC's WinRM: Negotiate, encrypted, no Basic
+
+
+def dc_endpoint(
+    dc: str,
+    port: int,
+    log: LabEventLog,
+    users: dict[str, str],
+    policy: AuthPolicy | None,
+    tls: ssl.SSLContext | None = None,
+    certificate: bytes | None = None,
+) -> PsrpEndpoint:
+    """One DC's WinRM listener with its Security log (``policy`` None: Basic, unencrypted)."""
+    return PsrpEndpoint(
+        dc,
+        ADDRESSES[dc],
+        port,
+        log,
+        users,
+        tls=tls,
+        paths={"/wsman": "Microsoft.PowerShell"},
+        auth=policy,
+        certificate=certificate,
+    )
+
+
+def sample_log(dc: str) -> LabEventLog:
+    return LabEventLog([x for name in DC_SAMPLES[dc] for x in sample_events(name)])
+
+
 class EventLab(EndpointGroup):
     """WinRM endpoints for the lab DCs' Security logs (one per DC address). With ``kerberos`` they take Negotiate
     (Kerberos or NTLM) with message encryption, as a DC's WinRM does; without, Basic (the benchmarks)."""
@@ -194,24 +226,10 @@ class EventLab(EndpointGroup):
         self.password_file = root / "events.password"
         self.password_file.write_text(self.password)
         self.password_file.chmod(0o600)
-        self.logs = {
-            dc: LabEventLog([x for name in files for x in sample_events(name)]) for dc, files in DC_SAMPLES.items()
-        }
-        policy = (
-            AuthPolicy({"/wsman": ("kerberos", "ntlm")}, extended_protection=extended_protection) if kerberos else None
-        )
+        self.logs = {dc: sample_log(dc) for dc in DC_SAMPLES}
+        policy = dataclasses.replace(HARDENED, extended_protection=extended_protection) if kerberos else None
         self.endpoints = {
-            dc: PsrpEndpoint(
-                dc,
-                ADDRESSES[dc],
-                port,
-                self.logs[dc],
-                {SERVICE_USER: self.password},
-                tls=tls,
-                paths={"/wsman": "Microsoft.PowerShell"},
-                auth=policy,
-                certificate=certificate,
-            )
+            dc: dc_endpoint(dc, port, self.logs[dc], {SERVICE_USER: self.password}, policy, tls, certificate)
             for dc in DC_SAMPLES
         }
 

@@ -25,6 +25,8 @@ from spnego.channel_bindings import GssChannelBindings
 _KERBEROS_OID = bytes.fromhex("06092a864886f712010202")  # 1.2.840.113554.1.2.2
 _SPNEGO_OID = bytes.fromhex("06062b0601050502")  # 1.3.6.1.5.5.2
 GSS_C_CHANNEL_BOUND_FLAG = 2048  # MIT krb5: the initiator's bindings matched the acceptor's
+GSS_S_BAD_BINDINGS = 4 << 16  # RFC 2744 routine error 4
+KRB5KRB_AP_ERR_SKEW = 2529638912 + 37  # ERROR_TABLE_BASE_krb5 + RFC 4120's 37, as gssapi's unsigned minor code
 PROTOCOLS = (
     "application/HTTP-SPNEGO-session-encrypted",
     "application/HTTP-Kerberos-session-encrypted",
@@ -126,8 +128,11 @@ def accept(
         return False, None
     except Exception as exc:  # pyspnego raises more than its own errors on a token gssapi refused
         connection.pending = None
-        refusals.add(_refusal_reason(exc))
-        return False, None
+        # MIT's acceptor answers a refused ticket with a KRB-ERROR token, which Windows sends back in the 401 so
+        # that the client can tell why (clock skew, ...); python-gssapi keeps it on the context's deferred error.
+        refused = _deferred_error(context)
+        refusals.add(_refusal_reason(refused if refused is not None else exc))
+        return False, getattr(refused, "token", None)
     if not context.complete:
         return False, out
     connection.pending = None
@@ -145,6 +150,14 @@ def accept(
     return True, out
 
 
+def _deferred_error(context: Any) -> Any:
+    """The GSSError python-gssapi deferred on the chosen mechanism's context, if it got that far."""
+    try:
+        return getattr(getattr(context._context, "_context", None), "_last_err", None)
+    except Exception:  # no mechanism chosen yet
+        return None
+
+
 def policy_binding(policy: AuthPolicy, connection: Connection) -> bytes:
     if policy.binding_certificate is not None:
         return tls_server_end_point(policy.binding_certificate)
@@ -153,6 +166,10 @@ def policy_binding(policy: AuthPolicy, connection: Connection) -> bytes:
 
 
 def _refusal_reason(exc: BaseException) -> str:
+    if getattr(exc, "min_code", 0) == KRB5KRB_AP_ERR_SKEW:
+        return "clock_skew"
+    if getattr(exc, "maj_code", 0) == GSS_S_BAD_BINDINGS:
+        return "channel_binding"
     chain: list[str] = []
     error: BaseException | None = exc
     while error is not None and len(chain) < 5:

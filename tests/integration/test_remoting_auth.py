@@ -6,7 +6,11 @@ refuse unencrypted bodies on HTTP, and under Extended Protection refuse tokens w
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from exporter.config import Config
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.winrm import connect_by_address
 from exporter.state import StateStore
-from lab import free_port
+from lab import free_port, stop_process
 from lab.exchange import FQDN, SERVICE_USER, ExchangeLab
 from lab.exporter_config import lab_config
 from lab.kerberos import REMOTING_PASSWORD, LabKerberos
@@ -267,9 +271,12 @@ async def test_unencrypted_messages_are_refused_on_http(kerberos: LabKerberos, t
 
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+needs_faketime = pytest.mark.skipif(
+    not FAKETIME.exists(), reason="libfaketime (Debian faketime) is installed by run.sh"
+)
 
 
-@pytest.mark.skipif(not FAKETIME.exists(), reason="libfaketime (Debian faketime) is installed by run.sh")
+@needs_faketime
 def test_the_exporters_clock_ten_minutes_off_is_corrected_from_the_kdc(kerberos: LabKerberos, tmp_path: Path) -> None:
     """The exporter's clock 10 minutes ahead (libfaketime, its process only): MIT Kerberos takes the KDC's time
     from its answer (kdc_timesync) and every later timestamp, the servers' authenticators included, is corrected;
@@ -285,3 +292,26 @@ def test_the_exporters_clock_ten_minutes_off_is_corrected_from_the_kdc(kerberos:
         )
         assert "ad_security_events_total{" in text
         assert set(events.endpoints["dc1.lab.example"].behaviour.authentications) == {"kerberos"}
+
+
+@needs_faketime
+def test_a_dc_whose_clock_is_ten_minutes_off_is_told_as_clock_skew(kerberos: LabKerberos, tmp_path: Path) -> None:
+    """DC1's WinRM in a process of its own whose clock is 10 minutes ahead (libfaketime): its acceptor refuses the
+    ticket with KRB_AP_ERR_SKEW in the 401, as Windows does; DC2 is read as usual."""
+    port = free_port()
+    with EventLab(tmp_path / "events", port=free_port(), kerberos=kerberos) as events:  # the keys, then DC1 apart
+        skewed = subprocess.Popen(
+            [sys.executable, "-m", "lab", "dc-events-endpoint", "dc1.lab.example", "--port", str(port)],
+            env={**os.environ, "LD_PRELOAD": str(FAKETIME), "FAKETIME": "+10m", "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert skewed.stdout is not None and "listening" in skewed.stdout.readline()
+            dcs = events.winrm_config()["domain_controllers"]
+            dcs[0]["port"] = port  # dc1.lab.example: the skewed process
+            flat = asyncio.run(collect_events(events, tmp_path, domain_controllers=dcs))
+        finally:
+            stop_process(skewed)
+    assert reasons(flat, "ad_security_events_source_error_reason", dc="dc1.lab.example") == {"clock_skew"}
+    assert value(flat, "ad_security_events_source_up", dc="dc2.lab.example", source="winrm") == 1

@@ -9,6 +9,7 @@ from bench import (
     iis_logs,
     investigate,
     ldap_sweep,
+    remoting,
     scrape_load,
     secured_scrape,
     security_events,
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "scrape_load": scrape_load.main,
     "investigate": investigate.main,
     "exchange": exchange.main,
+    "remoting": remoting.main,
 }
 
 

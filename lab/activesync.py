@@ -29,7 +29,7 @@ from aiohttp import web
 
 from lab import free_port
 from lab.exchange_logs import PROTOCOL_STEMS, LogWriter
-from lab.samba import DC, DOMAIN, SambaLab
+from lab.samba import DC, DOMAIN, SambaLab, ldaps_server
 from lab.winevent import EventLab
 
 PHONE_ADDRESS = "127.0.0.22"
@@ -59,7 +59,7 @@ class ActiveSyncStandIn:
 
     def _check(self, user: str, password: str) -> str:
         """The DC's answer to the phone's credential, as the Win32 status IIS would log ("0" when it bound)."""
-        server = ldap3.Server(self.dc.address, get_info=ldap3.NONE, connect_timeout=5)
+        server = ldaps_server(self.dc)
         conn = ldap3.Connection(
             server, f"{user}@{DOMAIN}", password, source_address=self.address, source_port=0, receive_timeout=10
         )
@@ -165,7 +165,7 @@ def phone_sync(
 def stale_service(lab: SambaLab, user: str, dc: DC, times: int, address: str = SERVICE_ADDRESS) -> None:
     """A service on another machine binding with a password that was changed since: ``times`` failures."""
     for _ in range(times):
-        server = ldap3.Server(dc.address, get_info=ldap3.NONE, connect_timeout=5)
+        server = ldaps_server(dc)
         conn = ldap3.Connection(
             server, f"{user}@{DOMAIN}", "the-old-password", source_address=address, source_port=0, receive_timeout=10
         )

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import ldap3
 
+from exporter.sources.ldap import ContextTls
+
 REALM = "LAB.EXAMPLE"
 DOMAIN = "lab.example"
 NETBIOS = "LAB"
@@ -60,6 +62,13 @@ class DC:
     @property
     def ca_file(self) -> Path:
         return self.directory / "private" / "tls" / "ca.pem"
+
+
+def ldaps_server(dc: DC) -> ldap3.Server:
+    """The DC over LDAPS, checked against its own CA: the lab's DCs take simple binds over TLS only, as hardened
+    ones do (``ldap server require strong auth = yes``), so every failed logon the lab makes goes this way."""
+    tls = ContextTls(dc.host, dc.ca_file, verify=True)
+    return ldap3.Server(dc.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE, connect_timeout=5)
 
 
 class SambaLab:
@@ -129,12 +138,13 @@ class SambaLab:
         ]
 
     def _finish_conf(self, dc: DC) -> None:
-        """Settings samba-tool does not write: no DNS forwarding off the machine, simple binds, auth audit."""
+        """Settings samba-tool does not write: no DNS forwarding off the machine, strong auth, auth audit."""
         (dc.directory / "log").mkdir(parents=True, exist_ok=True)
         lines = [ln for ln in dc.conf.read_text().splitlines() if "dns forwarder" not in ln]
         at = lines.index("[global]") + 1
         lines[at:at] = [
-            "\tldap server require strong auth = no",
+            # The strictest Samba has (its default): simple binds over TLS only, SASL on 389 signed or sealed.
+            "\tldap server require strong auth = yes",
             # A reset password stops working at once (Samba keeps the old one for NTLM/simple binds an hour).
             "\told password allowed period = 0",
             f"\tlog level = 1 auth_audit:3 auth_json_audit:3@{dc.auth_log}",
@@ -382,7 +392,7 @@ class SambaLab:
         )
 
     def admin_connection(self, dc: DC) -> ldap3.Connection:
-        server = ldap3.Server(dc.address, get_info=ldap3.NONE, connect_timeout=5)
+        server = ldaps_server(dc)
         return ldap3.Connection(server, f"Administrator@{DOMAIN}", ADMIN_PASSWORD, auto_bind=True, receive_timeout=10)
 
     def account(self, user: str, dc: DC) -> dict[str, int]:
@@ -409,7 +419,7 @@ class SambaLab:
     # --- real failed logons --------------------------------------------------------------------------------
 
     def fail_ldap(self, user: str, dc: DC, password: str = "wrong-password") -> str:
-        conn = ldap3.Connection(ldap3.Server(dc.address, get_info=ldap3.NONE), f"{user}@{DOMAIN}", password)
+        conn = ldap3.Connection(ldaps_server(dc), f"{user}@{DOMAIN}", password)
         conn.bind()
         message = str(conn.result.get("message", ""))
         conn.unbind()

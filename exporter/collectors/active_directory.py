@@ -55,7 +55,8 @@ AD_DC_ERROR_REASON = Family(
     "ad_dc_error_reason",
     "gauge",
     "1 for the reason the DC did not answer the last sweep: unreachable, timeout, tls, wrong_password, "
-    "account_locked_out, bind_suspended (the credential is held back after a refusal), kerberos, ...",
+    "account_locked_out, bind_suspended (the credential is held back after a refusal), strong_auth_required "
+    "(the DC wants TLS or signing), kerberos, ...",
     ("domain", "dc", "reason"),
 )
 AD_DC_SWEEP_DURATION_SECONDS = Family(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import ssl
 import threading
 import time
@@ -77,6 +78,7 @@ class LdapCredential:
 
 
 _SASL_BIND_IN_PROGRESS = 14
+_RESULT_STRONGER_AUTH_REQUIRED = 8
 
 
 def ntlm_spnego_bind(conn: ldap3.Connection, user: str, password: str, host: str) -> dict[str, Any]:
@@ -128,6 +130,107 @@ def ntlm_spnego_bind(conn: ldap3.Connection, user: str, password: str, host: str
         token = context.step(result.get("saslCreds"))
 
 
+# RFC 4752 3.3: the security layers a SASL GSSAPI server offers and a client chooses.
+_NO_LAYER, _INTEGRITY, _CONFIDENTIALITY = 1, 2, 4
+
+
+def kerberos_sasl_bind(conn: ldap3.Connection, host: str, credentials: Any) -> dict[str, Any]:
+    """A Kerberos bind as SASL GSSAPI (RFC 4752) that takes the security layer a hardened DC asks for.
+
+    ldap3's own GSSAPI bind only takes "no security layer", which a DC requiring LDAP signing (Windows' default
+    since Server 2025, Samba's ``ldap server require strong auth = yes``) refuses on port 389. Over TLS the
+    session is already protected and no layer is chosen; on 389 every later message is sealed (encrypted and
+    signed) with the Kerberos session key.
+    """
+    import gssapi
+    from ldap3.protocol.sasl.sasl import send_sasl_negotiation
+
+    plain = not isinstance(conn.socket, ssl.SSLSocket)
+    flags = int(gssapi.RequirementFlag.mutual_authentication) | int(gssapi.RequirementFlag.out_of_sequence_detection)
+    if plain:
+        flags |= int(gssapi.RequirementFlag.integrity) | int(gssapi.RequirementFlag.confidentiality)
+    name = gssapi.Name(f"ldap@{host}", gssapi.NameType.hostbased_service)
+    context = gssapi.SecurityContext(name=name, creds=credentials, usage="initiate", flags=flags)
+    conn.sasl_mechanism = "GSSAPI"
+    conn.sasl_in_progress = True
+    try:
+        token: bytes = context.step() or b""
+        while True:
+            result: dict[str, Any] = send_sasl_negotiation(conn, None, token)
+            if result.get("result") != _SASL_BIND_IN_PROGRESS:
+                return result
+            answer = result.get("saslCreds") or b""
+            if not context.complete:
+                token = context.step(answer) or b""
+                continue
+            offer = context.unwrap(answer).message
+            offered, server_size = offer[0], int.from_bytes(offer[1:4], "big")
+            if plain and offered & _CONFIDENTIALITY:
+                layer = _CONFIDENTIALITY
+            elif not plain and offered & _NO_LAYER:
+                layer = _NO_LAYER
+            else:
+                raise LdapError(
+                    "bind_failed",
+                    f"{host} offers SASL security layers {offered:#x}, none usable here "
+                    f"({'sealing on 389' if plain else 'none over TLS'})",
+                )
+            size = 0 if layer == _NO_LAYER else min(server_size or 0xFFFFFF, 0xFFFFFF)
+            token = context.wrap(bytes([layer]) + size.to_bytes(3, "big"), False).message
+            result = send_sasl_negotiation(conn, None, token)
+            if result.get("result") == 0:
+                conn.bound = True
+                if layer != _NO_LAYER:
+                    conn.socket = SaslSealedSocket(conn.socket, context)
+            return result
+    finally:
+        conn.sasl_in_progress = False
+
+
+class SaslSealedSocket:
+    """The connection's socket once a SASL security layer is on: each LDAP message goes out as one sealed buffer
+    (a 4-byte length, then the GSS-wrapped message) and what comes back is unsealed, buffer by buffer."""
+
+    def __init__(self, sock: socket.socket, context: Any) -> None:
+        self._socket = sock
+        self._context = context
+        self._plain = bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        sealed = self._context.wrap(bytes(data), True).message
+        self._socket.sendall(len(sealed).to_bytes(4, "big") + sealed)
+
+    def recv(self, size: int) -> bytes:
+        if not self._plain:
+            header = self._read(4)
+            if not header:
+                return b""  # the DC closed the connection: ldap3 sees what a closed socket gives
+            length = int.from_bytes(header, "big")
+            if length > _MAX_SASL_BUFFER:
+                raise OSError(f"a SASL buffer of {length} bytes is more than the {_MAX_SASL_BUFFER} allowed")
+            self._plain += self._context.unwrap(self._read(length)).message
+        out = bytes(self._plain[:size])
+        del self._plain[:size]
+        return out
+
+    def _read(self, count: int) -> bytes:
+        data = bytearray()
+        while len(data) < count:
+            chunk = self._socket.recv(count - len(data))
+            if not chunk:
+                if data:
+                    raise OSError("the DC closed the connection inside a SASL buffer")
+                return b""
+            data += chunk
+        return bytes(data)
+
+    def __getattr__(self, name: str) -> Any:  # close, shutdown, settimeout, family, ...: the socket's own
+        return getattr(self._socket, name)
+
+
+_MAX_SASL_BUFFER = 16 * 1024 * 1024
+
+
 class LdapClient:
     """One DC. Not thread-safe by itself: the lock serialises its callers."""
 
@@ -147,7 +250,7 @@ class LdapClient:
 
     def _server(self) -> ldap3.Server:
         ep = self.endpoint
-        tls = _ContextTls(ep.host, ep.ca_file, ep.verify) if ep.tls_mode != "none" else None
+        tls = ContextTls(ep.host, ep.ca_file, ep.verify) if ep.tls_mode != "none" else None
         return ldap3.Server(
             ep.address,
             port=ep.port,
@@ -172,29 +275,24 @@ class LdapClient:
             return ldap3.Connection(server, user=cred.user, password=password, authentication=ldap3.SIMPLE, **common)
         if cred.method == "ntlm":
             return ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **common)  # see ntlm_spnego_bind
-        return ldap3.Connection(
-            server,
-            user=cred.user if cred.keytab else None,
-            authentication=ldap3.SASL,
-            sasl_mechanism=ldap3.KERBEROS,
-            sasl_credentials=(self.endpoint.host, None, self._kerberos_credentials()),
-            cred_store=self._kerberos_store(),
-            **common,
-        )
-
-    def _kerberos_store(self) -> dict[str, str] | None:
-        if self.credential.keytab is None:
-            return None
-        # A private in-memory cache, so the exporter never touches the host's ticket cache.
-        return {"client_keytab": str(self.credential.keytab), "ccache": f"MEMORY:ad-exchange-exporter-{id(self)}"}
+        return ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **common)  # see kerberos_sasl_bind
 
     def _kerberos_credentials(self) -> Any:
         cred = self.credential
-        if cred.password is None or cred.keytab is not None:
-            return None  # keytab via cred_store, or the existing credential cache (KRB5CCNAME)
         import gssapi
         import gssapi.raw
         from gssapi.raw.misc import GSSError
+
+        if cred.keytab is not None:
+            # A private in-memory cache, so the exporter never touches the host's ticket cache.
+            store: dict[bytes | str, bytes | str] = {
+                "client_keytab": str(cred.keytab),
+                "ccache": f"MEMORY:ad-exchange-exporter-{id(self)}",
+            }
+            name = gssapi.Name(cred.user, gssapi.NameType.kerberos_principal) if cred.user else None
+            return gssapi.Credentials(name=name, usage="initiate", store=store)
+        if cred.password is None:
+            return None  # the existing credential cache (KRB5CCNAME)
 
         name = gssapi.Name(cred.user, gssapi.NameType.kerberos_principal)
         try:
@@ -230,6 +328,9 @@ class LdapClient:
                     secret = self.credential.password.get_secret_value() if self.credential.password else ""
                     result = ntlm_spnego_bind(conn, self.credential.user or "", secret, ep.host)
                     bound = result.get("result") == 0
+                elif self.credential.method == "kerberos":
+                    result = kerberos_sasl_bind(conn, ep.host, self._kerberos_credentials())
+                    bound = result.get("result") == 0
                 else:
                     bound = conn.bind()
                     result = conn.result or {}
@@ -252,6 +353,19 @@ class LdapClient:
                     reason = result.get("reason") or parse_bind_error(str(result.get("message", "")))
                     self.guard.refused(fingerprint, reason, self.retry_after)
                     raise BindRefused(reason, f"{ep.url} refused the bind: {reason}")
+                if result.get("result") == _RESULT_STRONGER_AUTH_REQUIRED:
+                    advice = (
+                        "over TLS it takes simple binds only (Samba's 'ldap server require strong auth = yes'; "
+                        "allow_sasl_over_tls, or Windows, also takes SASL over TLS): bind method simple here, or "
+                        "kerberos without TLS, which seals on 389"
+                        if ep.tls_mode != "none"
+                        else "use tls ldaps or starttls, or bind method kerberos, which seals on 389"
+                    )
+                    raise LdapError(
+                        "strong_auth_required",
+                        f"{ep.url} refused this bind for want of signing or TLS (Windows: 'Domain controller: LDAP "
+                        f"server signing requirements'; Samba: 'ldap server require strong auth'); {advice}",
+                    )
                 raise LdapError(
                     "bind_failed",
                     f"{ep.url} bind failed: {result.get('description')} {result.get('message', '')}".strip(),
@@ -337,7 +451,7 @@ class LdapClient:
             raise _classify(exc, self.endpoint) from None
 
 
-class _ContextTls(ldap3.Tls):  # type: ignore[misc]
+class ContextTls(ldap3.Tls):  # type: ignore[misc]
     """TLS whose certificate and host-name checks are done by the SSL context itself.
 
     We connect by address but verify the DC's DNS name (server_hostname), as any TLS client does.

@@ -263,6 +263,12 @@ class PsrpClient:
         kerberos = kerberos_failure(exc)
         if kerberos is not None:
             reason, message, of_account = kerberos
+            if reason == "integrity":
+                reason, message = (
+                    ("channel_binding_refused", _CHANNEL_BINDING)
+                    if self.target.scheme == "https"
+                    else ("ticket_refused", "the server found the authenticator's checksum wrong")
+                )
             if of_account:  # the KDC refused the account itself: every further try is one more bad password
                 self.guard.refused(fingerprint, message, self.retry_after)
                 message += "; held back so as not to lock the account out"
@@ -274,9 +280,7 @@ class PsrpClient:
             if self.target.scheme == "https":
                 return RemotingError(
                     "channel_binding_refused",
-                    f"the server refused a valid Kerberos ticket for {self.target.spn} over HTTPS: Extended "
-                    "Protection found no matching channel binding (a TLS-terminating load balancer or proxy in "
-                    "between?), or its key is not the one the KDC has for that SPN",
+                    f"the server refused a valid Kerberos ticket for {self.target.spn} over HTTPS: {_CHANNEL_BINDING}",
                 )
             return RemotingError(
                 "ticket_refused",
@@ -306,6 +310,10 @@ def connect_by_address(connection: WSMan, tls_name: str) -> None:
     adapter.poolmanager.connection_pool_kw.update(server_hostname=tls_name, assert_hostname=tls_name)
 
 
+_CHANNEL_BINDING = (
+    "Extended Protection found no matching channel binding (a TLS-terminating load balancer or proxy in between?), "
+    "or its key is not the one the KDC has for that SPN"
+)
 # MIT krb5 error codes (krb5_err.et, RFC 4120 7.5.9): ERROR_TABLE_BASE_krb5 plus the protocol's error number.
 _KRB5_BASE = -1765328384
 _KERBEROS_REASONS = {
@@ -316,7 +324,11 @@ _KERBEROS_REASONS = {
     24: ("auth_failed", "the KDC refused the password (pre-authentication failed)", True),
     37: ("clock_skew", "the clocks differ by more than the 5 minutes Kerberos allows (check NTP)", False),
     14: ("kerberos_error", "no encryption type in common with the KDC (msDS-SupportedEncryptionTypes)", False),
-    31: ("ticket_refused", "the server could not decrypt the ticket: its key is not the KDC's for this SPN", False),
+    # KRB_AP_ERR_BAD_INTEGRITY from the server: over HTTPS, the channel binding in the authenticator did not match.
+    31: ("integrity", "the server found the authenticator's checksum wrong", False),
+    # KRB_ERR_GENERIC: what MIT's acceptor answers a ticket whose channel bindings do not match its own.
+    60: ("integrity", "the server refused the authenticator", False),
+    41: ("ticket_refused", "the server could not decrypt the ticket: its key is not the KDC's for this SPN", False),
     156: ("kdc_unreachable", "no KDC of the realm answered (krb5.conf, DNS SRV records, port 88)", False),
     160: ("kdc_unreachable", "the realm's KDCs cannot be found (krb5.conf, DNS SRV records)", False),
 }

@@ -115,6 +115,10 @@ def test_the_demo_tells_its_stories(demo: Demo, tmp_path: Path) -> None:
     assert scraped.returncode == 0, scraped.stderr
     assert metric(scraped.stdout, "directaccess_server_up", server="da1") == 1
     assert [metric(scraped.stdout, "directaccess_client_up", client=c) for c in ("laptop-01", "laptop-02")] == [1, 1]
+    # The lab's Exchange servers and DCs' WinRM take Kerberos only, with message encryption: these are up by it.
+    assert [metric(scraped.stdout, "exchange_server_up", server=s) for s in ("solo-e16a", "solo-e19a")] == [1, 1]
+    for dc in ("dc1.lab.example", "dc2.lab.example"):
+        assert metric(scraped.stdout, "ad_security_events_source_up", dc=dc, source="winrm") == 1
 
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
 

@@ -77,6 +77,9 @@ def test_the_failed_update_fires_each_health_alert_and_the_fix_clears_some(
         }
         with PrometheusServer(tmp_path / "prometheus", config) as prom:
             prom.wait_for('exchange_health_set_state{server="solo-e19a",health_set="FrontendTransport"} == 0')
+            # The build before the update, security update included (ExSetup's version, read on a runspace of its
+            # own: with Kerberos it may come a refresh or two after the rest).
+            prom.wait_for('exchange_build_info{server="solo-e19a",version="15.2.986.42"}')
             # Found before the update: the Auth certificate nobody renewed, the override nobody removed.
             for alert in ("ExchangeAuthCertificateExpiring", "ExchangeMonitoringOverrideExpired"):
                 prom.wait_for(f'ALERTS{{alertname="{alert}",alertstate="firing"}}')

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,20 @@ async def test_dc_event_logs_over_negotiate_with_message_encryption(
         assert_encrypted_only(lab, method)
 
 
-async def test_exchange_over_https_with_extended_protection(kerberos: LabKerberos, tmp_path: Path) -> None:
+@pytest.fixture
+def protected_exchange(kerberos: LabKerberos, tmp_path: Path) -> Iterator[ExchangeLab]:
+    """The Exchange servers over HTTPS with Extended Protection (Exchange 2019 CU14 and later)."""
     with ExchangeLab(
         tmp_path / "exchange", port=free_port(), https=True, kerberos=kerberos, extended_protection=True
     ) as lab:
-        flat, collector = await collect_exchange(lab)
-        for server in SERVERS:
-            assert value(flat, "exchange_server_up", server=server) == 1, collector.target_status()
-        assert_encrypted_only(lab, "kerberos")
+        yield lab
+
+
+async def test_exchange_over_https_with_extended_protection(protected_exchange: ExchangeLab) -> None:
+    flat, collector = await collect_exchange(protected_exchange)
+    for server in SERVERS:
+        assert value(flat, "exchange_server_up", server=server) == 1, collector.target_status()
+    assert_encrypted_only(protected_exchange, "kerberos")
 
 
 async def test_dc_event_logs_over_https_with_extended_protection_and_ntlm(
@@ -232,20 +239,18 @@ async def test_a_server_reached_by_an_alias_has_no_spn_until_one_is_given(
 
 
 async def test_extended_protection_behind_a_tls_offloader_refuses_the_binding(
-    kerberos: LabKerberos, tmp_path: Path
+    protected_exchange: ExchangeLab, tmp_path: Path
 ) -> None:
-    with ExchangeLab(
-        tmp_path / "exchange", port=free_port(), https=True, kerberos=kerberos, extended_protection=True
-    ) as lab:
-        # SOLO-E19A expects the binding of the certificate on a load balancer in front, not the one we see.
-        offloader = LabCa("Offloader CA").issue(tmp_path / "offloader", "lb", "mail.lab.example")
-        e19a = lab.endpoints["solo-e19a"]
-        e19a.auth = dataclasses.replace(e19a.auth, binding_certificate=offloader.certificate_der())
-        flat, collector = await collect_exchange(lab)
-        assert reasons(flat, "exchange_server_error_reason", server="solo-e19a") == {"channel_binding_refused"}
-        assert "Extended Protection" in {t.name: t.detail for t in collector.target_status()}["solo-e19a"]
-        assert e19a.behaviour.refusals.counts and not e19a.behaviour.authentications
-        assert value(flat, "exchange_server_up", server="solo-e16a") == 1
+    lab = protected_exchange
+    # SOLO-E19A expects the binding of the certificate on a load balancer in front, not the one we see.
+    offloader = LabCa("Offloader CA").issue(tmp_path / "offloader", "lb", "mail.lab.example")
+    e19a = lab.endpoints["solo-e19a"]
+    e19a.auth = dataclasses.replace(e19a.auth, binding_certificate=offloader.certificate_der())
+    flat, collector = await collect_exchange(lab)
+    assert reasons(flat, "exchange_server_error_reason", server="solo-e19a") == {"channel_binding_refused"}
+    assert "Extended Protection" in {t.name: t.detail for t in collector.target_status()}["solo-e19a"]
+    assert e19a.behaviour.refusals.counts and not e19a.behaviour.authentications
+    assert value(flat, "exchange_server_up", server="solo-e16a") == 1
 
 
 async def test_basic_is_refused_by_hardened_servers(kerberos: LabKerberos, tmp_path: Path) -> None:
@@ -315,3 +320,17 @@ def test_a_dc_whose_clock_is_ten_minutes_off_is_told_as_clock_skew(kerberos: Lab
             stop_process(skewed)
     assert reasons(flat, "ad_security_events_source_error_reason", dc="dc1.lab.example") == {"clock_skew"}
     assert value(flat, "ad_security_events_source_up", dc="dc2.lab.example", source="winrm") == 1
+
+
+async def test_no_kdc_answering_is_told_as_kdc_unreachable(
+    kerberos: LabKerberos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unreachable = tmp_path / "krb5.conf"
+    realm = f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.2:1\n }}\n"  # nothing listens on port 1
+    unreachable.write_text(kerberos.krb5_conf.read_text().split("[realms]")[0] + realm)
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as lab:
+        monkeypatch.setenv("KRB5_CONFIG", str(unreachable))
+        flat, collector = await collect_exchange(lab)
+    for server in SERVERS:
+        assert reasons(flat, "exchange_server_error_reason", server=server) == {"kdc_unreachable"}
+    assert "krb5.conf" in str([t.detail for t in collector.target_status()])

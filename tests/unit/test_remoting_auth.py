@@ -111,3 +111,43 @@ def test_tokens_are_told_apart() -> None:
     assert winrm_auth.token_mechanism(kerberos) == "kerberos"
     assert winrm_auth.token_mechanism(b"\x60\x28" + bytes.fromhex("06062b0601050502") + b"\xa0") == "negotiate"
     assert winrm_auth.token_mechanism(b"\x00garbage") == "unknown"
+
+
+class XorContext:
+    """Stands in for a GSS context: wrap and unwrap are inverse, and visibly change the bytes."""
+
+    class Result:
+        def __init__(self, message: bytes) -> None:
+            self.message = message
+
+    def wrap(self, data: bytes, encrypt: bool) -> Result:
+        assert encrypt
+        return self.Result(b"W" + bytes(b ^ 0x5A for b in data))
+
+    def unwrap(self, data: bytes) -> Result:
+        assert data[:1] == b"W"
+        return self.Result(bytes(b ^ 0x5A for b in data[1:]))
+
+
+def test_the_sasl_layer_frames_each_message_and_reads_buffers_whole() -> None:
+    import socket
+
+    from exporter.sources.ldap import SaslSealedSocket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sealed = SaslSealedSocket(ours, XorContext())
+        sealed.sendall(b"\x30\x05hello")
+        length = int.from_bytes(theirs.recv(4), "big")
+        assert XorContext().unwrap(theirs.recv(length)).message == b"\x30\x05hello"
+        # Two buffers from the DC, the second arriving in pieces; ldap3 asks for small reads.
+        for message in (b"first-message", b"second"):
+            wrapped = XorContext().wrap(message, True).message
+            framed = len(wrapped).to_bytes(4, "big") + wrapped
+            theirs.sendall(framed[:3])
+            theirs.sendall(framed[3:])
+        received = b"".join(sealed.recv(4) for _ in range(6))
+        assert received.startswith(b"first-messagesecond")
+        theirs.close()
+        assert sealed.recv(4) == b""  # the DC went away: what a closed socket gives
+        assert sealed.family == socket.AF_UNIX  # everything else is the socket's own

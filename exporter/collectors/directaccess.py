@@ -24,7 +24,14 @@ from exporter.parsers import directaccess as da
 from exporter.parsers.clixml import parse_each
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.sources.winrm import AUTHENTICATION_REASONS, PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from exporter.sources.winrm import (
+    AUTHENTICATION_REASONS,
+    PsrpClient,
+    RemotingCredential,
+    RemotingError,
+    RemotingTarget,
+    close_clients,
+)
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +455,5 @@ class DirectAccessCollector(Collector):
         return statuses
 
     async def close(self) -> None:
-        for client in [*self.servers.values(), *self.clients.values()]:
-            client.close()
+        await close_clients([*self.servers.values(), *self.clients.values()])
         await super().close()

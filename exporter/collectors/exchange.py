@@ -27,7 +27,14 @@ from exporter.parsers.clixml import parse_each
 from exporter.parsers.exchange_builds import TABLE_AS_OF, date_to_unix
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.sources.winrm import AUTHENTICATION_REASONS, PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from exporter.sources.winrm import (
+    AUTHENTICATION_REASONS,
+    PsrpClient,
+    RemotingCredential,
+    RemotingError,
+    RemotingTarget,
+    close_clients,
+)
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +425,10 @@ class ExchangeCollector(Collector):
             # Optional and on another endpoint: its failure is reported per cmdlet, not as the server down.
             if file_version_client is not None:
                 try:
-                    answer = file_version_client.run("Get-Command", {"Name": "ExSetup.exe"})
+                    # Its lock too: the health loop reads Emergency Mitigation through the same runspace, and two
+                    # threads on one WinRM session open a second connection that message encryption cannot use.
+                    with file_version_client.lock:
+                        answer = file_version_client.run("Get-Command", {"Name": "ExSetup.exe"})
                     file_versions.extend(parse_each(answer, ex.parse_exsetup_version, sweep.parse_errors))
                     sweep.cmdlet_ok[FILE_VERSION_CMDLET] = bool(file_versions)
                 except RemotingError as exc:
@@ -685,6 +695,5 @@ class ExchangeCollector(Collector):
     async def close(self) -> None:
         if self.health is not None:
             await self.health.close()
-        for client in [*self.clients.values(), *self.file_version_clients.values()]:
-            client.close()
+        await close_clients([*self.clients.values(), *self.file_version_clients.values()])
         await super().close()

@@ -29,7 +29,7 @@ from exporter.parsers import exchange_health as eh
 from exporter.parsers.clixml import parse_each
 from exporter.registry import Redactor
 from exporter.sources.pool import BlockingPool
-from exporter.sources.winrm import PsrpClient, RemotingError
+from exporter.sources.winrm import PsrpClient, RemotingError, close_clients
 
 log = logging.getLogger(__name__)
 
@@ -434,8 +434,7 @@ class HealthWatch:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        for client in self.clients.values():
-            client.close()
+        await close_clients(self.clients.values())
         await self.pool.shutdown(wait=False)
 
 

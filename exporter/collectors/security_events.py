@@ -29,7 +29,14 @@ from exporter.parsers.clixml import ClixmlError, parse_object
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.credential_guard import CredentialGuard
 from exporter.sources.tail import Lines, Tailer
-from exporter.sources.winrm import AUTHENTICATION_REASONS, PsrpClient, RemotingCredential, RemotingError, RemotingTarget
+from exporter.sources.winrm import (
+    AUTHENTICATION_REASONS,
+    PsrpClient,
+    RemotingCredential,
+    RemotingError,
+    RemotingTarget,
+    close_clients,
+)
 from exporter.state import Evidence, StateStore
 from exporter.window import SourceWindow
 
@@ -537,5 +544,4 @@ class SecurityEventsCollector(Collector):
     async def close(self) -> None:
         # Wait for reads in flight: their commit must land before a reloaded collector reads the bookmarks.
         await super().close()
-        for client in self.clients.values():
-            client.close()
+        await close_clients(self.clients.values())

@@ -8,10 +8,11 @@ keeps a refused password from being retried until it could lock the service acco
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +198,17 @@ class PsrpClient:
         return pool
 
     def close(self) -> None:
+        """Close the runspace once no pipeline is using it (or after the timeout one could take): a worker thread
+        may still be in a refresh that was cancelled, and two threads on one session would open a second
+        connection, which message encryption cannot use."""
+        acquired = self.lock.acquire(timeout=self.target.timeout)
+        try:
+            self._drop()
+        finally:
+            if acquired:
+                self.lock.release()
+
+    def _drop(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):  # best effort: the server may be gone
@@ -235,7 +247,7 @@ class PsrpClient:
             # every pipeline and its output for the runspace's lifetime (months, here).
             ps.close()
         except Exception as exc:
-            self.close()
+            self._drop()  # the caller holds the lock
             raise self._failure(exc, fingerprint, on_this_server) from None
         errors = [
             _error_text(e)
@@ -370,6 +382,11 @@ def kerberos_failure(exc: BaseException) -> tuple[str, str, bool] | None:
                 return _KERBEROS_REASONS[number]
         pending += [getattr(error, "base_error", None), error.__cause__, error.__context__]
     return None
+
+
+async def close_clients(clients: Iterable[PsrpClient]) -> None:
+    """Close these clients together, each once its pipeline in flight has ended, off the event loop."""
+    await asyncio.gather(*(asyncio.to_thread(client.close) for client in clients))
 
 
 def _error_text(record: Any) -> str:

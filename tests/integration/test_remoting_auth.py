@@ -97,10 +97,16 @@ def assert_encrypted_only(lab: ExchangeLab | EventLab, mechanism: str) -> None:
 @pytest.mark.parametrize("key", ["password", "keytab", "cache"])
 async def test_exchange_over_kerberos_with_message_encryption(kerberos: LabKerberos, tmp_path: Path, key: str) -> None:
     with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as lab:
-        flat, collector = await collect_exchange(lab, auth=kerberos.auth_config("kerberos", key))
+        # Several refreshes, health in depth among them: its Emergency Mitigation read shares ExSetup's runspace.
+        auth = kerberos.auth_config("kerberos", key)
+        flat, collector = await collect_exchange(lab, refreshes=4, auth=auth, health={"interval_seconds": 1})
         for server in SERVERS:
             assert value(flat, "exchange_server_up", server=server) == 1, collector.target_status()
         assert_encrypted_only(lab, "kerberos")
+        for endpoint in lab.endpoints.values():
+            # Three runspaces (core, health, the plain endpoint), each authenticated once and reused.
+            assert endpoint.behaviour.count["Create"] <= 3, endpoint.behaviour.count
+            assert sum(endpoint.behaviour.authentications.values()) == endpoint.behaviour.count["Create"]
 
 
 @pytest.mark.parametrize("method", ["kerberos", "ntlm"])

@@ -448,7 +448,7 @@ _ECS_PATHS = {event_id: _ecs_paths(event_id) for event_id in READ_EVENTS}
 def _samba_protocol(service: str, auth: str) -> str:
     if "kerberos" in service.lower() or "kerberos" in auth.lower() or "ENC-TS" in auth:
         return "kerberos"
-    if auth.lower() == "simple bind":
+    if auth.lower().startswith("simple bind"):  # "simple bind", or "simple bind/TLS" over LDAPS and StartTLS
         return "ldap_simple"
     if "ntlm" in auth.lower():
         return "ntlm"

@@ -340,3 +340,13 @@ async def test_no_kdc_answering_is_told_as_kdc_unreachable(
     for server in SERVERS:
         assert reasons(flat, "exchange_server_error_reason", server=server) == {"kdc_unreachable"}
     assert "krb5.conf" in str([t.detail for t in collector.target_status()])
+
+
+async def test_an_account_the_kdc_does_not_know_is_told_and_held_back(kerberos: LabKerberos, tmp_path: Path) -> None:
+    auth = {"method": "kerberos", "user": f"svc_nobody@{REALM}", "password_file": str(kerberos.password_file)}
+    with ExchangeLab(tmp_path / "exchange", port=free_port(), kerberos=kerberos) as lab:
+        flat, collector = await collect_exchange(lab, refreshes=2, auth=auth)
+    found = {r for s in SERVERS for r in reasons(flat, "exchange_server_error_reason", server=s)}
+    assert found <= {"unknown_principal", "credential_suspended"} and found, found
+    assert "the KDC does not know this account" in " ".join(t.detail for t in collector.target_status())
+    assert not any(e.behaviour.authentications for e in lab.endpoints.values())  # no server was even asked

@@ -154,6 +154,17 @@ def test_addresses(raw: str, ip: str) -> None:
     assert ev.normalise_ip(raw) == ip
 
 
+def test_simple_binds_over_tls_are_ldap_simple_too() -> None:
+    """A DC that takes simple binds only over TLS logs them as "simple bind/TLS" (recorded from the lab)."""
+    lines = (FIXTURES / "samba_auth_json_ldaps.log").read_text().splitlines()
+    events = [ev.parse_samba_auth(line, "dc1.lab.example") for line in lines]
+    assert [(e.reason, e.protocol) for e in events if e is not None] == [
+        ("wrong_password", "ldap_simple"),
+        ("account_locked_out", "ldap_simple"),
+        ("no_such_user", "ldap_simple"),
+    ]
+
+
 def test_samba_audit_lines_recorded_from_the_lab() -> None:
     lines = (FIXTURES / "samba_auth_json.log").read_text().splitlines()
     parsed = [ev.parse_samba_auth(line, "dc1.lab.example") for line in lines]

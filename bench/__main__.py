@@ -6,6 +6,7 @@ import sys
 
 from bench import (
     exchange,
+    fuzz,
     iis_logs,
     investigate,
     ldap_sweep,
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "investigate": investigate.main,
     "exchange": exchange.main,
     "remoting": remoting.main,
+    "fuzz": fuzz.main,
 }
 
 

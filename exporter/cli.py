@@ -15,11 +15,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 
-from exporter import __version__, investigate_cli, patch_days
+from exporter import __version__, investigate_cli, patch_days, web_server
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.directaccess import DirectAccessCollector
@@ -33,7 +32,7 @@ from exporter.lockouts import LockoutService
 from exporter.metrics import Family
 from exporter.registry import Collector, CollectorRegistry, Redactor
 from exporter.sources.credential_guard import CredentialGuard
-from exporter.state import EvidenceLimits, StateStore
+from exporter.state import EvidenceLimits, StateError, StateStore
 from exporter.web import build_app
 from exporter.web_security import TlsContexts, WebSecurity, load_web_config
 
@@ -53,6 +52,19 @@ EVIDENCE_ROWS = Family(
     "ad_exchange_exporter_evidence_rows",
     "gauge",
     "Per-account evidence rows kept for investigations (failed logons, lockouts), within state.evidence's bounds.",
+)
+STATE_HEALTHY = Family(
+    "ad_exchange_exporter_state_healthy",
+    "gauge",
+    "1 if the state database took the last read or write; 0 while it refuses (what was read since the last commit "
+    "is read again once it takes it: nothing is lost or counted twice).",
+)
+STATE_ERRORS_TOTAL = Family(
+    "ad_exchange_exporter_state_errors_total",
+    "counter",
+    "Reads and writes the state database refused, by reason: locked (another process holds it), read_only, "
+    "disk_full, corrupt, io_error, other.",
+    ("reason",),
 )
 EVIDENCE_DROPPED_TOTAL = Family(
     "ad_exchange_exporter_evidence_dropped_total",
@@ -142,6 +154,7 @@ class Exporter:
         tls = self.security.config.tls_server_config if self.security else None
         self.tls = TlsContexts(tls) if tls else None
         self._process = ProcessCollector(registry=None)
+        self.listener = web_server.ListenerStats()
         # SIGHUPs in quick succession reload one after the other, never two registries at once.
         self._reloading = asyncio.Lock()
         self.last_reload_successful = True
@@ -154,6 +167,7 @@ class Exporter:
             CONFIG_LAST_RELOAD_SUCCESSFUL.one([], 1.0 if self.last_reload_successful else 0.0),
             CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.one([], self.last_reload_success),
             *self._evidence_metrics(),
+            *self.listener.series(),
         ]
 
     def _evidence_metrics(self) -> list[Metric]:
@@ -161,7 +175,10 @@ class Exporter:
         out = EVIDENCE_DROPPED_TOTAL.new()
         for reason, n in dropped.items():
             out.add_metric([reason], n)
-        return [EVIDENCE_ROWS.one([], rows), out]
+        errors = STATE_ERRORS_TOTAL.new()
+        for reason, n in self.state.errors.items():
+            errors.add_metric([reason], n)
+        return [EVIDENCE_ROWS.one([], rows), out, STATE_HEALTHY.one([], 1.0 if self.state.healthy else 0.0), errors]
 
     def _new_registry(self, config: Config) -> CollectorRegistry:
         redact = Redactor(config.secrets())
@@ -252,10 +269,17 @@ async def serve(exporter: Exporter) -> None:
         patch_days.PatchDays(exporter.state, lambda: exporter.config.state.patch_days, time.time),
     )
     recorder = asyncio.create_task(patch_day_recorder(exporter).run(), name="patch-days")
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
     web_cfg = exporter.config.web
-    site = web.TCPSite(runner, web_cfg.host, web_cfg.port, ssl_context=exporter.tls.listener if exporter.tls else None)
+    limits = web_server.Limits(
+        max_connections=web_cfg.limits.max_connections,
+        header_timeout=web_cfg.limits.header_timeout_seconds,
+        idle_timeout=web_cfg.limits.idle_timeout_seconds,
+    )
+    runner = web_server.runner_for(app, limits)
+    await runner.setup()
+    site = web_server.GuardedSite(
+        runner, web_cfg.host, web_cfg.port, limits, exporter.listener, exporter.tls.listener if exporter.tls else None
+    )
     await site.start()
     # Everything loaded at start (modules, config) lives as long as the process: keep it out of the cyclic
     # collector's full passes, which otherwise scan it again every time and stall the event loop for tens of ms.
@@ -364,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
-    exporter = Exporter(args.config_file, config, web_overrides)
+    try:
+        exporter = Exporter(args.config_file, config, web_overrides)
+    except StateError as exc:
+        log.error("cannot start: %s; restore the file from a backup or move it aside to start afresh", exc)
+        return 1
     try:
         run_event_loop(serve(exporter), args.event_loop)
     except ImportError:

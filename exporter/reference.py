@@ -17,6 +17,8 @@ from exporter.cli import (
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     EVIDENCE_DROPPED_TOTAL,
     EVIDENCE_ROWS,
+    STATE_ERRORS_TOTAL,
+    STATE_HEALTHY,
 )
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
@@ -28,6 +30,7 @@ from exporter.collectors.security_events import SecurityEventsCollector
 from exporter.collectors.smtp_probe import PROBE_FAMILIES, ScheduledProbesCollector
 from exporter.metrics import CAPPED_SERIES, PARSE_ERRORS, Family
 from exporter.registry import SELF_FAMILIES
+from exporter.web_server import CONNECTIONS, CONNECTIONS_CLOSED_TOTAL
 
 SHARED = (CAPPED_SERIES, PARSE_ERRORS)
 SECTIONS: dict[str, tuple[Family, ...]] = {
@@ -47,6 +50,10 @@ SECTIONS: dict[str, tuple[Family, ...]] = {
         CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
         EVIDENCE_ROWS,
         EVIDENCE_DROPPED_TOTAL,
+        STATE_HEALTHY,
+        STATE_ERRORS_TOTAL,
+        CONNECTIONS,
+        CONNECTIONS_CLOSED_TOTAL,
     ),
 }
 README = Path(__file__).resolve().parent.parent / "README.md"

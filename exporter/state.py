@@ -11,6 +11,8 @@ what is dropped is counted by reason, in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -23,6 +25,32 @@ from typing import Any
 
 DROP_REASONS = ("age", "account_cap", "total_cap")
 _DROPPED_KEY = "evidence/dropped"
+# Why the database refused, from SQLite's primary result codes: a bounded label value each.
+STATE_ERROR_REASONS = ("locked", "read_only", "disk_full", "corrupt", "io_error", "other")
+_SQLITE_REASONS = {5: "locked", 6: "locked", 8: "read_only", 13: "disk_full", 11: "corrupt", 26: "corrupt",
+                   10: "io_error", 14: "io_error"}  # fmt: skip
+_BUSY_TIMEOUT = 2.0  # seconds a write waits for another process' lock before it is reported as locked
+
+
+class StateError(Exception):
+    """The state database refused a read or a write: ``reason`` is one of STATE_ERROR_REASONS. Nothing was
+    stored; the caller keeps (or rewinds to) what was last committed, so nothing is lost once it works again."""
+
+    def __init__(self, path: Path | None, reason: str, detail: str) -> None:
+        super().__init__(f"state database {path or ':memory:'}: {reason} ({detail})")
+        self.reason = reason
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return _SQLITE_REASONS.get(code & 0xFF, "other")
+    text = str(exc).lower()
+    for needle, reason in (("locked", "locked"), ("readonly", "read_only"), ("read-only", "read_only"),
+                           ("full", "disk_full"), ("malformed", "corrupt"), ("not a database", "corrupt")):  # fmt: skip
+        if needle in text:
+            return reason
+    return "other"
 
 
 def account_key(name: str) -> str:
@@ -92,14 +120,36 @@ class StateStore:
         self.path = path
         self.limits = limits or EvidenceLimits()
         self.clock = clock
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
-        if path is not None:
+        self.errors = dict.fromkeys(STATE_ERROR_REASONS, 0)
+        self.healthy = True  # the last read or write went through
+        self._dropped_cache: dict[str, int] = {}
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(path, "read_only" if exc.errno == errno.EROFS else "io_error", str(exc)) from None
+        try:
+            self._db = sqlite3.connect(
+                str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT
+            )
+        except sqlite3.Error as exc:
+            raise StateError(path, _reason(exc), str(exc)) from None
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(path, _reason(exc), str(exc)) from None
+
+    def _open(self) -> None:
+        if self.path is not None:
             # WAL with full sync: a committed transaction survives a crash or a power cut.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # A damaged file is found at start, not in the middle of a commit hours later.
+            problems = self._db.execute("PRAGMA quick_check").fetchall()
+            if problems != [("ok",)]:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0][0]}")
         self._db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, "
@@ -119,9 +169,18 @@ class StateStore:
             "time REAL NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)"
         )
 
+    def _failed(self, exc: sqlite3.Error) -> StateError:
+        error = StateError(self.path, _reason(exc), str(exc))
+        self.errors[error.reason] += 1
+        self.healthy = False
+        return error
+
     def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
-            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            try:
+                row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
         return default if row is None else json.loads(row[0])
 
     def put_many(self, values: Mapping[str, Any]) -> None:
@@ -135,19 +194,41 @@ class StateStore:
         """Yields a ``Transaction``: everything put and every evidence row is committed together, or nothing is
         on an exception; the evidence bounds are applied before the commit."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             rows = self._rows
             try:
-                tx = Transaction(self._db)
-                yield tx
-                if tx.added:
-                    self._rows += tx.added
-                    self._bound(tx)
+                with self._writing():
+                    tx = Transaction(self._db)
+                    yield tx
+                    if tx.added:
+                        self._rows += tx.added
+                        self._bound(tx)
             except BaseException:
-                self._db.execute("ROLLBACK")
                 self._rows = rows
                 raise
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT (the caller holds the lock); ROLLBACK on any exception; SQLite's errors
+        come out as StateError with their reason."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        try:
+            yield
             self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from None
+            raise
+        self.healthy = True
+
+    def _rollback(self) -> None:
+        # A failed COMMIT (a full disk) may have ended the transaction already; a corrupt file may refuse this too.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _bound(self, tx: Transaction) -> None:
         """Drop the oldest evidence beyond the limits (inside the open transaction) and count what went."""
@@ -187,50 +268,46 @@ class StateStore:
     ) -> None:
         """A server's sample and the build changes found with it, in one transaction; samples older than
         ``keep_seconds`` and changes beyond the newest ``max_changes`` go."""
+        with self._lock, self._writing():
+            self._db.execute(
+                "INSERT INTO patch_day_samples (server, time, facts) VALUES (?, ?, ?)",
+                (server, at, json.dumps(facts, separators=(",", ":"))),
+            )
+            for when, old, new in changes:
+                self._db.execute(
+                    "INSERT INTO patch_day_changes (server, time, old, new) VALUES (?, ?, ?, ?)",
+                    (server, when, old, new),
+                )
+            self._db.execute("DELETE FROM patch_day_samples WHERE time < ?", (at - keep_seconds,))
+            self._db.execute(
+                "DELETE FROM patch_day_changes WHERE id IN (SELECT id FROM patch_day_changes "
+                "ORDER BY time DESC, id DESC LIMIT -1 OFFSET ?)",
+                (max_changes,),
+            )
+
+    def _rows_of(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT INTO patch_day_samples (server, time, facts) VALUES (?, ?, ?)",
-                    (server, at, json.dumps(facts, separators=(",", ":"))),
-                )
-                for when, old, new in changes:
-                    self._db.execute(
-                        "INSERT INTO patch_day_changes (server, time, old, new) VALUES (?, ?, ?, ?)",
-                        (server, when, old, new),
-                    )
-                self._db.execute("DELETE FROM patch_day_samples WHERE time < ?", (at - keep_seconds,))
-                self._db.execute(
-                    "DELETE FROM patch_day_changes WHERE id IN (SELECT id FROM patch_day_changes "
-                    "ORDER BY time DESC, id DESC LIMIT -1 OFFSET ?)",
-                    (max_changes,),
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
 
     def patch_day_changes(self) -> list[tuple[str, float, str, str]]:
-        with self._lock:
-            return list(self._db.execute("SELECT server, time, old, new FROM patch_day_changes ORDER BY time, id"))
+        return self._rows_of("SELECT server, time, old, new FROM patch_day_changes ORDER BY time, id")
 
     def patch_day_samples(self, since: float) -> list[tuple[str, float, dict[str, Any]]]:
-        with self._lock:
-            rows = list(
-                self._db.execute(
-                    "SELECT server, time, facts FROM patch_day_samples WHERE time >= ? ORDER BY time", (since,)
-                )
-            )
+        rows = self._rows_of(
+            "SELECT server, time, facts FROM patch_day_samples WHERE time >= ? ORDER BY time", (since,)
+        )
         return [(server, at, json.loads(facts)) for server, at, facts in rows]
 
     def evidence_for(self, account: str, limit: int = 1000) -> list[Evidence]:
         """The account's evidence, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT account, time, source, host, kind, detail FROM evidence WHERE account = ? "
-                "ORDER BY time DESC, id DESC LIMIT ?",
-                (account_key(account), limit),
-            ).fetchall()
+        rows = self._rows_of(
+            "SELECT account, time, source, host, kind, detail FROM evidence WHERE account = ? "
+            "ORDER BY time DESC, id DESC LIMIT ?",
+            (account_key(account), limit),
+        )
         return [Evidence(a, t, s, h, k, json.loads(d)) for a, t, s, h, k, d in rows]
 
     def accounts_per_address(self, addresses: Iterable[str], since: float) -> dict[str, int]:
@@ -238,21 +315,24 @@ class StateStore:
         wanted = sorted({a for a in addresses if a})
         if not wanted:
             return {}
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT address, COUNT(DISTINCT account) FROM (SELECT account, COALESCE(json_extract(detail, '$.ip'), "
-                "json_extract(detail, '$.client_ip')) AS address FROM evidence WHERE time >= ?) "
-                "WHERE address IN (SELECT value FROM json_each(?)) GROUP BY address",
-                (since, json.dumps(wanted)),
-            ).fetchall()
+        rows = self._rows_of(
+            "SELECT address, COUNT(DISTINCT account) FROM (SELECT account, COALESCE(json_extract(detail, '$.ip'), "
+            "json_extract(detail, '$.client_ip')) AS address FROM evidence WHERE time >= ?) "
+            "WHERE address IN (SELECT value FROM json_each(?)) GROUP BY address",
+            (since, json.dumps(wanted)),
+        )
         return {address: int(n) for address, n in rows}
 
     def evidence_stats(self) -> tuple[int, dict[str, int]]:
-        """(rows kept, rows dropped so far by reason)."""
-        dropped = self.get(_DROPPED_KEY, {}) or {}
+        """(rows kept, rows dropped so far by reason); while the database refuses, the last figures read."""
+        try:
+            dropped = self.get(_DROPPED_KEY, {}) or {}
+            self._dropped_cache = {r: int(dropped.get(r, 0)) for r in DROP_REASONS}
+        except StateError:
+            pass
         with self._lock:
             rows = self._rows
-        return rows, {r: int(dropped.get(r, 0)) for r in DROP_REASONS}
+        return rows, {r: self._dropped_cache.get(r, 0) for r in DROP_REASONS}
 
     def close(self) -> None:
         with self._lock:

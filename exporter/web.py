@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import time
@@ -12,7 +14,7 @@ from aiohttp import web
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__, exposition, pages
+from exporter import __version__, exposition, pages, web_server
 from exporter.collectors.smtp_probe import probe_families, probe_target
 from exporter.config import ProbesConfig
 from exporter.lockouts import InvalidAccount, LockoutService, RateLimited
@@ -72,7 +74,10 @@ def build_app(
     ``per_scrape`` gives the few families that change between refreshes (process, reload state); the rest is
     served from the registry's encoded exposition.
     """
-    app = web.Application(middlewares=[security_middleware(get_security or (lambda: None))])
+    app = web.Application(
+        middlewares=[security_middleware(get_security or (lambda: None))], client_max_size=web_server.Limits.max_body
+    )
+    app.on_response_prepare.append(web_server.add_security_headers)
 
     async def probe(request: web.Request) -> web.Response:
         probes = get_probes() if get_probes else ProbesConfig()
@@ -123,7 +128,11 @@ def build_app(
         return web.Response(status=503, text="Not ready: collectors have not finished their first refresh\n")
 
     async def landing(_: web.Request) -> web.Response:
-        return web.Response(text=landing_page(get_registry()), content_type="text/html")
+        return web.Response(
+            text=landing_page(get_registry()),
+            content_type="text/html",
+            headers={"Content-Security-Policy": LANDING_CONTENT_SECURITY_POLICY},
+        )
 
     async def lockout_api(request: web.Request) -> web.Response:
         if lockouts is None:
@@ -240,6 +249,19 @@ def _ago(timestamp: float) -> str:
     return f"{seconds:.0f}s ago"
 
 
+LANDING_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin-bottom:2em}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f3f3f3} tr.ok td:nth-child(3){color:#1a7f37} tr.failing td:nth-child(3){color:#cf222e;font-weight:bold}
+"""
+# The landing page's one inline style block, allowed by its hash; nothing else (no script, no other style).
+_LANDING_STYLE_HASH = base64.b64encode(hashlib.sha256(LANDING_STYLE.encode()).digest()).decode()
+LANDING_CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src 'sha256-{_LANDING_STYLE_HASH}'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
 def landing_page(registry: CollectorRegistry) -> str:
     """Collectors, their targets, last success and last error. Errors are stored redacted."""
     esc = html.escape
@@ -261,11 +283,7 @@ def landing_page(registry: CollectorRegistry) -> str:
             )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ad-exchange-exporter</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin-bottom:2em}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}} th{{background:#f3f3f3}}
-tr.ok td:nth-child(3){{color:#1a7f37}} tr.failing td:nth-child(3){{color:#cf222e;font-weight:bold}}
-</style></head><body>
+<style>{LANDING_STYLE}</style></head><body>
 <h1>ad-exchange-exporter {esc(__version__)}</h1>
 <p><a href="/metrics">Metrics</a> · <a href="/lockouts">Lockouts</a> · <a href="/patch-days">Patch days</a> ·
 <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>

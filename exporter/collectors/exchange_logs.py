@@ -21,7 +21,7 @@ from exporter.parsers import exchange_logs as xl
 from exporter.parsers import iis
 from exporter.registry import Collector, Redactor, TargetStatus
 from exporter.sources.tail import Lines, Tailer
-from exporter.state import Evidence, StateStore
+from exporter.state import Evidence, StateError, StateStore
 from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ class LogSource:
     error: str = ""
     # Per-account evidence read since the last commit, stored with the checkpoint.
     evidence: list[Evidence] = field(default_factory=list)
+    committed: dict[str, Any] = field(default_factory=dict)  # what the state database holds of this source
 
 
 class ExchangeLogsCollector(Collector):
@@ -275,34 +276,38 @@ class ExchangeLogsCollector(Collector):
         self.clock = clock
         self.server = config.server.lower()
         self._key = f"exchange_logs/{self.server}"
-        self.sources: list[LogSource] = []
-        for kind in KINDS:
-            patterns = getattr(config, kind)
-            if not patterns:
-                continue
-            saved = state.get(f"{self._key}/{kind}", {})
-            counts: Any = (
-                iis.IisCounts()
-                if kind == "iis"
-                else xl.TrackingCounts()
-                if kind == "message_tracking"
-                else xl.SmtpCounts("receive" if kind == "smtp_receive" else "send")
-            )
-            counts.load(saved.get("counts"))
-            tailer = Tailer(
-                patterns, start_at=config.start_at, max_line_bytes=config.max_line_bytes, saved=saved.get("checkpoint")
-            )
-            self.sources.append(
-                LogSource(kind, tailer, counts, dict(saved.get("fields", {})), int(saved.get("lines", 0)))
-            )
+        self.sources = [
+            self._source(kind, state.get(f"{self._key}/{kind}", {})) for kind in KINDS if getattr(config, kind)
+        ]
         self.users = SourceWindow(config.window_seconds)
         self.devices: dict[tuple[str, str, str], Device] = {}
+
+    def _source(self, kind: str, saved: dict[str, Any]) -> LogSource:
+        """A log source as last committed (``saved``): where each file was read to and what it counted."""
+        config = self.config
+        counts: Any = (
+            iis.IisCounts()
+            if kind == "iis"
+            else xl.TrackingCounts()
+            if kind == "message_tracking"
+            else xl.SmtpCounts("receive" if kind == "smtp_receive" else "send")
+        )
+        counts.load(saved.get("counts"))
+        tailer = Tailer(
+            getattr(config, kind),
+            start_at=config.start_at,
+            max_line_bytes=config.max_line_bytes,
+            saved=saved.get("checkpoint"),
+        )
+        source = LogSource(kind, tailer, counts, dict(saved.get("fields", {})), int(saved.get("lines", 0)))
+        source.committed = saved
+        return source
 
     # --- reading -------------------------------------------------------------------------------------------
 
     def _read_all(self) -> None:
         deadline = time.monotonic() + self.config.interval_seconds * 0.8
-        for source in self.sources:
+        for i, source in enumerate(self.sources):
             try:
                 while True:
                     chunks = source.tailer.poll(max_bytes=_BATCH_BYTES)
@@ -314,20 +319,24 @@ class ExchangeLogsCollector(Collector):
             except OSError as exc:
                 source.error = self.redact(f"{type(exc).__name__}: {exc}")
                 log.warning("%s %s logs: %s", self.server, source.kind, source.error)
+            except StateError as exc:
+                # Back to what was last committed: the lines since are read again once the database takes them,
+                # so none is lost and none is counted twice; nothing piles up in memory meanwhile.
+                self.sources[i] = self._source(source.kind, source.committed)
+                self.sources[i].error = f"not read on: {exc}"
+                log.warning("%s %s logs: %s", self.server, source.kind, self.sources[i].error)
 
     def _commit(self, source: LogSource) -> None:
+        saved = {
+            "checkpoint": source.tailer.checkpoint(),
+            "counts": source.counts.state(),
+            "fields": dict(source.fields),
+            "lines": source.lines,
+        }
         with self.state.transaction() as put:
-            put(
-                f"{self._key}/{source.kind}",
-                {
-                    "checkpoint": source.tailer.checkpoint(),
-                    "counts": source.counts.state(),
-                    "fields": source.fields,
-                    "lines": source.lines,
-                },
-            )
+            put(f"{self._key}/{source.kind}", saved)
             put.evidence(source.evidence)
-        source.evidence = []
+        source.evidence, source.committed = [], saved
 
     def _header(self, path: str, upto: int) -> str:
         """The last #Fields: directive before ``upto``, for a file first met past its header (started at its end,

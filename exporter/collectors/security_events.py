@@ -37,7 +37,7 @@ from exporter.sources.winrm import (
     RemotingTarget,
     close_clients,
 )
-from exporter.state import Evidence, StateStore
+from exporter.state import Evidence, StateError, StateStore
 from exporter.window import SourceWindow
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ AD_SECURITY_EVENTS_SOURCE_UP = Family(
 AD_SECURITY_EVENTS_SOURCE_ERROR_REASON = Family(
     "ad_security_events_source_error_reason",
     "gauge",
-    "Why reading the DC's events failed (1 for the reason): the file's (unreadable, ...) or over remoting "
+    "Why reading the DC's events failed (1 for the reason): the file's (unreadable, state_database: the state "
+    "database refused the commit, the lines are read again once it takes them) or over remoting "
     "unreachable, timeout, tls_error, server_error, cmdlet_error, access_denied, wsman_fault; "
     + AUTHENTICATION_REASONS
     + ".",
@@ -145,6 +146,8 @@ class _FileSource:
     # Lines of an <Event> not yet closed (event_xml files span lines); kept in the checkpoint.
     pending: dict[str, list[str]] = field(default_factory=dict)
     not_read: int = 0  # well-formed events of IDs this exporter does not read, passed over
+    # (checkpoint, pending) as the state database holds them: where a refused commit rewinds to.
+    committed: tuple[dict[str, Any] | None, dict[str, list[str]]] = (None, {})
 
 
 class SecurityEventsCollector(Collector):
@@ -205,18 +208,17 @@ class SecurityEventsCollector(Collector):
                 target = RemotingTarget.of(remoting, dc)
                 self.clients[dc.name.lower()] = PsrpClient(target, credential, guard, remoting.bind_retry_after_seconds)
         self.files = [
-            _FileSource(
-                f,
-                Tailer(
-                    [f.path],
-                    start_at=f.start_at,
-                    max_line_bytes=f.max_line_bytes,
-                    saved=state.get(f"{self._key}/file/{f.path}"),
-                ),
-                state.get(f"{self._key}/pending/{f.path}", {}),
+            self._file_source(
+                f, state.get(f"{self._key}/file/{f.path}"), state.get(f"{self._key}/pending/{f.path}", {})
             )
             for f in config.files
         ]
+
+    @staticmethod
+    def _file_source(f: EventFile, checkpoint: dict[str, Any] | None, pending: dict[str, list[str]]) -> _FileSource:
+        """A file source as last committed: where the file was read to and the <Event> lines still open there."""
+        tailer = Tailer([f.path], start_at=f.start_at, max_line_bytes=f.max_line_bytes, saved=checkpoint)
+        return _FileSource(f, tailer, {k: list(v) for k, v in pending.items()}, committed=(checkpoint, pending))
 
     # --- counting and committing -------------------------------------------------------------------------------
 
@@ -389,11 +391,22 @@ class SecurityEventsCollector(Collector):
         """Runs in a worker thread: new lines of one file source, counted and checkpointed together, a few MiB
         at a time so that a large backlog never sits in memory whole."""
         deadline = time.monotonic() + self.config.interval_seconds / 2
-        while True:
-            chunks = source.tailer.poll(max_bytes=_FILE_BATCH_BYTES)
-            self._count_lines(source, chunks)
-            if not chunks or time.monotonic() > deadline:
-                break
+        try:
+            while True:
+                chunks = source.tailer.poll(max_bytes=_FILE_BATCH_BYTES)
+                self._count_lines(source, chunks)
+                if not chunks or time.monotonic() > deadline:
+                    break
+        except StateError as exc:
+            # Back to the last commit: the lines since are read again once the database takes them (no loss, no
+            # double count), and nothing piles up in memory meanwhile.
+            fresh = self._file_source(source.config, *source.committed)
+            fresh.not_read = source.not_read
+            self.files[self.files.index(source)] = fresh
+            fmt, dc = source.config.format, (source.config.dc or "unknown").lower()
+            status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
+            status.up, status.reason, status.detail = False, "state_database", str(exc)
+            log.warning("security events from %s: %s", source.config.path, exc)
 
     def _count_lines(self, source: _FileSource, chunks: list[Lines]) -> None:
         fmt, errors = source.config.format, []
@@ -425,10 +438,13 @@ class SecurityEventsCollector(Collector):
             events,
             lambda e: fixed_dc or e.computer or "unknown",
             {
-                f"{self._key}/file/{source.config.path}": source.tailer.checkpoint(),
-                f"{self._key}/pending/{source.config.path}": source.pending,
+                f"{self._key}/file/{source.config.path}": (checkpoint := source.tailer.checkpoint()),
+                f"{self._key}/pending/{source.config.path}": (
+                    pending := {k: list(v) for k, v in source.pending.items()}
+                ),
             },
         )
+        source.committed = (checkpoint, pending)
         now = self.clock()
         for dc in {fixed_dc} if fixed_dc else {e.computer or "unknown" for e in events}:
             status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,9 +38,14 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 def readable_file(path: Path | None) -> Path | None:
     if path is None:
         return None
-    if not path.exists():
-        raise ValueError("file not found")
-    if not path.is_file():
+    try:
+        # exists() raises for what no file system can hold (a name too long, found by fuzzing); os.stat names it.
+        found = path.stat()
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot be looked up: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(found.st_mode):
         raise ValueError("not a regular file")
     if not os.access(path, os.R_OK):
         raise ValueError("file not readable")

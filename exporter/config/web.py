@@ -10,8 +10,17 @@ from pydantic import Field, field_validator
 from exporter.config.base import ReadableFile, Seconds, StrictModel, readable_file
 
 
+class WebLimits(StrictModel):
+    """What one client can hold of the listener (see exporter/web_server.py)."""
+
+    max_connections: int = Field(default=256, ge=4, le=65536)
+    header_timeout_seconds: Seconds = 10.0
+    idle_timeout_seconds: Seconds = 120.0
+
+
 class WebConfig(StrictModel):
     listen_address: str = "127.0.0.1:9733"
+    limits: WebLimits = Field(default_factory=WebLimits)
     # TLS and basic auth in exporter-toolkit's web config format (see exporter/web_security.py).
     config_file: ReadableFile | None = None
     # Reachable without credentials: they only ever answer OK or not, and kubelets probe them.

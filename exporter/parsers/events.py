@@ -459,6 +459,19 @@ def _client_workstation(workstation: str, dc: str) -> str:
     return "" if workstation.lower() == dc.lower().split(".", 1)[0] else workstation
 
 
+_NTSTATUS_NAME = re.compile(r"NT_STATUS_[A-Z0-9_]{1,54}")
+
+
+def samba_reason(status: str) -> str:
+    """A named reason, else the NTSTATUS name without its prefix; anything else is no label value (found by
+    fuzzing: a status of "<nt_status_wrong_password" came out as a reason as it was)."""
+    if status in SAMBA_REASONS:
+        return SAMBA_REASONS[status]
+    if _NTSTATUS_NAME.fullmatch(status):
+        return status.lower().removeprefix("nt_status_")
+    return "unknown_status"
+
+
 def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
     """A Samba auth_json_audit line; None for records that are not authentications (authorizations, ...)."""
     doc = _json(line)
@@ -471,6 +484,8 @@ def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
     status = str(auth.get("status") or "")
     if event_id is None or not status:
         raise EventParseError("Authentication without eventId or status")
+    if event_id not in READ_EVENTS:
+        return None  # another record kind (found by fuzzing: a damaged "eventId":625 became a label value)
     account = str(auth.get("clientAccount") or auth.get("mappedAccount") or "")
     user = account.split("@")[0].split("\\")[-1].lower()
     service, description = str(auth.get("serviceDescription") or ""), str(auth.get("authDescription") or "")
@@ -480,7 +495,7 @@ def parse_samba_auth(line: str | bytes, dc: str) -> SecurityEvent | None:
         time=_iso_time(str(doc.get("timestamp") or "").replace("+0000", "+00:00")),
         computer=dc,
         user=user,
-        reason=SAMBA_REASONS.get(status, status.lower().removeprefix("nt_status_")),
+        reason=samba_reason(status),
         protocol=_samba_protocol(service, description),
         ip=normalise_ip(str(auth.get("remoteAddress") or "")),
         # For an LDAP bind Samba names itself as the workstation: that is no client's name.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,9 +30,38 @@ def fields_index(directive: str, required: Sequence[str]) -> dict[str, int]:
     return index
 
 
-def rows(lines: Iterable[bytes]) -> Iterable[list[str]]:
-    """CSV rows of data lines (quoted fields, commas inside quotes), decoded as UTF-8 with replacement."""
-    return csv.reader(line.decode("utf-8", "replace") for line in lines)
+class _OneLine:
+    """Feeds the CSV reader one line at a time: a line with an unbalanced quote then ends its own row instead of
+    swallowing the lines after it into one field."""
+
+    def __init__(self) -> None:
+        self.line: str | None = None
+
+    def __iter__(self) -> _OneLine:
+        return self
+
+    def __next__(self) -> str:
+        line, self.line = self.line, None
+        if line is None:
+            raise StopIteration
+        return line
+
+
+def rows(lines: Iterable[bytes]) -> Iterator[list[str]]:
+    """CSV rows of data lines (quoted fields, commas inside quotes), decoded as UTF-8 with replacement, one row per
+    line; a line the CSV reader refuses (a bare CR) is an empty row, which counts as malformed. Found by fuzzing:
+    one such line raised out of the count and lost the lines after it."""
+    feed = _OneLine()
+    reader = csv.reader(feed)
+    for line in lines:
+        feed.line = line.decode("utf-8", "replace")
+        try:
+            yield next(reader)
+        except csv.Error:
+            feed.line = None
+            yield []
+        except StopIteration:  # an empty line
+            yield []
 
 
 def _bump(table: dict[Any, int], key: Any, n: int = 1) -> None:

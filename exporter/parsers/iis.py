@@ -245,7 +245,8 @@ class IisCounts:
     def _fold(self, raw: dict[tuple[bytes, bytes, bytes, bytes], int]) -> None:
         protocols: dict[bytes, str] = {}
         for (stem, status, substatus, win32), n in raw.items():
-            if not (_digits(status, 3) and _digits(substatus, 5) and _digits(win32, 10)):
+            # An HTTP status has three digits: "00" or "2000" is a damaged line (found by fuzzing).
+            if not (len(status) == 3 and _digits(status, 3) and _digits(substatus, 5) and _digits(win32, 10)):
                 self.malformed += n  # garbage where the status codes should be: never a label value
                 continue
             protocol = protocols.get(stem)

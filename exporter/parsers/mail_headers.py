@@ -173,19 +173,29 @@ def parse_received(value: str) -> Hop:
     )
 
 
+def _header(message: Any, name: str) -> str | None:
+    """A header's value as text. The stdlib parses structured headers (Message-ID, Content-Type) on access and
+    some malformed values make it raise (an IndexError in get_msg_id, found by fuzzing): then the raw value."""
+    try:
+        value = message.get(name)
+    except Exception:
+        value = next((v for k, v in message.raw_items() if k.lower() == name.lower()), None)
+    return None if value is None else str(value)
+
+
 def _first(message: Any, *names: str) -> str:
     for name in names:
-        value = message.get(name)
-        if value is not None and str(value).strip():
-            return str(value).strip()
+        value = _header(message, name)
+        if value is not None and value.strip():
+            return value.strip()
     return ""
 
 
 def _ndr_status(message: Any, raw: bytes) -> str:
     """The first Status of a delivery report's delivery-status part (RFC 3464), when the bytes read hold it."""
-    content_type = str(message.get("Content-Type", "")).lower()
+    content_type = (_header(message, "Content-Type") or "").lower()
     report = "multipart/report" in content_type and "delivery-status" in content_type
-    if not report and message.get("X-MS-Exchange-Message-Is-Ndr") is None:
+    if not report and _header(message, "X-MS-Exchange-Message-Is-Ndr") is None:
         return ""
     match = _DSN_STATUS.search(raw)
     return match.group(1).decode() if match else ""

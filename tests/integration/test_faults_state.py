@@ -1,0 +1,152 @@
+"""The state database failing under a running exporter: locked by another process, then its file system full.
+Each time the exporter keeps serving, says which fault it is, and once the fault clears counts every log line
+exactly once. A read-only file system or a damaged file at start stops it with a message that names the file and
+the fault; started again once the file system is writable, it goes on from its last commit without loss.
+
+(A tmpfs cannot be remounted read-only under files open for writing, so read-only is shown at start.)
+
+The state directory is a small tmpfs of the test's own (mount needs root, as the lab does)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.exchange_logs import LogWriter
+from tests.helpers import metric
+from tests.integration.conftest import RunningExporter, running_exporter
+from tests.integration.test_exchange_logs import counted, truth
+
+TMPFS_BYTES = 8 * 1024 * 1024
+
+
+@contextmanager
+def tmpfs(directory: Path, size: int = TMPFS_BYTES) -> Iterator[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def remount(directory: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True)
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+
+
+def state_errors(text: str, reason: str) -> float:
+    return metric(text, "ad_exchange_exporter_state_errors_total", reason=reason) or 0.0
+
+
+def serving_through(exporter: RunningExporter, writer: LogWriter, reason: str) -> None:
+    """While the fault holds: lines keep arriving, scrapes keep answering, the fault is named."""
+    writer.write(requests=40, sessions=2, messages=4)
+    text = exporter.wait_for(lambda t: state_errors(t, reason) >= 1, timeout=30)
+    assert metric(text, "ad_exchange_exporter_state_healthy") == 0
+    writer.write(requests=40, sessions=2, messages=4)
+    page = exporter.page("/")
+    assert "state database" in page and reason in page  # the target's detail on the landing page
+    assert exporter.metrics()  # still serving
+
+
+def recovered(exporter: RunningExporter, writer: LogWriter) -> None:
+    expected = truth(writer)
+    text = exporter.wait_for(lambda t: counted(t) == expected, timeout=60)
+    assert metric(text, "ad_exchange_exporter_state_healthy") == 1
+
+
+def test_locked_and_full_then_exact_counts(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path / "logs", seed=9)
+    writer.write(requests=50, sessions=3, messages=5)
+    with tmpfs(tmp_path / "state") as directory:
+        state = directory / "state.db"
+        with running_exporter(None, tmp_path / "exporter", logs=writer, state=state, interval=1) as exporter:
+            recovered(exporter, writer)
+
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD_LOCK, str(state)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            assert holder.stdout is not None and holder.stdin is not None
+            assert holder.stdout.readline().strip() == "locked"
+            serving_through(exporter, writer, "locked")
+            holder.stdin.write("\n")
+            holder.stdin.close()
+            holder.wait(10)
+            recovered(exporter, writer)
+
+            filler = directory / "filler"
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
+            serving_through(exporter, writer, "disk_full")
+            filler.unlink()
+            recovered(exporter, writer)
+            logs = exporter.logs()
+    assert "state database" in logs and "locked" in logs and "disk_full" in logs
+
+
+def test_a_damaged_state_file_stops_the_start_with_its_name_and_fault(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    with running_exporter(None, tmp_path / "first", state=state, interval=1):
+        pass
+    data = bytearray(state.read_bytes())
+    data[100:4096] = b"\xa5" * (4096 - 100)  # the schema page overwritten
+    state.write_bytes(bytes(data))
+    for extra in tmp_path.glob("state.db-*"):
+        extra.unlink()
+    config = tmp_path / "first" / "exporter.yml"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={config}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert str(state) in result.stderr and "corrupt" in result.stderr, result.stderr
+    assert "move it aside" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_a_read_only_state_directory_at_start_then_writable_again(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path / "logs", seed=10)
+    writer.write(requests=50, sessions=3, messages=5)
+    with tmpfs(tmp_path / "state") as directory:
+        state = directory / "state.db"
+        options: dict[str, Any] = {"logs": writer, "state": state, "interval": 1}
+        with running_exporter(None, tmp_path / "first", **options) as exporter:
+            recovered(exporter, writer)
+        writer.write(requests=50, sessions=3, messages=5)  # lines the next start owes
+        for extra in directory.glob("state.db-*"):
+            extra.unlink()
+        remount(directory, "ro")
+        try:
+            config = tmp_path / "first" / "exporter.yml"
+            result = subprocess.run(
+                [sys.executable, "-m", "exporter", f"--config.file={config}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            remount(directory, "rw")
+        assert result.returncode == 1
+        assert str(state) in result.stderr and "read_only" in result.stderr, result.stderr
+        with running_exporter(None, tmp_path / "again", **options) as exporter:
+            recovered(exporter, writer)  # the first run's counts and the lines since, each once

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import ssl
 import sys
 import threading
@@ -87,6 +88,9 @@ class Output:
     delay: float = 0.0
 
 
+_RECEIVE_ACTION = b"http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
+
+
 def unknown_command(name: str) -> Output:
     """How a Windows host refuses a command it does not have: the pipeline fails."""
     return Output(
@@ -157,6 +161,9 @@ class Behaviour:
     plain_bodies: int = 0  # SOAP messages that arrived unencrypted on plain HTTP (refused unless allowed)
     authentications: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by mechanism
     refusals: Refusals = field(default_factory=Refusals)
+    # How Receive answers go wrong: "malformed" (cut in half), "fault_in_200" (a WSMan fault with HTTP 200).
+    # Connections reset mid-answer and slow drips are lab/faults.py's.
+    receive_fault: str = ""
 
 
 class PsrpEndpoint:
@@ -332,10 +339,24 @@ class PsrpEndpoint:
                 behaviour.refusals.add("unencrypted")
                 return 500, {}, b""
         status_code, headers, payload = self._respond_soap(path, body)
+        if behaviour.receive_fault and status_code == 200 and _RECEIVE_ACTION in body:
+            status_code, headers, payload = self._faulty_receive(behaviour.receive_fault, body, headers, payload)
         if protocol:
             content, payload = winrm_auth.wrap(session.context, protocol, payload)
             headers = {**headers, "Content-Type": content}
         return status_code, {**headers, **mutual}, payload
+
+    def _faulty_receive(
+        self, fault: str, request: bytes, headers: dict[str, str], payload: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if fault == "malformed":
+            return 200, headers, payload[: len(payload) // 2]
+        if fault == "fault_in_200":
+            found = re.search(rb"<[^>]*MessageID>([^<]+)<", request)
+            message_id = found.group(1).decode() if found else "uuid:00000000-0000-0000-0000-000000000000"
+            _, fault_headers, body = self._fault(message_id, "w:InternalError", 2150858843, "The service is busy")
+            return 200, fault_headers, body
+        raise ValueError(f"unknown receive fault {fault!r}")
 
     def _respond_soap(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         behaviour = self.behaviour

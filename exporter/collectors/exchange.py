@@ -62,8 +62,9 @@ EXCHANGE_SERVER_UP = Family(
 EXCHANGE_SERVER_ERROR_REASON = Family(
     "exchange_server_error_reason",
     "gauge",
-    "Why the server's last refresh failed (1 for the reason): unreachable, timeout, tls_error, server_error "
-    "(HTTP 500), cmdlet_error, access_denied, wsman_fault; " + AUTHENTICATION_REASONS + ".",
+    "Why the server's last refresh failed (1 for the reason): unreachable (also a connection lost mid-answer), "
+    "timeout, tls_error, server_error (HTTP 500), cmdlet_error, access_denied, wsman_fault, protocol_error (an "
+    "answer that is not WS-Management); " + AUTHENTICATION_REASONS + ".",
     ("server", "reason"),
 )
 EXCHANGE_SERVER_SWEEP_DURATION_SECONDS = Family(

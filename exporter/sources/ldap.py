@@ -488,9 +488,16 @@ def _unbind_quietly(conn: ldap3.Connection | None) -> None:
         conn.unbind()
 
 
+_CONNECTION_LOST = ("reset by peer", "connection reset", "broken pipe", "eof occurred", "unexpected eof")
+
+
 def _classify(exc: Exception, ep: LdapEndpoint) -> LdapError:
     text = str(exc)
     lowered = text.lower()
+    # A DC that dies mid-answer surfaces through the TLS layer ("socket ssl wrapping error: ... reset by peer"):
+    # that is a lost connection, not a TLS problem (found by the fault proxy's resets).
+    if not isinstance(exc, ldap_exc.LDAPCertificateError) and any(m in lowered for m in _CONNECTION_LOST):
+        return LdapError("unreachable", f"{ep.url}: connection lost: {text}")
     if isinstance(exc, ldap_exc.LDAPCertificateError) or "certificate" in lowered or "ssl" in lowered:
         return LdapError("tls", f"{ep.url}: TLS failure: {text}")
     if "timed out" in lowered or "timeout" in lowered:

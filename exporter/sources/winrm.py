@@ -415,6 +415,10 @@ def _classify(exc: Exception, target: RemotingTarget | None = None) -> RemotingE
         return RemotingError("timeout", "no answer before the timeout")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return RemotingError("unreachable", f"cannot connect: {_short(exc)}")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        # The connection went away in the middle of an answer (found with the lab's fault proxy): not a protocol
+        # problem of the server's, the host or the path to it is failing.
+        return RemotingError("unreachable", f"connection lost in the middle of an answer: {_short(exc)}")
     if isinstance(exc, WinRMTransportError):
         return RemotingError("server_error", f"HTTP {exc.code} from the WinRM endpoint")
     if isinstance(exc, WSManFaultError):

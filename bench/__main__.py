@@ -15,6 +15,7 @@ from bench import (
     secured_scrape,
     security_events,
     smtp_probe,
+    soak,
 )
 
 BENCHMARKS = {
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "exchange": exchange.main,
     "remoting": remoting.main,
     "fuzz": fuzz.main,
+    "soak": soak.main,
 }
 
 

@@ -123,6 +123,17 @@ service stats {{
         self._process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def config(self, password_file: Path | None = None) -> dict[str, object]:
+        """The exporter's ``imap`` entry for this mailbox (plain IMAP: the lab never leaves loopback)."""
+        return {
+            "host": self.address,
+            "port": self.port,
+            "security": "none",
+            "allow_unencrypted": True,
+            "user": USER,
+            "password_file": str(password_file or self.password_file),
+        }
+
     def deliver(self, content: bytes) -> None:
         """Drop a message into the mailbox the way a local delivery agent does (tmp, then new)."""
         name = f"{time.time():.6f}.{secrets.token_hex(6)}.lab"

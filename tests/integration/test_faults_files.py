@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lab.exchange_logs import LogWriter
@@ -26,6 +28,18 @@ def exact(exporter: RunningExporter, writer: LogWriter, timeout: float = 60) -> 
         raise AssertionError(f"counted != written: {diff}\n{exporter.logs()[-3000:]}") from None
 
 
+@contextmanager
+def logging_exporter(tmp_path: Path, seed: int) -> Iterator[tuple[LogWriter, RunningExporter]]:
+    """An Exchange server's logs being written, and an exporter that has counted them so far."""
+    writer = LogWriter(tmp_path / "logs", seed=seed)
+    writer.write(requests=80, sessions=3, messages=6)
+    with running_exporter(
+        None, tmp_path / "exporter", logs=writer, state=tmp_path / "state.db", interval=1
+    ) as exporter:
+        exact(exporter, writer)
+        yield writer, exporter
+
+
 def status_field(pid: int, name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(name + ":"):
@@ -33,14 +47,8 @@ def status_field(pid: int, name: str) -> int:
     raise KeyError(name)
 
 
-def test_garbage_a_2gb_line_and_a_file_replaced_by_a_directory(tmp_path: Path) -> None:
-    writer = LogWriter(tmp_path / "logs", seed=12)
-    writer.write(requests=80, sessions=3, messages=6)
-    options = {"logs": writer, "state": tmp_path / "state.db", "interval": 1}
-    with running_exporter(None, tmp_path / "exporter", **options) as exporter:
-        exact(exporter, writer)
-        pid = exporter.process.pid
-
+def test_garbage_and_a_file_replaced_by_a_directory(tmp_path: Path) -> None:
+    with logging_exporter(tmp_path, 12) as (writer, exporter):
         # NUL bytes and binary garbage in the middle of two logs, then well-formed lines again.
         for kind in ("iis", "smtp_receive"):
             with writer.path(kind).open("ab") as log:
@@ -65,10 +73,7 @@ def test_garbage_a_2gb_line_and_a_file_replaced_by_a_directory(tmp_path: Path) -
 
 
 def test_a_2gb_line_is_skipped_within_bounded_memory(tmp_path: Path) -> None:
-    writer = LogWriter(tmp_path / "logs", seed=14)
-    writer.write(requests=80, sessions=3, messages=6)
-    with running_exporter(None, tmp_path, logs=writer, state=tmp_path / "state.db", interval=1) as exporter:
-        exact(exporter, writer)
+    with logging_exporter(tmp_path, 14) as (writer, exporter):
         pid = exporter.process.pid
         # A 2 GB line (a sparse file: NULs without a newline), then a newline and more log.
         huge = writer.dirs["iis"] / (writer.names["iis"] + ".huge")
@@ -78,7 +83,7 @@ def test_a_2gb_line_is_skipped_within_bounded_memory(tmp_path: Path) -> None:
             handle.write(b"\n")
         writer.write(requests=80, sessions=3, messages=6)
         started = time.monotonic()
-        text = exporter.wait_for(lambda t: (metric(t, "exchange_log_overlong_lines_total", log="iis") or 0) >= 1, 120)
+        exporter.wait_for(lambda t: (metric(t, "exchange_log_overlong_lines_total", log="iis") or 0) >= 1, 120)
         print(f"2 GB line skipped in {time.monotonic() - started:.1f}s")
         exact(exporter, writer)
         rss_kib = status_field(pid, "VmHWM")  # the peak resident size over the whole run
@@ -86,10 +91,7 @@ def test_a_2gb_line_is_skipped_within_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_a_sighup_storm_reloads_one_at_a_time_and_loses_nothing(tmp_path: Path) -> None:
-    writer = LogWriter(tmp_path / "logs", seed=13)
-    writer.write(requests=80, sessions=3, messages=6)
-    with running_exporter(None, tmp_path, logs=writer, state=tmp_path / "state.db", interval=1) as exporter:
-        exact(exporter, writer)
+    with logging_exporter(tmp_path, 13) as (writer, exporter):
         pid = exporter.process.pid
         threads = status_field(pid, "Threads")
         fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -98,9 +100,9 @@ def test_a_sighup_storm_reloads_one_at_a_time_and_loses_nothing(tmp_path: Path) 
             if i % 10 == 0:
                 writer.write(requests=20, sessions=1, messages=2)
             time.sleep(0.01)
-        text = exporter.wait_for(lambda t: metric(t, "ad_exchange_exporter_config_last_reload_successful") == 1)
+        exporter.wait_for(lambda t: metric(t, "ad_exchange_exporter_config_last_reload_successful") == 1)
         assert exporter.process.poll() is None
-        text = exact(exporter, writer)
+        exact(exporter, writer)
         time.sleep(2)  # the reloads behind the last scrape settle
         assert status_field(pid, "Threads") <= threads + 4, (threads, status_field(pid, "Threads"))
         assert len(os.listdir(f"/proc/{pid}/fd")) <= fds + 8

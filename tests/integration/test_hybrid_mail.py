@@ -170,14 +170,7 @@ def test_the_canary_arrives_attributed_and_a_lost_one_is_counted(smtp: SmtpLab, 
 def test_the_canary_found_over_imap_in_a_real_dovecot(smtp: SmtpLab, tmp_path: Path) -> None:
     with ImapLab(tmp_path / "imap") as mailbox:
         smtp.inbound.mailbox = mailbox
-        imap = {
-            "host": mailbox.address,
-            "port": mailbox.port,
-            "security": "none",
-            "allow_unencrypted": True,
-            "user": "canary",
-            "password_file": str(mailbox.password_file),
-        }
+        imap = mailbox.config()
         canary = {
             "name": "imap",
             "smtp": smtp.target("onprem"),

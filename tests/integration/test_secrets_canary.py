@@ -97,14 +97,7 @@ def test_no_canary_secret_in_any_output(lab: SambaLab, kerberos: LabKerberos, tm
         directaccess_entry = directaccess.config(interval=3, timeout=2)
         da_user = directaccess_entry["auth"]["user"]
         directaccess_entry["auth"]["password_file"] = str(wrong("directaccess", da_user))
-        imap = {
-            "host": mailbox.address,
-            "port": mailbox.port,
-            "security": "none",
-            "allow_unencrypted": True,
-            "user": "canary",
-            "password_file": str(wrong("imap", "canary")),
-        }
+        imap = mailbox.config(wrong("imap", "canary"))
         ldap_user = f"{CANARY_USER}@{DOMAIN}"
         with running_exporter(
             lab,

@@ -154,6 +154,8 @@ def parse_model(text: str, source: str, model: type[ModelT]) -> ModelT:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
+    except ValueError as exc:  # PyYAML's own constructors: a date such as 2026-02-30 (found by fuzzing)
+        raise ConfigError(source, [f"{source}: invalid YAML value: {exc}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

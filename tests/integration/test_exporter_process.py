@@ -157,9 +157,16 @@ def test_landing_page_in_headless_chromium(lab: SambaLab, tmp_path: Path) -> Non
     with running_exporter(lab, tmp_path, interval=2, timeout=1.5) as exporter:
         exporter.wait_for(lambda t: metric(t, "ad_dc_up", dc=lab.dc2.host) == 1)
         url = f"http://127.0.0.1:{exporter.port}/"
-        dom = subprocess.run(
-            [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True
-        ).stdout
+        browsed = subprocess.run(
+            [chromium, *flags, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        dom = browsed.stdout
+        # The landing page's Content-Security-Policy allows its one style block by hash, and nothing else.
+        assert "Refused to apply" not in browsed.stderr and "Content Security Policy" not in browsed.stderr
         shot = tmp_path / "landing.png"
         subprocess.run(
             [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,640", url],

@@ -1,12 +1,20 @@
-"""The AD sweep on one DC with 10,000 users, against ldapsearch and against a naive per-user loop.
+"""The AD sweep on one DC as the directory grows (10,000 to 50,000 users and more), against ldapsearch and against a
+naive per-user loop.
 
-    python -m bench ldap_sweep [--users 10000] [--affected 300] [--rounds 5]
+    python -m bench ldap_sweep [--users 10000 25000 50000] [--affected-share 0.03] [--rounds 5]
 
-Prints, measured in the same run against the same DC:
+The users are written straight into the DC's database in one transaction per size (Samba's own Python bindings,
+the DC stopped for that moment): adding them one by one over LDAP takes far longer than the sweep being measured.
+The affected share (3 % by default: accounts with a bad password inside the observation window, as on a working
+day in a large estate) are added over LDAPS with a password and get real failed binds: two each, and every tenth
+one up to a lockout. DC2 is stopped for the run (the sweep is of DC1; replicating the bulk would only add noise).
+
+Prints, per size, measured in the same run against the same DC:
 - the exporter's sweep of the DC (its two paged searches, parsing, on a reused connection),
 - ldapsearch running the same two searches (the DC's own answer time, plus ldapsearch's connect and bind),
-- a naive loop that reads badPwdCount/lockoutTime with one search per user,
-- the exporter's peak resident memory, as a real process refreshing every 5 s against this directory.
+- the bytes the DC sends for one sweep (TLS included, counted by lab/faults.py's proxy in pass mode),
+- at the first size, a naive loop that reads badPwdCount/lockoutTime with one search per user,
+- at the last size, the exporter's peak resident memory, as a real process refreshing every 5 s.
 """
 
 from __future__ import annotations
@@ -30,29 +38,49 @@ from exporter.collectors.active_directory import BAD_PASSWORD_ATTRIBUTES, LOCKOU
 from exporter.config import Config
 from exporter.parsers import ad
 from exporter.sources.credential_guard import CredentialGuard
-from lab import stop_process
+from lab import free_port, stop_process
 from lab.exporter_config import lab_config, write_config
+from lab.faults import FaultProxy
 from lab.samba import ADMIN_PASSWORD, BASE_DN, DOMAIN, USER_PASSWORD, SambaLab
 
+PROXY_ADDRESS = "127.0.0.13"  # where the byte count is taken, between the exporter and DC1
 
-def add_users(lab: SambaLab, count: int, affected: int) -> None:
-    """Disabled users without a password (fast to add), and ``affected`` enabled ones that get bad passwords."""
 
-    def worker(names: list[str]) -> None:
-        conn = lab.admin_connection(lab.dc1)
-        for name in names:
-            conn.add(
-                f"CN={name},CN=Users,{BASE_DN}",
-                ["top", "person", "organizationalPerson", "user"],
-                {"sAMAccountName": name, "userAccountControl": "514"},
-            )
-        conn.unbind()
+BULK_ADD = """
+import sys
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.samdb import SamDB
 
-    names = [f"bench{i:05d}" for i in range(count - affected)]
-    chunks = [names[i::4] for i in range(4)]
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(worker, chunks))
-    # Enabled users with a password need an encrypted connection for unicodePwd: LDAPS.
+lp = LoadParm()
+lp.load(sys.argv[1])
+samdb = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp)
+base = samdb.domain_dn()
+samdb.transaction_start()
+try:
+    for i in range(int(sys.argv[2]), int(sys.argv[3])):
+        name = "bench%06d" % i
+        samdb.add({"dn": "CN=%s,CN=Users,%s" % (name, base), "objectClass": "user",
+                   "sAMAccountName": name, "userAccountControl": "514"})
+except BaseException:
+    samdb.transaction_cancel()
+    raise
+samdb.transaction_commit()
+"""
+
+
+def bulk_add_disabled(lab: SambaLab, first: int, last: int) -> None:
+    """Disabled users bench<first>..bench<last-1>, in one transaction on DC1's database while it is stopped."""
+    lab.stop(lab.dc1)
+    try:
+        lab.run(["/usr/bin/python3", "-c", BULK_ADD, str(lab.dc1.conf), str(first), str(last)], timeout=3600)
+    finally:
+        lab.start(lab.dc1, wait=120)
+
+
+def add_affected(lab: SambaLab, first: int, last: int) -> None:
+    """Enabled users hit<first>..hit<last-1> with a password (LDAPS: unicodePwd needs an encrypted connection),
+    then real failed binds: two each, every tenth one up to a lockout."""
     tls = ldap3.Tls(validate=ssl.CERT_NONE, version=ssl.PROTOCOL_TLS_CLIENT)
     conn = ldap3.Connection(
         ldap3.Server(lab.dc1.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE),
@@ -60,21 +88,24 @@ def add_users(lab: SambaLab, count: int, affected: int) -> None:
         ADMIN_PASSWORD,
         auto_bind=True,
     )
-    for i in range(affected):
+    for i in range(first, last):
         conn.add(
-            f"CN=hit{i:04d},CN=Users,{BASE_DN}",
+            f"CN=hit{i:05d},CN=Users,{BASE_DN}",
             ["top", "person", "organizationalPerson", "user"],
             {
-                "sAMAccountName": f"hit{i:04d}",
+                "sAMAccountName": f"hit{i:05d}",
                 "userAccountControl": "512",
                 "unicodePwd": f'"{USER_PASSWORD}"'.encode("utf-16-le"),
             },
         )
     conn.unbind()
-    for i in range(affected):
-        # Two bad passwords each; every tenth account all the way to a lockout.
+
+    def fail(i: int) -> None:
         for _ in range(lab.threshold if i % 10 == 0 else 2):
-            lab.fail_ldap(f"hit{i:04d}", lab.dc1)
+            lab.fail_ldap(f"hit{i:05d}", lab.dc1)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(fail, range(first, last)))
 
 
 def time_exporter_sweep(lab: SambaLab, rounds: int) -> list[float]:
@@ -89,7 +120,7 @@ def time_exporter_sweep(lab: SambaLab, rounds: int) -> list[float]:
         times = []
         for _ in range(rounds):
             started = time.perf_counter()
-            sweep = await collector._sweep(endpoint, time.time())
+            sweep = await collector._sweep(endpoint)
             times.append(time.perf_counter() - started)
             assert sweep.up, sweep.detail
         print(
@@ -100,6 +131,27 @@ def time_exporter_sweep(lab: SambaLab, rounds: int) -> list[float]:
         return times
 
     return asyncio.run(run())
+
+
+def bytes_per_sweep(lab: SambaLab) -> int:
+    """What the DC sends for one sweep on an open connection, counted by a pass-through proxy."""
+    with FaultProxy(PROXY_ADDRESS, free_port(PROXY_ADDRESS), (lab.dc1.address, 636)) as proxy:
+        config = Config.model_validate(
+            lab_config(lab, interval=60, timeout=30, page_size=1000, discovery={"ntds_settings": False})
+        ).active_directory[0]
+        collector = ActiveDirectoryCollector(config, CredentialGuard())
+        endpoint = collector._endpoint(lab.dc1.host, PROXY_ADDRESS, proxy.port)
+
+        async def run() -> int:
+            await collector.collect()  # the policy, and the DC's connection opened
+            await collector._sweep(endpoint)  # the proxied connection opened and bound
+            before = proxy.stats.bytes_down
+            sweep = await collector._sweep(endpoint)
+            assert sweep.up, sweep.detail
+            await collector.close()
+            return proxy.stats.bytes_down - before
+
+        return asyncio.run(run())
 
 
 def time_ldapsearch(lab: SambaLab, rounds: int, floor: int) -> list[float]:
@@ -191,35 +243,55 @@ def exporter_peak_memory(lab: SambaLab, directory: Path, seconds: float = 40) ->
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench ldap_sweep")
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--affected", type=int, default=300)
+    parser.add_argument("--users", type=int, nargs="+", default=[10_000, 25_000, 50_000], help="directory sizes")
+    parser.add_argument("--affected-share", type=float, default=0.03, help="share of users with bad passwords")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
+    sizes = sorted(set(args.users))
     directory = Path(tempfile.mkdtemp(prefix="bench-ldap-"))
     lab = SambaLab(directory / "lab", lockout_threshold=5, lockout_duration=1800, observation_window=1800)
+    rows = []
     try:
         print("provisioning the lab ...", flush=True)
-        lab.provision()
         started = time.perf_counter()
-        add_users(lab, args.users, args.affected)
-        print(
-            f"added {args.users} users ({args.affected} with real bad passwords) "
-            f"in {time.perf_counter() - started:.0f}s",
-            flush=True,
-        )
-        exporter = statistics.median(time_exporter_sweep(lab, args.rounds))
-        floor = ad.unix_to_filetime(time.time() - 1800 - 60)
-        ldapsearch = statistics.median(time_ldapsearch(lab, args.rounds, floor))
-        naive = time_naive_loop(lab)
-        peak = exporter_peak_memory(lab, directory)
-        print(f"\nOne DC, {args.users} users, {args.affected} affected (median of {args.rounds} rounds):")
-        print(f"  exporter sweep          {exporter * 1000:8.1f} ms")
-        ratio = exporter / ldapsearch
-        print(
-            f"  ldapsearch, same query  {ldapsearch * 1000:8.1f} ms   exporter/ldapsearch = {ratio:.2f} (target <= 1.2)"
-        )
-        print(f"  naive per-user loop     {naive * 1000:8.1f} ms   naive/exporter = {naive / exporter:.0f}x")
-        print(f"  exporter peak RSS       {peak / 2**20:8.1f} MiB (real process, 5 s refreshes for 40 s)")
+        lab.provision()
+        lab.stop(lab.dc2)
+        print(f"  two DCs provisioned in {time.perf_counter() - started:.0f}s (DC2 stopped for the run)", flush=True)
+        disabled = affected = 0
+        for size in sizes:
+            want_affected = round(size * args.affected_share)
+            want_disabled = size - want_affected
+            started = time.perf_counter()
+            bulk_add_disabled(lab, disabled, want_disabled)
+            bulk = time.perf_counter() - started
+            started = time.perf_counter()
+            add_affected(lab, affected, want_affected)
+            hits = time.perf_counter() - started
+            print(
+                f"{size} users: {want_disabled - disabled} added in bulk in {bulk:.0f}s, "
+                f"{want_affected - affected} with real bad passwords in {hits:.0f}s",
+                flush=True,
+            )
+            disabled, affected = want_disabled, want_affected
+            exporter = statistics.median(time_exporter_sweep(lab, args.rounds))
+            floor = ad.unix_to_filetime(time.time() - 1800 - 60)
+            ldapsearch = statistics.median(time_ldapsearch(lab, args.rounds, floor))
+            sent = bytes_per_sweep(lab)
+            naive = time_naive_loop(lab) if size == sizes[0] else None
+            peak = exporter_peak_memory(lab, directory) if size == sizes[-1] else None
+            rows.append((size, affected, exporter, ldapsearch, sent, naive, peak))
+        print(f"\nOne DC, medians of {args.rounds} rounds:")
+        print(f"{'users':>7} {'affected':>8} {'exporter':>10} {'ldapsearch':>11} {'ratio':>6} {'bytes/sweep':>12}")
+        for size, hit, exporter, ldapsearch, sent, naive, peak in rows:
+            print(
+                f"{size:7d} {hit:8d} {exporter * 1000:8.1f}ms {ldapsearch * 1000:9.1f}ms "
+                f"{exporter / ldapsearch:6.2f} {sent:12,d}"
+            )
+            if naive is not None:
+                print(f"  naive per-user loop at {size}: {naive * 1000:.0f} ms = {naive / exporter:.0f}x the sweep")
+            if peak is not None:
+                print(f"  exporter peak RSS at {size}: {peak / 2**20:.1f} MiB (real process, 5 s refreshes for 40 s)")
+        print("exporter/ldapsearch target <= 1.2 at every size")
         return 0
     finally:
         lab.teardown()

@@ -10,7 +10,6 @@ import logging
 import signal
 import ssl
 import sys
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 
 from exporter import __version__, investigate_cli, patch_days, web_server
+from exporter import clock as domain_time
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.directaccess import DirectAccessCollector
@@ -52,6 +52,13 @@ EVIDENCE_ROWS = Family(
     "ad_exchange_exporter_evidence_rows",
     "gauge",
     "Per-account evidence rows kept for investigations (failed logons, lockouts), within state.evidence's bounds.",
+)
+HOST_CLOCK_OFFSET = Family(
+    "ad_exchange_exporter_host_clock_offset_seconds",
+    "gauge",
+    "Domain time (the PDC emulator's clock, read at each AD sweep) minus this host's clock: windows, lockouts and "
+    "retention run on domain time, so a step of the host's clock moves none of them; Kerberos from this host "
+    "fails beyond 300 s. 0 until a DC has been read.",
 )
 STATE_HEALTHY = Family(
     "ad_exchange_exporter_state_healthy",
@@ -158,7 +165,7 @@ class Exporter:
         # SIGHUPs in quick succession reload one after the other, never two registries at once.
         self._reloading = asyncio.Lock()
         self.last_reload_successful = True
-        self.last_reload_success = time.time()  # the configuration loaded at start counts as the first
+        self.last_reload_success = domain_time.now()  # the configuration loaded at start counts as the first
 
     def per_scrape(self) -> list[Metric]:
         """What changes between refreshes and is encoded per scrape: the process and the reload state."""
@@ -167,6 +174,7 @@ class Exporter:
             CONFIG_LAST_RELOAD_SUCCESSFUL.one([], 1.0 if self.last_reload_successful else 0.0),
             CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.one([], self.last_reload_success),
             *self._evidence_metrics(),
+            HOST_CLOCK_OFFSET.one([], round(domain_time.DOMAIN_CLOCK.host_offset(), 3)),
             *self.listener.series(),
         ]
 
@@ -189,7 +197,7 @@ class Exporter:
         async with self._reloading:
             self.last_reload_successful = await self._reload()
             if self.last_reload_successful:
-                self.last_reload_success = time.time()
+                self.last_reload_success = domain_time.now()
 
     async def _reload(self) -> bool:
         try:
@@ -249,7 +257,7 @@ def patch_day_recorder(exporter: Exporter) -> patch_days.PatchDayRecorder:
         settings.sample_interval_seconds,
         settings.retention_seconds,
         settings.max_changes,
-        time.time,
+        domain_time.now,
     )
 
 
@@ -266,7 +274,7 @@ async def serve(exporter: Exporter) -> None:
                 s.collector for s in exporter.registry.states if isinstance(s.collector, ActiveDirectoryCollector)
             ],
         ),
-        patch_days.PatchDays(exporter.state, lambda: exporter.config.state.patch_days, time.time),
+        patch_days.PatchDays(exporter.state, lambda: exporter.config.state.patch_days, domain_time.now),
     )
     recorder = asyncio.create_task(patch_day_recorder(exporter).run(), name="patch-days")
     web_cfg = exporter.config.web
@@ -299,7 +307,11 @@ async def serve(exporter: Exporter) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(exporter.reload()))
     await stop.wait()
-    log.info("shutting down")
+    if exporter.state.write_in_flight:
+        # The collectors' threads are waited for: the write commits or rolls back whole before the exit.
+        log.info("shutting down; a state database write is in flight and ends first (committed or rolled back)")
+    else:
+        log.info("shutting down")
     recorder.cancel()
     await exporter.registry.stop()
     await runner.cleanup()

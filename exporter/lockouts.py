@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import clock as domain_time
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.config import Config
 from exporter.investigate import exchange_addresses, investigate
@@ -107,7 +108,7 @@ class LockoutService:
     def _evidence(self, account: str) -> tuple[list[Evidence], dict[str, int], dict[str, str]]:
         rows = self.state.evidence_for(account, limit=self.get_config().state.evidence.max_rows_per_account)
         addresses = {r.detail.get("ip", "") for r in rows} | {r.detail.get("client_ip", "") for r in rows}
-        spray = self.state.accounts_per_address(addresses, time.time() - SPRAY_WINDOW_SECONDS)
+        spray = self.state.accounts_per_address(addresses, domain_time.now() - SPRAY_WINDOW_SECONDS)
         return rows, spray, self._exchange()
 
     def _top_sources(self, accounts: list[str]) -> dict[str, dict[str, object]]:

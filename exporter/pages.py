@@ -3,13 +3,13 @@ their stylesheet served from the package, no scripts, and a Content-Security-Pol
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from typing import Any
 
 import jinja2
 
 from exporter import __version__
+from exporter import clock as domain_time
 from exporter.investigate import KINDS, utc_time
 
 # Nothing inline, nothing from elsewhere: the pages work without JavaScript and are not framed.
@@ -28,7 +28,7 @@ _ENV = jinja2.Environment(
 def _ago(timestamp: float | None) -> str:
     if not timestamp:
         return "never"
-    seconds = max(time.time() - timestamp, 0.0)
+    seconds = max(domain_time.now() - timestamp, 0.0)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f} {unit} ago"
@@ -40,7 +40,7 @@ _ENV.filters["ago"] = _ago
 
 
 def render(template: str, **context: Any) -> str:
-    return _ENV.get_template(template).render(version=__version__, now=time.time(), kinds=KINDS, **context)
+    return _ENV.get_template(template).render(version=__version__, now=domain_time.now(), kinds=KINDS, **context)
 
 
 def stylesheet() -> bytes:

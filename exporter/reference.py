@@ -17,6 +17,7 @@ from exporter.cli import (
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     EVIDENCE_DROPPED_TOTAL,
     EVIDENCE_ROWS,
+    HOST_CLOCK_OFFSET,
     STATE_ERRORS_TOTAL,
     STATE_HEALTHY,
 )
@@ -52,6 +53,7 @@ SECTIONS: dict[str, tuple[Family, ...]] = {
         EVIDENCE_DROPPED_TOTAL,
         STATE_HEALTHY,
         STATE_ERRORS_TOTAL,
+        HOST_CLOCK_OFFSET,
         CONNECTIONS,
         CONNECTIONS_CLOSED_TOTAL,
     ),

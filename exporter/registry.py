@@ -21,6 +21,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
 from exporter import __version__, exposition
+from exporter import clock as domain_time
 from exporter.metrics import DeclarationError, Family, Series, check_families
 from exporter.sources.pool import BlockingPool, SourceError
 
@@ -183,7 +184,7 @@ class CollectorRegistry(PromCollector):
         self,
         collectors: Sequence[Collector],
         redact: Redactor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
         jitter: float = 0.1,
     ) -> None:
         # Two collectors declaring one family differently fail here, at start.

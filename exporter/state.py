@@ -16,12 +16,13 @@ import errno
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from exporter import clock as domain_time
 
 DROP_REASONS = ("age", "account_cap", "total_cap")
 _DROPPED_KEY = "evidence/dropped"
@@ -115,7 +116,7 @@ class StateStore:
         self,
         path: Path | None = None,
         limits: EvidenceLimits | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
     ) -> None:
         self.path = path
         self.limits = limits or EvidenceLimits()
@@ -123,6 +124,7 @@ class StateStore:
         self._lock = threading.Lock()
         self.errors = dict.fromkeys(STATE_ERROR_REASONS, 0)
         self.healthy = True  # the last read or write went through
+        self.write_in_flight = False  # between BEGIN and COMMIT/ROLLBACK, waits for another's lock included
         self._dropped_cache: dict[str, int] = {}
         try:
             if path is not None:
@@ -210,18 +212,22 @@ class StateStore:
     def _writing(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT (the caller holds the lock); ROLLBACK on any exception; SQLite's errors
         come out as StateError with their reason."""
+        self.write_in_flight = True
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            self._rollback()
-            if isinstance(exc, sqlite3.Error):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
                 raise self._failed(exc) from None
-            raise
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failed(exc) from None
+                raise
+        finally:
+            self.write_in_flight = False
         self.healthy = True
 
     def _rollback(self) -> None:

@@ -15,6 +15,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, exposition, pages, web_server
+from exporter import clock as domain_time
 from exporter.collectors.smtp_probe import probe_families, probe_target
 from exporter.config import ProbesConfig
 from exporter.lockouts import InvalidAccount, LockoutService, RateLimited
@@ -245,7 +246,7 @@ def _content_type(openmetrics: bool) -> str:
 def _ago(timestamp: float) -> str:
     if not timestamp:
         return "never"
-    seconds = max(time.time() - timestamp, 0)
+    seconds = max(domain_time.now() - timestamp, 0)
     return f"{seconds:.0f}s ago"
 
 

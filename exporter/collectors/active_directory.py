@@ -22,6 +22,7 @@ import dns.asyncresolver
 import dns.exception
 from ldap3.utils.conv import escape_filter_chars
 
+from exporter import clock as domain_time
 from exporter.config import ActiveDirectoryConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import ad
@@ -75,6 +76,14 @@ AD_DC_IS_PDC_EMULATOR = Family(
     "ad_dc_is_pdc_emulator",
     "gauge",
     "1 if the DC holds the PDC emulator role (fSMORoleOwner).",
+    ("domain", "dc"),
+)
+AD_DC_CLOCK_OFFSET_SECONDS = Family(
+    "ad_dc_clock_offset_seconds",
+    "gauge",
+    "The DC's clock (rootDSE currentTime, whole seconds) minus the exporter host's, at the last sweep. DCs more "
+    "than 300 s apart fail each other's Kerberos (the default maximum skew); the lockout arithmetic runs on the "
+    "PDC emulator's clock, whatever the host's says.",
     ("domain", "dc"),
 )
 AD_ACCOUNTS_LOCKED = Family(
@@ -202,6 +211,7 @@ class DcSweep:
     bad_password: list[ad.Account] = field(default_factory=list)
     lockouts: list[ad.Account] = field(default_factory=list)
     parse_errors: list[str] = field(default_factory=list)
+    clock: domain_time.Reading | None = None  # the DC's rootDSE currentTime, read at the start of the sweep
 
 
 # What the investigator's per-DC table needs of one account (LockoutStatus.exe's columns and the effective policy).
@@ -250,6 +260,7 @@ class ActiveDirectoryCollector(Collector):
         AD_DC_SWEEP_DURATION_SECONDS,
         AD_DC_INFO,
         AD_DC_IS_PDC_EMULATOR,
+        AD_DC_CLOCK_OFFSET_SECONDS,
         AD_LOCKOUT_POLICY_THRESHOLD,
         AD_LOCKOUT_POLICY_DURATION_SECONDS,
         AD_LOCKOUT_POLICY_OBSERVATION_WINDOW_SECONDS,
@@ -278,8 +289,9 @@ class ActiveDirectoryCollector(Collector):
         config: ActiveDirectoryConfig,
         guard: CredentialGuard,
         redact: Redactor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         client_factory: Callable[[LdapEndpoint, LdapCredential, str, CredentialGuard], LdapClient] = LdapClient,
+        domain_clock: domain_time.DomainClock = domain_time.DOMAIN_CLOCK,
     ) -> None:
         # The registry's timeout is a backstop; each DC has its own, shorter deadline.
         super().__init__(
@@ -292,7 +304,8 @@ class ActiveDirectoryCollector(Collector):
         self.config = config
         self.guard = guard
         self.redact = redact or Redactor()
-        self.clock = clock
+        self.domain_clock = domain_clock  # set from the DCs' clocks at each refresh
+        self.clock = clock or domain_clock.now
         # The I/O boundary: LdapClient, or a replay of recorded entries (the golden exposition test).
         self.client_factory = client_factory
         self.domain = config.domain.lower()
@@ -389,7 +402,6 @@ class ActiveDirectoryCollector(Collector):
     # --- one refresh -------------------------------------------------------------------------------------
 
     async def collect(self) -> list[Series]:
-        now = self.clock()
         # The topology is read through the DCs known from the last refresh; then the targets are worked
         # out once, since the topology may have just named DCs we did not know.
         await self._refresh_domain_state(self._known_endpoints or await self._targets())
@@ -401,8 +413,10 @@ class ActiveDirectoryCollector(Collector):
                 client.retry_after = max(
                     self.config.bind_retry_after_seconds, _finite(policy.observation_window_seconds) + 60
                 )
-        sweeps = await asyncio.gather(*(self._sweep(ep, now) for ep in endpoints))
+        sweeps = await asyncio.gather(*(self._sweep(ep) for ep in endpoints))
         self._last_sweeps = list(sweeps)
+        self._set_domain_clock(sweeps)
+        now = self.clock()
         for sweep in sweeps:
             self._parse_errors_total += len(sweep.parse_errors)
             for error in sweep.parse_errors[:5]:
@@ -482,11 +496,33 @@ class ActiveDirectoryCollector(Collector):
             fn, *args, lock=client.lock, timeout=self.config.timeout_seconds, where=client.endpoint.url
         )
 
-    async def _sweep(self, ep: LdapEndpoint, now: float) -> DcSweep:
+    def _set_domain_clock(self, sweeps: Sequence[DcSweep]) -> None:
+        """The domain's time from the PDC emulator's clock (the domain's time source), else from the first DC
+        that answered."""
+        pdc = self._state.topology.pdc if self._state.topology else None
+        readings = sorted(
+            (s for s in sweeps if s.up and s.clock is not None),
+            key=lambda s: 0 if pdc is not None and s.dc == pdc.host else 1,
+        )
+        if readings and readings[0].clock is not None:
+            self.domain_clock.keep(readings[0].clock)
+
+    def _read_clock(self, client: LdapClient) -> domain_time.Reading | None:
+        """The DC's clock from its rootDSE (currentTime, whole seconds: the middle of that second is taken)."""
+        started = time.monotonic()
+        rootdse = client.search("", "(objectClass=*)", ["currentTime"], scope="base")
+        ended = time.monotonic()
+        dc_time = ad.generalized_time(rootdse[0][1], "currentTime") if rootdse else None
+        if dc_time is None:
+            return None
+        return self.domain_clock.read(client.endpoint.host, dc_time + 0.5, started, ended)
+
+    async def _sweep(self, ep: LdapEndpoint) -> DcSweep:
+        """The DC's clock, then its two searches (how far back lockoutTime is asked for is by the DC's clock)."""
         started = time.monotonic()
         client = self._client(ep)
         try:
-            bad, locked = await self._on_dc(client, self._search_accounts, client, now)
+            reading, bad, locked = await self._on_dc(client, self._search_accounts, client)
         except LdapError as exc:
             return DcSweep(ep.host, False, time.monotonic() - started, exc.reason, self.redact(str(exc)))
         except Exception as exc:  # one DC's surprise must not stop the others
@@ -499,7 +535,7 @@ class ActiveDirectoryCollector(Collector):
                 "error",
                 self.redact(f"{ep.url}: {type(exc).__name__}: {exc}"),
             )
-        sweep = DcSweep(ep.host, True, time.monotonic() - started)
+        sweep = DcSweep(ep.host, True, time.monotonic() - started, clock=reading)
         for dn, attrs in bad:
             parsed = ad.parse_account(dn, attrs)
             sweep.bad_password.append(parsed.account)
@@ -523,7 +559,9 @@ class ActiveDirectoryCollector(Collector):
             return 1
         return max(ad.unix_to_filetime(now - longest - 60), 1)
 
-    def _search_accounts(self, client: LdapClient, now: float) -> tuple[list[RawEntry], list[RawEntry]]:
+    def _search_accounts(self, client: LdapClient) -> tuple[domain_time.Reading | None, list[RawEntry], list[RawEntry]]:
+        reading = self._read_clock(client)
+        now = reading.wall + (time.monotonic() - reading.monotonic) if reading else self.clock()
         users = f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})"
         watch = "".join(f"(sAMAccountName={escape_filter_chars(name)})" for name in self.config.watch_accounts)
         bad = client.search(
@@ -547,7 +585,7 @@ class ActiveDirectoryCollector(Collector):
                 if extra:
                     by_dn[dn] = {**by_dn[dn], **extra[0][1]}
             locked = list(by_dn.items())
-        return bad, locked
+        return reading, bad, locked
 
     # --- the lockout investigator's overview and one account, on demand ---------------------------------
 
@@ -707,6 +745,7 @@ class ActiveDirectoryCollector(Collector):
         sweep_seconds = AD_DC_SWEEP_DURATION_SECONDS.new()
         info = AD_DC_INFO.new()
         is_pdc = AD_DC_IS_PDC_EMULATOR.new()
+        clock_offset = AD_DC_CLOCK_OFFSET_SECONDS.new()
         locked_per_dc = AD_ACCOUNTS_LOCKED.new()
         bad_per_dc = AD_ACCOUNTS_WITH_BAD_PASSWORD.new()
         recent = AD_LOCKOUTS_IN_OBSERVATION_WINDOW.new()
@@ -724,6 +763,8 @@ class ActiveDirectoryCollector(Collector):
             if not sweep.up:
                 error.add_metric([domain, sweep.dc, sweep.reason], 1.0)
                 continue
+            if sweep.clock is not None:
+                clock_offset.add_metric(labels, round(sweep.clock.offset, 3))
             if policy is None:
                 continue
             locked_per_dc.add_metric(labels, sum(ad.is_locked(a, policy, now) for a in sweep.lockouts))
@@ -735,7 +776,7 @@ class ActiveDirectoryCollector(Collector):
             bad_per_dc.add_metric(labels, len(counting))
             self._add_top_accounts(sweep, labels, bad_count, bad_time, caps)
 
-        families: list[Series] = [up, error, sweep_seconds, info, is_pdc]
+        families: list[Series] = [up, error, sweep_seconds, info, is_pdc, clock_offset]
         if policy is not None:
             families.extend(self._policy_metrics(policy))
             families.extend([locked_per_dc, bad_per_dc, recent])

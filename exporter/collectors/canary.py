@@ -10,7 +10,6 @@ or deliver (never arrived).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -18,6 +17,7 @@ from email.utils import formatdate
 
 import aiosmtplib
 
+from exporter import clock as domain_time
 from exporter.config import CanaryConfig
 from exporter.metrics import Family, Series
 from exporter.parsers.mail_headers import parse_headers
@@ -77,7 +77,7 @@ class CanaryCollector(Collector):
     )
 
     def __init__(
-        self, config: CanaryConfig, redact: Redactor | None = None, clock: Callable[[], float] = time.time
+        self, config: CanaryConfig, redact: Redactor | None = None, clock: Callable[[], float] = domain_time.now
     ) -> None:
         super().__init__(config.name.lower(), config.interval_seconds, timeout=config.interval_seconds)
         self.config = config

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import clock as domain_time
 from exporter import patch_days
 from exporter.collectors import exchange_health as health
 from exporter.config import ExchangeConfig
@@ -314,7 +315,7 @@ class ExchangeCollector(Collector):
         config: ExchangeConfig,
         guard: CredentialGuard,
         redact: Redactor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
         client_factory: Callable[[RemotingTarget, RemotingCredential, CredentialGuard, float], PsrpClient] = PsrpClient,
     ) -> None:
         # Four cmdlets per server, each bounded by the timeout; the registry's deadline is a backstop.

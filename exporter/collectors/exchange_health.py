@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import clock as domain_time
 from exporter.config import ExchangeConfig
 from exporter.metrics import Caps, Family, Series
 from exporter.parsers import exchange as ex
@@ -302,7 +302,7 @@ class HealthWatch:
         clients: Mapping[str, PsrpClient],
         plain_clients: Mapping[str, PsrpClient],
         redact: Redactor,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
     ) -> None:
         self.config = config.health
         self.names = names  # server -> its Exchange name, as cmdlets take it

@@ -10,11 +10,13 @@ where the counts stop: nothing is counted or kept twice, nothing is lost.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import clock as domain_time
 from exporter.config import ExchangeLogsConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, Caps, Family, Series
 from exporter.parsers import exchange_logs as xl
@@ -189,6 +191,14 @@ EXCHANGE_LOG_FILES = Family(
     "Files being followed.",
     ("server", "log"),
 )
+EXCHANGE_LOG_UNREADABLE_DIRECTORIES = Family(
+    "exchange_log_unreadable_directories",
+    "gauge",
+    "Log directories that could not be listed at the last read (permissions, a share gone; which and why: the "
+    "exporter's log and its landing page). Their files wait at their offsets and are read on from there once "
+    "they can be.",
+    ("server", "log"),
+)
 EXCHANGE_HTTP_UNAUTHORIZED_USER_FAILURES = Family(
     "exchange_http_unauthorized_user_failures",
     "gauge",
@@ -256,6 +266,7 @@ class ExchangeLogsCollector(Collector):
         EXCHANGE_LOG_TRUNCATIONS_TOTAL,
         EXCHANGE_LOG_LAST_READ_TIMESTAMP_SECONDS,
         EXCHANGE_LOG_FILES,
+        EXCHANGE_LOG_UNREADABLE_DIRECTORIES,
         EXCHANGE_HTTP_UNAUTHORIZED_USER_FAILURES,
         EXCHANGE_ACTIVESYNC_DEVICE_FAILURES,
         EXCHANGE_ACTIVESYNC_DEVICE_LOCKING_OUT,
@@ -267,7 +278,7 @@ class ExchangeLogsCollector(Collector):
         config: ExchangeLogsConfig,
         state: StateStore,
         redact: Redactor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
     ) -> None:
         super().__init__(config.server.lower(), config.interval_seconds, timeout=config.interval_seconds)
         self.config = config
@@ -281,6 +292,9 @@ class ExchangeLogsCollector(Collector):
         ]
         self.users = SourceWindow(config.window_seconds)
         self.devices: dict[tuple[str, str, str], Device] = {}
+        # One read at a time: a refresh the registry gave up on (its deadline) still runs in its thread, and a
+        # second read of the same files beside it would count lines twice.
+        self._reading = threading.Lock()
 
     def _source(self, kind: str, saved: dict[str, Any]) -> LogSource:
         """A log source as last committed (``saved``): where each file was read to and what it counted."""
@@ -308,13 +322,20 @@ class ExchangeLogsCollector(Collector):
     def _read_all(self) -> None:
         deadline = time.monotonic() + self.config.interval_seconds * 0.8
         for i, source in enumerate(self.sources):
+            if self.pool.closing:
+                return  # what is committed stands; the rest is read after the restart
             try:
                 while True:
                     chunks = source.tailer.poll(max_bytes=_BATCH_BYTES)
                     self._count(source, chunks)
                     self._commit(source)
-                    source.last_read, source.error = self.clock(), ""
-                    if not chunks or time.monotonic() > deadline:
+                    if source.tailer.problems:
+                        if source.error != "; ".join(source.tailer.problems):  # once, not at every read
+                            log.warning("%s %s logs: %s", self.server, source.kind, "; ".join(source.tailer.problems))
+                        source.error = "; ".join(source.tailer.problems)
+                    else:
+                        source.last_read, source.error = self.clock(), ""
+                    if not chunks or time.monotonic() > deadline or self.pool.closing:
                         break
             except OSError as exc:
                 source.error = self.redact(f"{type(exc).__name__}: {exc}")
@@ -325,6 +346,7 @@ class ExchangeLogsCollector(Collector):
                 self.sources[i] = self._source(source.kind, source.committed)
                 self.sources[i].error = f"not read on: {exc}"
                 log.warning("%s %s logs: %s", self.server, source.kind, self.sources[i].error)
+                return  # the other kinds would wait on the same database: they are read at the next refresh
 
     def _commit(self, source: LogSource) -> None:
         saved = {
@@ -482,7 +504,7 @@ class ExchangeLogsCollector(Collector):
     # --- refresh -----------------------------------------------------------------------------------------------
 
     async def collect(self) -> list[Series]:
-        await self.pool.run(self._read_all)
+        await self.pool.run(self._read_all, lock=self._reading, lock_timeout=0)
         now = self.clock()
         self.users.prune(now)
         horizon = now - self.config.window_seconds
@@ -565,10 +587,12 @@ class ExchangeLogsCollector(Collector):
         )
         last = EXCHANGE_LOG_LAST_READ_TIMESTAMP_SECONDS.new()
         files = EXCHANGE_LOG_FILES.new()
+        unreadable = EXCHANGE_LOG_UNREADABLE_DIRECTORIES.new()
         for s in self.sources:
             last.add_metric([server, s.kind], s.last_read)
             files.add_metric([server, s.kind], len(s.tailer.files))
-        families += [last, files]
+            unreadable.add_metric([server, s.kind], len(s.tailer.problems))
+        families += [last, files, unreadable]
         return families
 
     def _top_tables(self) -> list[Series]:

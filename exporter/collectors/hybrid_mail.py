@@ -12,10 +12,10 @@ read once; the names already read are kept in the state store.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
+from exporter import clock as domain_time
 from exporter.config import HybridMailConfig
 from exporter.metrics import PARSE_ERRORS, Family, Series
 from exporter.parsers.mail_headers import parse_headers
@@ -127,7 +127,7 @@ class HybridMailCollector(Collector):
         config: HybridMailConfig,
         state: StateStore,
         redact: Redactor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
     ) -> None:
         super().__init__(config.name.lower(), config.interval_seconds, timeout=config.interval_seconds)
         self.config = config

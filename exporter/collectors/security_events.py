@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import clock as domain_time
 from exporter.config import EventFile, SecurityEventsConfig
 from exporter.metrics import CAPPED_SERIES, OTHER, PARSE_ERRORS, Caps, Family, Series
 from exporter.parsers import events as ev
@@ -148,6 +149,8 @@ class _FileSource:
     not_read: int = 0  # well-formed events of IDs this exporter does not read, passed over
     # (checkpoint, pending) as the state database holds them: where a refused commit rewinds to.
     committed: tuple[dict[str, Any] | None, dict[str, list[str]]] = (None, {})
+    # One read at a time: a refresh given up on still runs in its thread; a second beside it would count twice.
+    reading: threading.Lock = field(default_factory=threading.Lock)
 
 
 class SecurityEventsCollector(Collector):
@@ -174,7 +177,7 @@ class SecurityEventsCollector(Collector):
         guard: CredentialGuard,
         state: StateStore,
         redact: Redactor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = domain_time.now,
     ) -> None:
         timeout = config.winrm.timeout_seconds * 2 * config.winrm.max_batches_per_refresh if config.winrm else 10.0
         super().__init__(
@@ -395,7 +398,9 @@ class SecurityEventsCollector(Collector):
             while True:
                 chunks = source.tailer.poll(max_bytes=_FILE_BATCH_BYTES)
                 self._count_lines(source, chunks)
-                if not chunks or time.monotonic() > deadline:
+                if source.tailer.problems:
+                    self._note_unreadable(source)
+                if not chunks or time.monotonic() > deadline or self.pool.closing:
                     break
         except StateError as exc:
             # Back to the last commit: the lines since are read again once the database takes them (no loss, no
@@ -407,6 +412,16 @@ class SecurityEventsCollector(Collector):
             status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
             status.up, status.reason, status.detail = False, "state_database", str(exc)
             log.warning("security events from %s: %s", source.config.path, exc)
+
+    def _note_unreadable(self, source: _FileSource) -> None:
+        """The file's directory cannot be listed: its source is down (unreadable) until it can; the file waits at
+        its offset."""
+        fmt, dc = source.config.format, (source.config.dc or "unknown").lower()
+        status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
+        detail = "; ".join(source.tailer.problems)
+        if status.detail != detail:  # once, not at every read
+            log.warning("security events from %s: %s", source.config.path, detail)
+        status.up, status.reason, status.detail = False, "unreadable", detail
 
     def _count_lines(self, source: _FileSource, chunks: list[Lines]) -> None:
         fmt, errors = source.config.format, []
@@ -483,7 +498,7 @@ class SecurityEventsCollector(Collector):
 
     async def collect(self) -> list[Series]:
         tasks: list[Awaitable[None]] = [self._refresh_dc(dc) for dc in self.clients]
-        tasks += [self.pool.run(self._read_file, source) for source in self.files]
+        tasks += [self.pool.run(self._read_file, source, lock=source.reading, lock_timeout=0) for source in self.files]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):

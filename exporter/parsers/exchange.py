@@ -330,16 +330,18 @@ def parse_certificate(value: Any) -> Certificate:
         raise ExchangeDataError(cmdlet, text_of(obj.get("Thumbprint")), "RawData is missing")
     try:
         cert = x509.load_der_x509_certificate(bytes(raw))
+        # The DER is parsed lazily: a damaged subject or validity only raises when read.
+        names = certificate_names(cert)
+        not_after = cert.not_valid_after_utc.timestamp()
     except ValueError as exc:
         raise ExchangeDataError(
             cmdlet, text_of(obj.get("Thumbprint")), f"RawData is not a certificate: {exc}"
         ) from None
     thumbprint = hashlib.sha1(cert.public_bytes(Encoding.DER)).hexdigest().upper()  # noqa: S324 - Windows' thumbprint
-    names = certificate_names(cert)
     return Certificate(
         thumbprint=thumbprint,
         subject=names.subject,  # as Get-ExchangeCertificate shows it
         issuer=names.issuer,
-        not_after=cert.not_valid_after_utc.timestamp(),
+        not_after=not_after,
         services=text_of(obj.get("Services")),
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from exporter import clock as domain_time
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Refusal:
 
 
 class CredentialGuard:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = domain_time.now) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._refused: dict[str, Refusal] = {}

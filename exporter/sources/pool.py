@@ -66,7 +66,7 @@ class BlockingPool:
                 return fn(*args)
             wait = lock_timeout if lock_timeout is not None else timeout
             if not lock.acquire(timeout=-1 if wait is None else wait):
-                raise self._error("timeout", f"{prefix}an earlier request is still waiting for an answer")
+                raise self._error("timeout", f"{prefix}still busy with an earlier call (an answer, a read)")
             try:
                 return fn(*args)
             finally:
@@ -81,6 +81,11 @@ class BlockingPool:
                 return await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise self._error("timeout", f"{prefix}no answer within {timeout:g}s") from None
+
+    @property
+    def closing(self) -> bool:
+        """Shutting down: a long call (a backlog read) stops at its next commit instead of reading on."""
+        return self._closed
 
     async def shutdown(self, wait: bool) -> None:
         """Stop taking calls. ``wait``: let calls in flight finish (they commit bookmarks and checkpoints)."""

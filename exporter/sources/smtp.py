@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from cryptography import x509
 
 from exporter.parsers.smtp import SmtpReply, parse_reply
 from exporter.parsers.x500 import certificate_names
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,31 @@ class SmtpProbe:
     duration: float = 0.0
 
 
-def certificate_from_der(der: bytes) -> Certificate:
-    cert = x509.load_der_x509_certificate(der)
-    names = certificate_names(cert)
+def certificate_from_der(der: bytes) -> Certificate | None:
+    """The server's certificate; None when cryptography cannot read it (TLS accepted it unverified: its parser is
+    laxer, and this one reads the subject and extensions lazily, raising only then)."""
     try:
-        sans = tuple(
-            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-        )
-    except x509.ExtensionNotFound:
-        sans = ()
+        cert = x509.load_der_x509_certificate(der)
+        names = certificate_names(cert)
+        try:
+            sans = tuple(
+                cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                    x509.DNSName
+                )
+            )
+        except x509.ExtensionNotFound:
+            sans = ()
+        not_after = cert.not_valid_after_utc.timestamp()
+    except ValueError as exc:
+        log.warning("the server's certificate (sha256 %s) cannot be read: %s", hashlib.sha256(der).hexdigest(), exc)
+        return None
     return Certificate(
         subject=names.subject,
         common_name=names.common_name,
         organization=names.organization,
         issuer=names.issuer,
         sans=sans,
-        not_after=cert.not_valid_after_utc.timestamp(),
+        not_after=not_after,
         sha256=hashlib.sha256(der).hexdigest(),
     )
 

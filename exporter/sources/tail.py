@@ -7,7 +7,9 @@ A file is known by its identity (device, inode) and a digest of its first bytes,
 - inode reuse after a delete is not mistaken for the old file.
 Only complete lines are returned: a partial last line waits for its newline. A UTF-8 BOM is skipped; a line
 longer than the limit is skipped and counted. The caller stores :meth:`Tailer.checkpoint` in the same
-transaction as what it made of the lines, so a restart resumes exactly there.
+transaction as what it made of the lines, so a restart resumes exactly there. A directory that cannot be listed
+(its permissions taken away, a share gone) is neither "no files" nor "files deleted": the files in it are kept
+at their offsets and :attr:`Tailer.problems` says which directory and why, until it can be read again.
 """
 
 from __future__ import annotations
@@ -55,6 +57,16 @@ class TailStats:
     vanished: int = 0  # files deleted before they were read to the end
 
 
+def _fixed_directory(pattern: str) -> str:
+    """The leading directories of a glob pattern before any wildcard."""
+    parts: list[str] = []
+    for part in os.path.dirname(pattern).split(os.sep):
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return os.sep.join(parts) or (os.sep if pattern.startswith(os.sep) else ".")
+
+
 def _digest(path: str, length: int) -> str:
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read(length)).hexdigest()
@@ -80,6 +92,7 @@ class Tailer:
         # Heads and offsets of files found truncated (copytruncate): their copy continues from there.
         self._remnants: list[dict[str, Any]] = []
         self._initialised = False
+        self.problems: list[str] = []  # directories the last poll could not list, with the reason
         if saved:
             self._initialised = bool(saved.get("initialised"))
             for entry in saved.get("files", []):
@@ -114,6 +127,23 @@ class Tailer:
                     found.setdefault((st.st_dev, st.st_ino), path)
         return found
 
+    def _unlistable(self) -> dict[str, str]:
+        """Directories glob passes over in silence because they cannot be listed: each pattern's fixed leading
+        directory, and those of the files followed. A directory that does not exist is not one of them."""
+        directories = {_fixed_directory(p) for p in self.patterns} | {
+            os.path.dirname(f.path) or "." for f in self._files.values()
+        }
+        out = {}
+        for directory in sorted(directories):
+            try:
+                with os.scandir(directory):
+                    pass
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                out[directory] = exc.strerror or type(exc).__name__
+        return out
+
     def _relocate(self, state: _File) -> str | None:
         """A file no glob matches any more: it was renamed (look in its directory by inode) or deleted."""
         directory = os.path.dirname(state.path) or "."
@@ -131,15 +161,23 @@ class Tailer:
         return None
 
     def poll(self, max_bytes: int | None = None) -> list[Lines]:
-        """Every complete line written since the last poll, oldest file first."""
-        matches = self._matches()
+        """Every complete line written since the last poll, oldest file first; :attr:`problems` lists the
+        directories that could not be listed (their files wait at their offsets)."""
+        unlistable = self._unlistable()
+        self.problems = [f"cannot list {d}: {why}" for d, why in unlistable.items()]
+        if unlistable and not self._initialised:
+            return []  # a first poll waits, so that start_at="end" skips only what was there before us
+        # The files followed in a directory that cannot be listed are held where they are: not taken for
+        # deleted (they would be read again from the start once it can), not read, not matched anew.
+        held = {i for i, f in self._files.items() if (os.path.dirname(f.path) or ".") in unlistable}
+        matches = {i: path for i, path in self._matches().items() if i not in held}
         first = not self._initialised
         self._initialised = True
         out: list[Lines] = []
         budget = [max_bytes if max_bytes is not None else 1 << 62]
         # Files we follow that no glob matches any more (rotated away): finish them first.
         for identity, state in list(self._files.items()):
-            if identity in matches:
+            if identity in matches or identity in held:
                 continue
             path = self._relocate(state)
             if path is None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,17 +111,18 @@ def running_exporter(
     *,
     client: WebClient | None = None,
     env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
     **config: Any,
 ) -> Iterator[RunningExporter]:
     """The exporter as a process, configured for the Samba lab and/or (``exchange=``) the Exchange lab; ``env``:
-    added to its environment."""
+    added to its environment; ``prefix``: a command it runs under (setpriv, ...)."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(lab, tmp / "exporter.yml", port=port, **config)
     log = tmp / "exporter.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", f"--config.file={cfg}"],
+            [*prefix, sys.executable, "-m", "exporter", f"--config.file={cfg}"],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,

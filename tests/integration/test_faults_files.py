@@ -1,6 +1,7 @@
 """Log files that go wrong under a running exporter, and a storm of SIGHUPs: NUL bytes and binary garbage, a 2 GB
-line, a log file replaced by a directory. Each time the exporter keeps serving, counts what it skipped, stays
-within its memory, and every well-formed line is counted exactly once."""
+line, a log file replaced by a directory, a log directory whose permissions are taken away and given back. Each time
+the exporter keeps serving, counts what it skipped, stays within its memory, and every well-formed line is counted
+exactly once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,13 +29,20 @@ def exact(exporter: RunningExporter, writer: LogWriter, timeout: float = 60) -> 
         raise AssertionError(f"counted != written: {diff}\n{exporter.logs()[-3000:]}") from None
 
 
+# Root reads any directory whatever its mode: without these two capabilities it is held to permissions like any
+# service account (the exporter's own files are root's, so it still owns and writes them).
+WITHOUT_PERMISSION_BYPASS = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
+
+
 @contextmanager
-def logging_exporter(tmp_path: Path, seed: int) -> Iterator[tuple[LogWriter, RunningExporter]]:
+def logging_exporter(
+    tmp_path: Path, seed: int, prefix: Sequence[str] = ()
+) -> Iterator[tuple[LogWriter, RunningExporter]]:
     """An Exchange server's logs being written, and an exporter that has counted them so far."""
     writer = LogWriter(tmp_path / "logs", seed=seed)
     writer.write(requests=80, sessions=3, messages=6)
     with running_exporter(
-        None, tmp_path / "exporter", logs=writer, state=tmp_path / "state.db", interval=1
+        None, tmp_path / "exporter", logs=writer, state=tmp_path / "state.db", interval=1, prefix=prefix
     ) as exporter:
         exact(exporter, writer)
         yield writer, exporter
@@ -70,6 +78,30 @@ def test_garbage_and_a_file_replaced_by_a_directory(tmp_path: Path) -> None:
         writer._create("smtp_send")
         writer.write(requests=40, sessions=3, messages=6)
         exact(exporter, writer)
+
+
+def test_a_log_directory_made_unreadable_then_readable_again(tmp_path: Path) -> None:
+    with logging_exporter(tmp_path, 14, prefix=WITHOUT_PERMISSION_BYPASS) as (writer, exporter):
+        iis = writer.dirs["iis"]
+        lines_before = metric(exporter.metrics(), "exchange_log_lines_total", log="iis")
+        iis.chmod(0)
+        try:
+            writer.write(requests=80, sessions=3, messages=6)
+            text = exporter.wait_for(lambda t: metric(t, "exchange_log_unreadable_directories", log="iis") == 1)
+            assert metric(text, "exchange_log_unreadable_directories", log="smtp_receive") == 0
+            refreshes = metric(text, "ad_exchange_exporter_collector_refreshes_total") or 0
+            text = exporter.wait_for(
+                lambda t: (metric(t, "ad_exchange_exporter_collector_refreshes_total") or 0) >= refreshes + 2
+            )
+            assert metric(text, "exchange_log_lines_total", log="iis") == lines_before  # waiting, not lost
+            assert metric(text, "exchange_log_files", log="iis") == 1  # still followed, not taken for deleted
+            assert f"cannot list {iis}: Permission denied" in exporter.page("/")
+        finally:
+            iis.chmod(0o755)
+        writer.write(requests=40, sessions=3, messages=6)
+        text = exact(exporter, writer)  # the lines written meanwhile, each once; none of the earlier again
+        assert metric(text, "exchange_log_unreadable_directories", log="iis") == 0
+        assert exporter.logs().count("Permission denied") == 1  # said once, not at every read
 
 
 def test_a_2gb_line_is_skipped_within_bounded_memory(tmp_path: Path) -> None:

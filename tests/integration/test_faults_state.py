@@ -150,3 +150,46 @@ def test_a_read_only_state_directory_at_start_then_writable_again(tmp_path: Path
         assert str(state) in result.stderr and "read_only" in result.stderr, result.stderr
         with running_exporter(None, tmp_path / "again", **options) as exporter:
             recovered(exporter, writer)  # the first run's counts and the lines since, each once
+
+
+def test_sigterm_in_the_middle_of_a_write_then_restart_counts_exact(tmp_path: Path) -> None:
+    """Another process holds the database's lock, so each of the exporter's writes waits inside its transaction
+    (up to the busy timeout): SIGTERM then, until one lands in the middle of a write (the exporter says so as it
+    stops). It stops within the wait, the write ends whole, and a restart once the lock is gone counts exactly."""
+    writer = LogWriter(tmp_path / "logs", seed=15)
+    writer.write(requests=50, sessions=3, messages=5)
+    state = tmp_path / "state.db"
+    options: dict[str, Any] = {"logs": writer, "state": state, "interval": 1}
+    with running_exporter(None, tmp_path / "first", **options) as exporter:
+        recovered(exporter, writer)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "locked"
+    landed, stops = 0, []
+    try:
+        for attempt in range(8):
+            writer.write(requests=30, sessions=2, messages=3)
+            with running_exporter(None, tmp_path / f"stopped{attempt}", **options) as exporter:
+                exporter.wait_for(lambda t: state_errors(t, "locked") >= 1, timeout=30)
+                started = time.monotonic()
+                exporter.process.terminate()
+                exporter.process.wait(15)
+                stops.append(time.monotonic() - started)
+                assert exporter.process.returncode == 0, exporter.logs()
+                if "a state database write is in flight" in exporter.logs():
+                    landed += 1
+                    if landed == 2:
+                        break
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(10)
+    print(
+        f"{len(stops)} SIGTERMs, {landed} in the middle of a write; stopped in {', '.join(f'{t:.2f}' for t in stops)} s"
+    )
+    assert landed >= 1, "no SIGTERM landed in a write in 8 tries"
+    assert max(stops) < 5  # the 2 s wait for the lock, then the exit
+    with running_exporter(None, tmp_path / "again", **options) as exporter:
+        recovered(exporter, writer)  # every line written across the stops, each once

@@ -55,7 +55,7 @@ async def collect_entries(collector: Any, monkeypatch: Any, bad: list[Any], lock
 
     monkeypatch.setattr(collector, "_targets", targets)
     monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
-    monkeypatch.setattr(collector, "_search_accounts", lambda client, now: (bad, locked))
+    monkeypatch.setattr(collector, "_search_accounts", lambda client: (None, bad, locked))
     return samples(await collector.collect())
 
 

@@ -12,10 +12,12 @@ import pytest
 
 from exporter.parsers import exchange as ex
 from exporter.parsers import exchange_builds as builds
-from exporter.parsers.clixml import parse_document, parse_object
+from exporter.parsers.clixml import CmdletDataError, parse_document, parse_object
 from exporter.parsers.smtp import parse_reply, parse_reply_chain
 from exporter.parsers.x500 import split_name
+from exporter.sources.smtp import certificate_from_der
 from lab.exchange import LabExchange, LabQueue
+from tests.fuzz_targets import _damaged_certificate
 from tools import exchange_build_table
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "exchange_cmdlets"
@@ -298,6 +300,17 @@ def test_certificates_from_raw_data() -> None:
         assert cert.thumbprint == re.search(r"\[Thumbprint\]\s+([0-9A-F]{40})", shown).group(1)  # type: ignore[union-attr]
         assert cert.subject == re.search(r"\[Subject\]\s+(.+?)\r?\n", shown).group(1)  # type: ignore[union-attr]
     assert [round(ex.parse_certificate(o).not_after) for o in objects] == [1730933252, 1733265958, 1890766393]
+
+
+def test_a_certificate_damaged_in_its_subject_is_the_declared_error_in_both_readers() -> None:
+    """cryptography parses a DER lazily: the subject's damage raises only when it is read (found by bench fuzz)."""
+    damaged = parse_object(_damaged_certificate())
+    with pytest.raises(CmdletDataError, match="RawData is not a certificate"):
+        ex.parse_certificate(damaged)
+    der = bytes(damaged.get("RawData"))
+    assert certificate_from_der(der) is None  # what an SMTP server presents unverified: no certificate, no crash
+    good = sample("E19_Exchange_GetExchangeCertificate.xml")[0]
+    assert certificate_from_der(bytes(good.get("RawData"))) is not None
 
 
 @pytest.mark.parametrize(

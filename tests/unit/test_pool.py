@@ -22,7 +22,7 @@ async def test_deadline_and_busy_lock_raise_the_sources_error_with_reason_timeou
         assert info.value.reason == "timeout" and isinstance(info.value, SourceError)
         # The stuck call still holds the connection: the next one is refused at its lock timeout, not later.
         started = time.monotonic()
-        with pytest.raises(LdapError, match="an earlier request is still waiting") as busy:
+        with pytest.raises(LdapError, match="still busy with an earlier call") as busy:
             await pool.run(lambda: None, lock=lock, timeout=5, lock_timeout=0.1)
         assert busy.value.reason == "timeout" and time.monotonic() - started < 2
     finally:

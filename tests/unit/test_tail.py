@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from exporter.sources.tail import Tailer
+from exporter.sources.tail import Tailer, _fixed_directory
 
 
 def read(tailer: Tailer) -> list[bytes]:
@@ -125,3 +125,11 @@ def test_a_copy_seen_before_its_original_is_truncated_is_not_read_twice(tmp_path
     assert read(tailer) == []
     log.write_bytes(b"#Date: 2026-11-27 08:00:00.456\nnew\n")
     assert read(tailer) == [b"#Date: 2026-11-27 08:00:00.456", b"new"]
+
+
+def test_the_fixed_directory_of_a_pattern_is_what_is_listed_for_permissions() -> None:
+    assert _fixed_directory("/logs/W3SVC1/u_ex*.log") == "/logs/W3SVC1"
+    assert _fixed_directory("/logs/W3SVC*/u_ex*.log") == "/logs"
+    assert _fixed_directory("/*/x.log") == "/"
+    assert _fixed_directory("u_ex*.log") == "."
+    assert _fixed_directory("logs/[ab]/x.log") == "logs"

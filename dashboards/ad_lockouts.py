@@ -207,6 +207,26 @@ def ad_lockouts() -> dict[str, Any]:
         12,
         7,
     )
+    lay.add(
+        timeseries(
+            "DC clock against the PDC emulator",
+            [
+                (
+                    f"{SEL('ad_dc_clock_offset_seconds')} - on (job, instance, domain) group_left () "
+                    f"({SEL('ad_dc_clock_offset_seconds')} and on (job, instance, domain, dc) "
+                    f"({SEL('ad_dc_is_pdc_emulator')} == 1))",
+                    "{{dc}}",
+                ),
+                (f"{SEL('ad_exchange_exporter_host_clock_offset_seconds')}", "exporter host (domain minus host)"),
+            ],
+            "Each DC's clock minus the PDC emulator's (rootDSE currentTime, read in the same sweep), and the "
+            "exporter host's offset from domain time. Kerberos fails beyond 300 s (MaxClockSkew); the lockout "
+            "figures run on domain time whatever the host's clock says.",
+            unit="s",
+        ),
+        12,
+        7,
+    )
 
     lay.row("Exporter")
     lay.add(

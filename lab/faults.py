@@ -72,6 +72,10 @@ class FaultProxy:
             server.close()
             for writer in list(self._writers):
                 _reset(writer)
+            # The reset connections' tasks see their end here, instead of being destroyed pending with the loop.
+            pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+            if pending:
+                self._loop.run_until_complete(asyncio.wait(pending, timeout=2))
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1

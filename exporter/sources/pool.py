@@ -2,19 +2,22 @@
 
 A :class:`BlockingPool` owns the worker threads, the bound on how many targets are asked at once, the
 per-client lock (one request at a time on a connection) and the deadline. A target that stops answering is
-given up on at the deadline; its thread ends at the client's own socket timeout, and until then the lock
-keeps the next refresh off that connection, so a stuck server holds one thread, never more.
+given up on at the deadline; its thread ends at the client's own socket timeout (or hard deadline, for a server
+that drips its answer: sources/deadline.py), and until then the lock keeps the next refresh off that connection,
+so a stuck server holds one thread, never more. How such a call ended at last is logged: nobody awaits it then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SourceError(Exception):
@@ -60,8 +63,9 @@ class BlockingPool:
         prefix = f"{where}: " if where else ""
         if self._closed:
             raise self._error("shutdown", f"{prefix}the collector is stopping")
+        given_up = threading.Event()
 
-        def call() -> T:
+        def run() -> T:
             if lock is None:
                 return fn(*args)
             wait = lock_timeout if lock_timeout is not None else timeout
@@ -72,15 +76,27 @@ class BlockingPool:
             finally:
                 lock.release()
 
+        def call() -> T:
+            try:
+                return run()
+            except Exception as exc:
+                if given_up.is_set():
+                    log.warning("%s: %s%s (after the refresh had given up on it)", self.name, prefix, exc)
+                raise
+
         loop = asyncio.get_running_loop()
         async with self._semaphore:
             future = loop.run_in_executor(self._executor, call)
-            if timeout is None:
-                return await future
             try:
+                if timeout is None:
+                    return await future
                 return await asyncio.wait_for(future, timeout)
             except TimeoutError:
+                given_up.set()
                 raise self._error("timeout", f"{prefix}no answer within {timeout:g}s") from None
+            except asyncio.CancelledError:  # the collector's own deadline
+                given_up.set()
+                raise
 
     @property
     def closing(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import requests
 import requests.adapters
 import requests.exceptions
 import spnego
@@ -28,8 +30,10 @@ from pypsrp.wsman import WSMan
 
 from exporter.config.remoting import Remoting, RemotingHost
 from exporter.sources.credential_guard import CredentialGuard
+from exporter.sources.deadline import DeadlineExceeded, with_deadline
 from exporter.sources.pool import SourceError
 
+log = logging.getLogger(__name__)
 AuthMethod = Literal["kerberos", "negotiate", "ntlm", "credssp", "basic"]
 # The authentication failure reasons every remoting collector reports (README: Authentication).
 AUTHENTICATION_REASONS = (
@@ -193,6 +197,9 @@ class PsrpClient:
         )
         if target.address:
             connect_by_address(connection, target.host)
+        # A Receive is held up to the operation timeout, then its answer read: twice the read timeout is far past
+        # any answer that is coming, and frees the thread from a server dripping its answer.
+        with_deadline(_session(connection), 2 * read_timeout)
         pool = _raw_output_pool(connection, target.configuration)
         pool.open()
         return pool
@@ -248,7 +255,10 @@ class PsrpClient:
             ps.close()
         except Exception as exc:
             self._drop()  # the caller holds the lock
-            raise self._failure(exc, fingerprint, on_this_server) from None
+            failure = self._failure(exc, fingerprint, on_this_server)
+            if isinstance(exc, DeadlineExceeded):  # said here: the refresh that asked has usually given up by now
+                log.warning("remoting to %s: %s: %s", self.target.name, failure.reason, failure)
+            raise failure from None
         errors = [
             _error_text(e)
             for e in ps.streams.error
@@ -315,11 +325,17 @@ class PsrpClient:
 def connect_by_address(connection: WSMan, tls_name: str) -> None:
     """Connect to the configured address while TLS sends and checks ``tls_name`` (the server's DNS name, which its
     certificate carries). pypsrp builds its requests session on first use; built here, its HTTPS pool is told."""
-    transport = connection.transport
-    transport.session = transport._build_session()
-    adapter = transport.session.get_adapter("https://")
+    adapter = _session(connection).get_adapter("https://")
     assert isinstance(adapter, requests.adapters.HTTPAdapter)
     adapter.poolmanager.connection_pool_kw.update(server_hostname=tls_name, assert_hostname=tls_name)
+
+
+def _session(connection: WSMan) -> requests.Session:
+    """The connection's requests session, built now if pypsrp has not yet (it does on first use)."""
+    transport = connection.transport
+    if transport.session is None:
+        transport.session = transport._build_session()
+    return transport.session
 
 
 _CHANNEL_BINDING = (
@@ -401,6 +417,8 @@ def _error_text(record: Any) -> str:
 def _classify(exc: Exception, target: RemotingTarget | None = None) -> RemotingError:
     if isinstance(exc, RemotingError):
         return exc
+    if isinstance(exc, DeadlineExceeded):
+        return RemotingError("timeout", f"{exc} (a server or middlebox sending it a few bytes at a time?)")
     plain = target is not None and target.scheme == "http" and target.encryption == "never"
     if isinstance(exc, WinRMTransportError) and exc.code == 500 and plain and not exc.response_text:
         # WinRM answers an unencrypted message with an empty 500 when its AllowUnencrypted is false.

@@ -125,8 +125,9 @@ def test_winrm_faults_mark_only_that_server_down(
     assert all(reason in REMOTING_REASONS for reason in results.values()), results
 
     # A slow drip: 16 bytes every 0.2 s, each read well within the socket timeout, the answer far beyond the
-    # deadline. Reported as a timeout at the deadline; the other server and the scrape carry on. (The drip holds
-    # that server's connection until its answer ends: see the closing note of the fault work.)
+    # deadline. Reported as a timeout at the deadline; the other server and the scrape carry on; and the exchange
+    # is cut at its hard deadline (exporter/sources/deadline.py), so the thread and the server's lock are free
+    # again and the server is back within a few refreshes once the drip stops, not when its answer ends.
     proxy.set("drip", drip_bytes=16, drip_seconds=0.2)
     text = exporter.wait_for(
         lambda t: metric(t, "exchange_server_error_reason", server="solo-e16a", reason="timeout") == 1, timeout=30
@@ -135,3 +136,10 @@ def test_winrm_faults_mark_only_that_server_down(
     started = time.monotonic()
     exporter.metrics()
     assert time.monotonic() - started < 1.0  # scrapes are served from the last refresh
+    # Each dripped exchange is cut at its deadline (4 s here) and the next refresh connects anew: a thread held
+    # until the answer's end would make no new connection for minutes.
+    connections = proxy.stats.connections
+    exporter.wait_for(lambda _: proxy.stats.connections >= connections + 2, timeout=30)
+    assert "the answer did not arrive whole within 4s" in exporter.logs()
+    proxy.set("pass")
+    _recovered(exporter)

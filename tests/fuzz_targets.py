@@ -261,16 +261,17 @@ def run_cmdlet_parsers(value: Any) -> None:
 
 
 def run_clixml_object(data: bytes) -> None:
-    try:
-        value = clixml.parse_object(data)
-    except clixml.ClixmlError:
-        return
-    run_cmdlet_parsers(value)
+    _run_clixml(data, one=True)
 
 
 def run_clixml_document(data: bytes) -> None:
+    _run_clixml(data, one=False)
+
+
+def _run_clixml(data: bytes, *, one: bool) -> None:
+    """A document (or ``one`` object): read, or refused with the declared error; then every cmdlet parser on it."""
     try:
-        values = clixml.parse_document(data)
+        values = [clixml.parse_object(data)] if one else clixml.parse_document(data)
     except clixml.ClixmlError:
         return
     assert isinstance(values, list)

@@ -21,8 +21,9 @@ def _ft(seconds_ago: float) -> bytes:
     return str(ad.unix_to_filetime(NOW - seconds_ago)).encode()
 
 
-@pytest.fixture
-def collector(tmp_path: Any) -> ActiveDirectoryCollector:
+def one_dc_collector(tmp_path: Any, monkeypatch: Any, **options: Any) -> ActiveDirectoryCollector:
+    """A collector of corp.example with one DC, dc1, its policy known (5 bad passwords, 30 minutes);
+    ``options``: the collector's own keyword arguments (a client factory, a clock)."""
     secret = tmp_path / "pw"
     secret.write_text("x")
     config = Config.model_validate(
@@ -39,22 +40,27 @@ def collector(tmp_path: Any) -> ActiveDirectoryCollector:
             ]
         }
     ).active_directory[0]
-    c = ActiveDirectoryCollector(config, CredentialGuard())
+    c = ActiveDirectoryCollector(config, CredentialGuard(), **options)
     c._state = DomainState(ad.Topology((), None), ad.LockoutPolicy(5, 1800, 1800), [])
-    return c
-
-
-async def collect_entries(collector: Any, monkeypatch: Any, bad: list[Any], locked: list[Any]) -> Any:
-    """One refresh of ``collector`` against one DC whose searches answer ``bad`` and ``locked`` entries."""
 
     async def targets() -> list[Any]:
-        return [collector._endpoint("dc1.corp.example", None, None)]
+        return [c._endpoint("dc1.corp.example", None, None)]
 
     async def keep_state(_: Any) -> None:
         return None
 
-    monkeypatch.setattr(collector, "_targets", targets)
-    monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
+    monkeypatch.setattr(c, "_targets", targets)
+    monkeypatch.setattr(c, "_refresh_domain_state", keep_state)
+    return c
+
+
+@pytest.fixture
+def collector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> ActiveDirectoryCollector:
+    return one_dc_collector(tmp_path, monkeypatch)
+
+
+async def collect_entries(collector: Any, monkeypatch: Any, bad: list[Any], locked: list[Any]) -> Any:
+    """One refresh of ``collector`` against one DC whose searches answer ``bad`` and ``locked`` entries."""
     monkeypatch.setattr(collector, "_search_accounts", lambda client: (None, bad, locked))
     return samples(await collector.collect())
 

@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 
 from exporter.clock import DomainClock
-from exporter.collectors.active_directory import ActiveDirectoryCollector, DomainState
-from exporter.config import Config
 from exporter.parsers import ad
-from exporter.sources.credential_guard import CredentialGuard
 from tests.helpers import samples, value
+from tests.unit.test_ad_collector_metrics import one_dc_collector
 
 
 class FakeTime:
@@ -87,32 +85,9 @@ class DcWithClock:
 async def test_lockout_arithmetic_runs_on_the_dcs_clock_whatever_the_hosts_says(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, host_step: float
 ) -> None:
-    secret = tmp_path / "pw"
-    secret.write_text("x")
-    config = Config.model_validate(
-        {
-            "active_directory": [
-                {
-                    "domain": "corp.example",
-                    "domain_controllers": [{"host": "dc1.corp.example"}],
-                    "bind": {"user": "svc@corp.example", "password_file": str(secret)},
-                }
-            ]
-        }
-    ).active_directory[0]
     clock = DomainClock(wall=lambda: time.time() + host_step)
     factory: Any = DcWithClock  # the LdapClient's interface, answered in memory
-    collector = ActiveDirectoryCollector(config, CredentialGuard(), client_factory=factory, domain_clock=clock)
-    collector._state = DomainState(ad.Topology((), None), ad.LockoutPolicy(5, 1800, 1800), [])
-
-    async def targets() -> list[Any]:
-        return [collector._endpoint("dc1.corp.example", None, None)]
-
-    async def keep_state(_: Any) -> None:
-        return None
-
-    monkeypatch.setattr(collector, "_targets", targets)
-    monkeypatch.setattr(collector, "_refresh_domain_state", keep_state)
+    collector = one_dc_collector(tmp_path, monkeypatch, client_factory=factory, domain_clock=clock)
     DcWithClock.searches = []
     flat = samples(await collector.collect())
     # Locked 10 minutes ago for 30: locked now, and inside the window, by the DC's clock.

@@ -217,7 +217,7 @@ def ad_lockouts() -> dict[str, Any]:
                     f"({SEL('ad_dc_is_pdc_emulator')} == 1))",
                     "{{dc}}",
                 ),
-                (f"{SEL('ad_exchange_exporter_host_clock_offset_seconds')}", "exporter host (domain minus host)"),
+                ('ad_exchange_exporter_host_clock_offset_seconds{job=~"$job"}', "exporter host (domain minus host)"),
             ],
             "Each DC's clock minus the PDC emulator's (rootDSE currentTime, read in the same sweep), and the "
             "exporter host's offset from domain time. Kerberos fails beyond 300 s (MaxClockSkew); the lockout "

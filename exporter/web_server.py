@@ -6,18 +6,23 @@ connections and says nothing keeps a connection, a file descriptor and memory fo
 hundred of them starve Prometheus' scrapes. The guard sits between the transport and aiohttp's protocol: it caps
 the open connections (one more is answered 503 and closed), gives every request ``header_timeout`` seconds from
 its first byte (and a new connection as long to send one) to finish its headers, and aborts the connection
-otherwise. aiohttp's own keep-alive timeout closes connections idle between requests.
+otherwise. aiohttp's own keep-alive timeout closes connections idle between requests. A malformed request
+(aiohttp answers it 400 and closes) is counted, and said once a minute at most: aiohttp logs each one at ERROR
+with a traceback, which lets anyone who can connect fill the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from exporter.metrics import Family, Series
 
@@ -40,7 +45,8 @@ CONNECTIONS_CLOSED_TOTAL = Family(
     "ad_exchange_exporter_web_connections_closed_total",
     "counter",
     "Connections the listener closed itself, by reason: max_connections (refused with 503 at the cap), "
-    "header_timeout (headers not complete within header_timeout_seconds: a slow or stalled client).",
+    "header_timeout (headers not complete within header_timeout_seconds: a slow or stalled client), bad_request "
+    "(a malformed request, answered 400).",
     ("reason",),
 )
 
@@ -59,13 +65,56 @@ class Limits:
 @dataclass
 class ListenerStats:
     open: int = 0
-    closed: dict[str, int] = field(default_factory=lambda: {"max_connections": 0, "header_timeout": 0})
+    closed: dict[str, int] = field(
+        default_factory=lambda: {"max_connections": 0, "header_timeout": 0, "bad_request": 0}
+    )
 
     def series(self) -> list[Series]:
         closed = CONNECTIONS_CLOSED_TOTAL.new()
         for reason, n in sorted(self.closed.items()):
             closed.add_metric([reason], n)
         return [CONNECTIONS.one([], self.open), closed]
+
+
+class _MalformedRequests(logging.Filter):
+    """On aiohttp's server logger, which reports every request it cannot parse (400, then close): at ERROR with a
+    traceback, or at DEBUG for a first request that is not HTTP at all (TLS on the plain port). Each is counted;
+    one WARNING line a minute at most says how many came since the last and what the last one was. The logger is
+    kept at DEBUG so that none goes uncounted; its other DEBUG records pass only if the root logger wants them."""
+
+    REPORT_EVERY = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats = ListenerStats()
+        self._unreported = 0
+        self._last_report = -self.REPORT_EVERY
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return logging.getLogger().isEnabledFor(record.levelno)
+        self.stats.closed["bad_request"] += 1
+        self._unreported += 1
+        now = time.monotonic()
+        if now - self._last_report < self.REPORT_EVERY:
+            return False
+        what = " ".join(str(exc.message or type(exc).__name__).split())[:160]  # one line, whatever was sent
+        record.msg, record.args = (
+            "malformed HTTP requests answered 400: %d since the last report (the last: %s)",
+            (
+                self._unreported,
+                what,
+            ),
+        )
+        record.levelno, record.levelname, record.exc_info, record.exc_text = logging.WARNING, "WARNING", None, None
+        self._unreported, self._last_report = 0, now
+        return True
+
+
+_MALFORMED = _MalformedRequests()
+logging.getLogger("aiohttp.server").addFilter(_MALFORMED)
+logging.getLogger("aiohttp.server").setLevel(logging.DEBUG)
 
 
 class _Guard(asyncio.Protocol):
@@ -176,6 +225,7 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
+        _MALFORMED.stats = self._stats  # the process's listener counts them
         server = self._runner.server
         assert server is not None
         inner: Callable[[], asyncio.Protocol] = server

@@ -75,7 +75,8 @@ def test_wall_clock_steps_move_no_lockout_and_no_window(lab: SambaLab, tmp_path:
             )
             assert figures(text) == expected, setting
             assert metric(text, "ad_dc_up", dc=dc1) == 1 and metric(text, "ad_dc_up", dc=lab.dc2.host) == 1
-            assert api() == (locked_users, near_users), setting
+            locked_now, near_now = api()  # (other tests' lockouts in the shared lab may expire meanwhile)
+            assert LOCKED in locked_now and NEAR in near_now and NEAR not in locked_now, setting
             # Another refresh, for the scheduler: it sleeps on the monotonic clock, whichever way the wall went.
             refreshes = metric(text, "ad_exchange_exporter_collector_refreshes_total", collector="active_directory")
             exporter.wait_for(

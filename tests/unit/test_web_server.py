@@ -4,9 +4,11 @@ headers), and the security headers on every answer, against a real socket on the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 
@@ -131,3 +133,28 @@ async def test_oversized_headers_are_refused() -> None:
             assert response.status == 400, await response.text()
         async with session.get(url, headers={"X-Fine": "a" * 1000}) as response:
             assert response.status == 200
+
+
+async def test_malformed_requests_are_counted_and_said_once_not_logged_each(caplog: Any) -> None:
+    """aiohttp logs each malformed request at ERROR with a traceback: anyone who can connect could fill the log."""
+    malformed = [
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",  # an invalid header token
+        b"GARBAGE\r\n\r\n",  # not HTTP
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS on the plain port
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    ]
+    async with listener(Limits()) as (port, stats):
+        with caplog.at_level(logging.INFO):
+            for i in range(40):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(malformed[i % len(malformed)])
+                await writer.drain()
+                answer = await reader.read(100)
+                assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0], answer
+                writer.close()
+            assert (await get(port)).status == 200  # well-formed requests go on being served
+    assert stats.closed["bad_request"] == 40
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) <= 1, [r.getMessage() for r in records]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in records)
+    assert all("malformed HTTP requests answered 400" in r.getMessage() for r in records)

@@ -59,6 +59,10 @@ class DomainClock:
             reading = self._reading
         if reading is None:
             return self._wall()
+        return self.carried(reading)
+
+    def carried(self, reading: Reading) -> float:
+        """The reading's clock now: its time then, plus the monotonic time since."""
         return reading.wall + (self._monotonic() - reading.monotonic)
 
     @property

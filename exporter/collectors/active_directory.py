@@ -561,7 +561,7 @@ class ActiveDirectoryCollector(Collector):
 
     def _search_accounts(self, client: LdapClient) -> tuple[domain_time.Reading | None, list[RawEntry], list[RawEntry]]:
         reading = self._read_clock(client)
-        now = reading.wall + (time.monotonic() - reading.monotonic) if reading else self.clock()
+        now = self.domain_clock.carried(reading) if reading else self.clock()
         users = f"(sAMAccountType={ad.SAM_NORMAL_USER_ACCOUNT})"
         watch = "".join(f"(sAMAccountName={escape_filter_chars(name)})" for name in self.config.watch_accounts)
         bad = client.search(

@@ -329,10 +329,10 @@ class ExchangeLogsCollector(Collector):
                     chunks = source.tailer.poll(max_bytes=_BATCH_BYTES)
                     self._count(source, chunks)
                     self._commit(source)
-                    if source.tailer.problems:
-                        if source.error != "; ".join(source.tailer.problems):  # once, not at every read
-                            log.warning("%s %s logs: %s", self.server, source.kind, "; ".join(source.tailer.problems))
-                        source.error = "; ".join(source.tailer.problems)
+                    if problems := "; ".join(source.tailer.problems):
+                        if source.error != problems:  # once, not at every read
+                            log.warning("%s %s logs: %s", self.server, source.kind, problems)
+                        source.error = problems
                     else:
                         source.last_read, source.error = self.clock(), ""
                     if not chunks or time.monotonic() > deadline or self.pool.closing:

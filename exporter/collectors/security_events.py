@@ -408,16 +408,19 @@ class SecurityEventsCollector(Collector):
             fresh = self._file_source(source.config, *source.committed)
             fresh.not_read = source.not_read
             self.files[self.files.index(source)] = fresh
-            fmt, dc = source.config.format, (source.config.dc or "unknown").lower()
-            status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
+            status = self._file_status(source)
             status.up, status.reason, status.detail = False, "state_database", str(exc)
             log.warning("security events from %s: %s", source.config.path, exc)
+
+    def _file_status(self, source: _FileSource) -> DcStatus:
+        """The status of a file source whose DC is not told by its events (the configured one, else unknown)."""
+        fmt, dc = source.config.format, (source.config.dc or "unknown").lower()
+        return self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
 
     def _note_unreadable(self, source: _FileSource) -> None:
         """The file's directory cannot be listed: its source is down (unreadable) until it can; the file waits at
         its offset."""
-        fmt, dc = source.config.format, (source.config.dc or "unknown").lower()
-        status = self.status.setdefault((dc, f"file:{fmt}"), DcStatus(f"file:{fmt}"))
+        status = self._file_status(source)
         detail = "; ".join(source.tailer.problems)
         if status.detail != detail:  # once, not at every read
             log.warning("security events from %s: %s", source.config.path, detail)

@@ -341,6 +341,7 @@ class LabServer:
     certificates: list[bytes] = field(default_factory=list)
     # cmdlet -> error message: answer that cmdlet with an error record instead of objects
     cmdlet_errors: dict[str, str] = field(default_factory=dict)
+    hung: dict[str, threading.Event] = field(default_factory=dict)  # cmdlets that hang until released
     # ExSetup.exe's file version: the CU build plus the installed security update.
     exsetup_version: str = ""
 
@@ -647,6 +648,17 @@ class LabExchange:
             else:
                 target.cmdlet_errors[cmdlet] = message
 
+    def hang_cmdlet(self, server: str, cmdlet: str, hang: bool = True) -> None:
+        """Make the cmdlet hang on the server (its pipeline never ends, as Get-Queue does when the transport
+        service is wedged) until called again with ``hang=False``, which lets the hung ones answer."""
+        target = self.server(server)
+        assert target is not None
+        with self._lock:
+            if hang:
+                target.hung.setdefault(cmdlet, threading.Event())
+            elif (release := target.hung.pop(cmdlet, None)) is not None:
+                release.set()
+
     # --- the endpoint's command handler -------------------------------------------------------------------
 
     def __call__(self, invocation: Invocation) -> Output:
@@ -668,9 +680,13 @@ class LabExchange:
                 return Output(
                     error=(local.cmdlet_errors[name], f"{name},Microsoft.Exchange", "ManagementObjectNotFound")
                 )
+            hold = local.hung.get(name) if local is not None else None
             if invocation.configuration != "Microsoft.Exchange":
-                return self._plain_powershell(name, params, local)
-            return self._answer(name, params, local)
+                output = self._plain_powershell(name, params, local)
+            else:
+                output = self._answer(name, params, local)
+        output.hold = hold
+        return output
 
     def _receive_connector_permissions(self, parameters: Any) -> Output:
         """Get-ReceiveConnector | Get-ADPermission [-User U]: the connectors' ACEs (only U's when given)."""

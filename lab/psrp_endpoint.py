@@ -85,7 +85,8 @@ class Output:
     error: tuple[str, str, str] | None = None  # (message, fully qualified error id, category reason)
     # A terminating error: the pipeline ends Failed, as a Windows host fails a refused script.
     failure: tuple[str, str, str] | None = None
-    delay: float = 0.0
+    # Delivered once this is set: a cmdlet that hangs (a wedged transport service's Get-Queue) until released.
+    hold: threading.Event | None = None
 
 
 _RECEIVE_ACTION = b"http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
@@ -139,6 +140,7 @@ class _Shell:
     outbox: dict[uuid.UUID | None, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     pipelines: dict[uuid.UUID, ServerPipeline] = field(default_factory=dict)
     done: set[uuid.UUID] = field(default_factory=set)
+    deleted: bool = False  # the client deleted it: what still runs in it is ended, as WinRM ends it
 
     def drain(self) -> None:
         """Move everything psrpcore has queued into per-target outboxes (call with the lock held)."""
@@ -515,7 +517,9 @@ class PsrpEndpoint:
 
     def _delete(self, message_id: str, shell_id: str, _: ET.Element, __: str) -> tuple[int, dict[str, str], bytes]:
         with self._shells_lock:
-            self._shells.pop(shell_id, None)
+            shell = self._shells.pop(shell_id, None)
+        if shell is not None:
+            shell.deleted = True
         return self._ok(message_id, "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", "")
 
     # --- PSRP ---------------------------------------------------------------------------------------------
@@ -554,8 +558,9 @@ class PsrpEndpoint:
                 output = self.handler(invocation)
             except Exception as exc:  # the handler's bug becomes the client's error, as on a real host
                 output = Output(failure=(f"{type(exc).__name__}: {exc}", "LabHandlerFailed", "InvalidOperation"))
-        if output.delay:
-            time.sleep(output.delay)
+        while output.hold is not None and not output.hold.wait(0.2):
+            if pipeline.state != PSInvocationState.Running or self._stopping.is_set() or shell.deleted:
+                return  # stopped by a Signal, its shell deleted, or the endpoint stopped while it hung
         with shell.lock:
             if pipeline.state != PSInvocationState.Running:
                 return  # stopped by a Signal while we worked

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import requests.adapters
 import requests.exceptions
 import spnego
 from pydantic import SecretStr
+from pypsrp.complex_objects import PSInvocationState
 from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer
@@ -44,6 +46,10 @@ AUTHENTICATION_REASONS = (
 
 class RemotingError(SourceError):
     """A server could not answer. ``reason`` is a short, bounded label value; the message is for people."""
+
+
+class PipelineOverrun(RemotingError):
+    """A pipeline ran past the limit (reason ``timeout``)."""
 
 
 @dataclass(frozen=True)
@@ -172,9 +178,7 @@ class PsrpClient:
     def _connect(self) -> RunspacePool:
         target, cred = self.target, self.credential
         cert_validation: bool | str = str(target.ca_file) if target.ca_file and target.verify else target.verify
-        # WinRM holds a Receive up to the operation timeout; the read timeout must outlast it.
-        operation_timeout = max(1, math.floor(target.timeout) - 1)
-        read_timeout = max(operation_timeout + 1, math.ceil(target.timeout))
+        operation_timeout, read_timeout = _timeouts(target)
         service, _, spn_host = target.spn.partition("/")
         username, password = cred.for_spnego()
         connection = WSMan(
@@ -197,9 +201,7 @@ class PsrpClient:
         )
         if target.address:
             connect_by_address(connection, target.host)
-        # A Receive is held up to the operation timeout, then its answer read: twice the read timeout is far past
-        # any answer that is coming, and frees the thread from a server dripping its answer.
-        with_deadline(_session(connection), 2 * read_timeout)
+        with_deadline(_session(connection), _give_up_after(target))
         pool = _raw_output_pool(connection, target.configuration)
         pool.open()
         return pool
@@ -249,14 +251,14 @@ class PsrpClient:
                 ps.add_cmdlet(name)
                 for key, value in parameters.items():
                     ps.add_parameter(key, value)
-            output = ps.invoke()
+            output = self._invoke(ps, cmdlet)
             # Terminates the command on the server and drops it from pypsrp's registry, which otherwise keeps
             # every pipeline and its output for the runspace's lifetime (months, here).
             ps.close()
         except Exception as exc:
             self._drop()  # the caller holds the lock
             failure = self._failure(exc, fingerprint, on_this_server)
-            if isinstance(exc, DeadlineExceeded):  # said here: the refresh that asked has usually given up by now
+            if isinstance(exc, (DeadlineExceeded, PipelineOverrun)):  # said here: the refresh has given up by now
                 log.warning("remoting to %s: %s: %s", self.target.name, failure.reason, failure)
             raise failure from None
         errors = [
@@ -267,6 +269,19 @@ class PsrpClient:
         if ps.had_errors or errors:
             raise RemotingError("cmdlet_error", f"{cmdlet}: {'; '.join(errors) or 'the pipeline failed'}")
         return [o.xml if isinstance(o, RawClixml) else str(o) for o in output]
+
+    def _invoke(self, ps: PowerShell, cmdlet: str) -> list[Any]:
+        """ps.invoke(), bounded: pypsrp polls a running pipeline for as long as it runs, and a cmdlet that hangs
+        (Get-Queue on a wedged transport service) would hold this thread and the server's lock for good. Past the
+        limit the caller drops the runspace, and WinRM ends a deleted shell's pipelines."""
+        limit = _give_up_after(self.target)
+        give_up = time.monotonic() + limit
+        ps.begin_invoke()
+        while ps.state == PSInvocationState.RUNNING:
+            if time.monotonic() > give_up:
+                raise PipelineOverrun("timeout", f"{cmdlet} still running after {limit:g}s; its runspace is closed")
+            ps.poll_invoke()
+        return list(ps.output)
 
     def _check_not_suspended(self, *keys: str) -> None:
         for key in keys:
@@ -403,6 +418,20 @@ def kerberos_failure(exc: BaseException) -> tuple[str, str, bool] | None:
 async def close_clients(clients: Iterable[PsrpClient]) -> None:
     """Close these clients together, each once its pipeline in flight has ended, off the event loop."""
     await asyncio.gather(*(asyncio.to_thread(client.close) for client in clients))
+
+
+def _timeouts(target: RemotingTarget) -> tuple[int, int]:
+    """(operation timeout, read timeout): WinRM holds a Receive up to the operation timeout; the read timeout must
+    outlast it."""
+    operation_timeout = max(1, math.floor(target.timeout) - 1)
+    return operation_timeout, max(operation_timeout + 1, math.ceil(target.timeout))
+
+
+def _give_up_after(target: RemotingTarget) -> float:
+    """How long one HTTP exchange, or one pipeline, may take: a Receive is held up to the operation timeout, then
+    its answer read, so twice the read timeout is far past any answer that is coming. It frees the thread from a
+    server dripping its answer, or from a cmdlet that never ends."""
+    return 2.0 * _timeouts(target)[1]
 
 
 def _error_text(record: Any) -> str:

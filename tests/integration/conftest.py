@@ -89,6 +89,15 @@ class RunningExporter:
     def logs(self) -> str:
         return self.log.read_text()
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 30) -> str:
+        """Until ``text`` appears ``count`` times in the log; return the log."""
+        deadline = time.monotonic() + timeout
+        while (logs := self.logs()).count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged {count} times within {timeout}s; log:\n{logs}")
+            time.sleep(0.2)
+        return logs
+
     def wait_for(self, predicate: Any, timeout: float = 30, interval: float = 0.5) -> str:
         """Scrape until ``predicate(text)`` holds; return that scrape."""
         deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 
-from exporter import __version__, investigate_cli, patch_days, web_server
+from exporter import __version__, investigate_cli, memory, patch_days, web_server
 from exporter import clock as domain_time
 from exporter.collectors.active_directory import ActiveDirectoryCollector
 from exporter.collectors.canary import CanaryCollector
@@ -126,6 +126,9 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # pypsrp logs every runspace and pipeline at info: one line per cmdlet per server per refresh.
     logging.getLogger("pypsrp").setLevel(logging.WARNING)
+    # Its wsman module logs an ERROR (and a traceback for timeouts) for each failed exchange, which the exporter
+    # reports itself with the server and a reason; a 400 after an idle connection was closed is not even a failure.
+    logging.getLogger("pypsrp.wsman").setLevel(logging.CRITICAL)
 
 
 def build_collectors(config: Config, guard: CredentialGuard, redact: Redactor, state: StateStore) -> list[Collector]:
@@ -277,6 +280,7 @@ async def serve(exporter: Exporter) -> None:
         patch_days.PatchDays(exporter.state, lambda: exporter.config.state.patch_days, domain_time.now),
     )
     recorder = asyncio.create_task(patch_day_recorder(exporter).run(), name="patch-days")
+    trimmer = asyncio.create_task(memory.trim_forever(), name="malloc-trim")
     web_cfg = exporter.config.web
     limits = web_server.Limits(
         max_connections=web_cfg.limits.max_connections,
@@ -313,6 +317,7 @@ async def serve(exporter: Exporter) -> None:
     else:
         log.info("shutting down")
     recorder.cancel()
+    trimmer.cancel()
     await exporter.registry.stop()
     await runner.cleanup()
 
@@ -372,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments[:1] == ["investigate"]:  # the investigator at a terminal, against a running exporter
         return investigate_cli.main(arguments[1:])
     args = parse_args(argv)
+    memory.limit_arenas()  # before any thread starts
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:

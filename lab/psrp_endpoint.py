@@ -90,6 +90,7 @@ class Output:
 
 
 _RECEIVE_ACTION = b"http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
+_RECEIVE_RESPONSE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse"
 
 
 def unknown_command(name: str) -> Output:
@@ -163,9 +164,13 @@ class Behaviour:
     plain_bodies: int = 0  # SOAP messages that arrived unencrypted on plain HTTP (refused unless allowed)
     authentications: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by mechanism
     refusals: Refusals = field(default_factory=Refusals)
-    # How Receive answers go wrong: "malformed" (cut in half), "fault_in_200" (a WSMan fault with HTTP 200).
+    # How Receive answers go wrong: "malformed" (cut in half), "fault_in_200" (a WSMan fault with HTTP 200),
+    # "empty" (answered at once with nothing, however long the pipeline or the negotiation has been waiting).
     # Connections reset mid-answer and slow drips are lab/faults.py's.
     receive_fault: str = ""
+    # Close a kept-alive connection idle this long, as http.sys does (120 s by default): the client's next request
+    # goes on a new connection, where the old one's message-encryption context means nothing.
+    idle_timeout: float | None = None
 
 
 class PsrpEndpoint:
@@ -211,6 +216,12 @@ class PsrpEndpoint:
     def scheme(self) -> str:
         return "https" if isinstance(self._server.socket, ssl.SSLSocket) else "http"
 
+    @property
+    def open_shells(self) -> int:
+        """Shells created and not yet deleted: what WinRM counts against MaxShellsPerUser."""
+        with self._shells_lock:
+            return len(self._shells)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"psrp-{self.name}", daemon=True)
         self._thread.start()
@@ -244,6 +255,10 @@ class PsrpEndpoint:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def handle_one_request(self) -> None:
+                self.connection.settimeout(endpoint.behaviour.idle_timeout)  # a timeout closes the connection
+                super().handle_one_request()
 
             def do_POST(self) -> None:
                 if endpoint._stopping.is_set():
@@ -341,8 +356,9 @@ class PsrpEndpoint:
                 behaviour.refusals.add("unencrypted")
                 return 500, {}, b""
         status_code, headers, payload = self._respond_soap(path, body)
-        if behaviour.receive_fault and status_code == 200 and _RECEIVE_ACTION in body:
-            status_code, headers, payload = self._faulty_receive(behaviour.receive_fault, body, headers, payload)
+        fault = behaviour.receive_fault
+        if fault and _RECEIVE_ACTION in body and (status_code == 200 or fault == "empty"):
+            status_code, headers, payload = self._faulty_receive(fault, body, headers, payload)
         if protocol:
             content, payload = winrm_auth.wrap(session.context, protocol, payload)
             headers = {**headers, "Content-Type": content}
@@ -353,11 +369,13 @@ class PsrpEndpoint:
     ) -> tuple[int, dict[str, str], bytes]:
         if fault == "malformed":
             return 200, headers, payload[: len(payload) // 2]
+        found = re.search(rb"<[^>]*MessageID>([^<]+)<", request)
+        message_id = found.group(1).decode() if found else "uuid:00000000-0000-0000-0000-000000000000"
         if fault == "fault_in_200":
-            found = re.search(rb"<[^>]*MessageID>([^<]+)<", request)
-            message_id = found.group(1).decode() if found else "uuid:00000000-0000-0000-0000-000000000000"
             _, fault_headers, body = self._fault(message_id, "w:InternalError", 2150858843, "The service is busy")
             return 200, fault_headers, body
+        if fault == "empty":
+            return self._ok(message_id, _RECEIVE_RESPONSE, "<rsp:ReceiveResponse/>")
         raise ValueError(f"unknown receive fault {fault!r}")
 
     def _respond_soap(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -493,7 +511,7 @@ class PsrpEndpoint:
             )
         return self._ok(
             message_id,
-            "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
+            _RECEIVE_RESPONSE,
             f"<rsp:ReceiveResponse>{streams}{state}</rsp:ReceiveResponse>",
         )
 

@@ -14,7 +14,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +25,10 @@ import requests.adapters
 import requests.exceptions
 import spnego
 from pydantic import SecretStr
-from pypsrp.complex_objects import PSInvocationState
 from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer
-from pypsrp.wsman import WSMan
+from pypsrp.wsman import NAMESPACES, WSMan
 
 from exporter.config.remoting import Remoting, RemotingHost
 from exporter.sources.credential_guard import CredentialGuard
@@ -155,8 +155,74 @@ class _RawOutputSerializer(Serializer):
         return super().deserialize(element, metadata, clear)
 
 
-def _raw_output_pool(connection: WSMan, configuration: str) -> RunspacePool:
-    pool = RunspacePool(connection, configuration_name=configuration)
+class _WSMan(WSMan):
+    """pypsrp's WSMan, with two answers read for what they are.
+
+    - HTTP 400 with no body to an encrypted message: the kept-alive connection was closed (http.sys closes one idle
+      for 120 s, less than the default refresh intervals) and the message went on a new one, where the old
+      connection's encryption context means nothing. pypsrp keeps that context, so every later message fails too:
+      the context is set up again on a new connection and the message sent once more (WinRM could not read it, so
+      it has not acted on it).
+    - A SOAP fault with HTTP 200 (a middlebox rewriting the status; the lab's fault_in_200) is the fault it is:
+      pypsrp reads one as an empty answer and asks again at once, for good while a runspace is being opened."""
+
+    def invoke(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().invoke(*args, **kwargs)
+        except WinRMTransportError as exc:
+            transport = self.transport
+            if exc.code != 400 or exc.response_text or not transport.wrap_required or transport.encryption is None:
+                raise
+            # Authenticated again on a connection of its own: the one that answered 400 has been through a
+            # handshake whose last leg may never have reached the client.
+            transport.encryption = None
+            if transport.session is not None:
+                transport.session.close()
+            response = super().invoke(*args, **kwargs)
+        if response.find("s:Body/s:Fault", namespaces=NAMESPACES) is not None:
+            raise self._parse_wsman_fault(ET.tostring(response, encoding="unicode"))
+        return response
+
+
+_OPERATION_TIMEOUT = 2150858793  # WS-Management's fault for "nothing to say within the operation timeout"
+_EMPTY_ANSWER_PAUSE = 0.2  # seconds: the pause after a Receive answered at once with nothing
+
+
+class _BoundedPool(RunspacePool):
+    """pypsrp's RunspacePool, its Receives bounded. pypsrp sends them for as long as a pipeline runs (Get-Queue on
+    a wedged transport service never ends) or a negotiation goes unanswered, which would hold the thread and the
+    server's lock for good: past the operation's deadline the next Receive raises instead. And a Receive answered
+    at once with nothing is paced, so that a broken server or middlebox is not asked in a hot loop (WinRM holds a
+    Receive until it has something to say or its operation timeout passes)."""
+
+    _deadline: tuple[float, str] | None = None
+
+    @contextlib.contextmanager
+    def bounded(self, limit: float, what: str) -> Iterator[None]:
+        self._deadline = (time.monotonic() + limit, what)
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _receive(self, id: str | None = None, timeout: int | None = None) -> list[tuple[int, Any]]:
+        if self._deadline is not None and time.monotonic() > self._deadline[0]:
+            raise PipelineOverrun("timeout", self._deadline[1])
+        started, nothing = time.monotonic(), True
+        try:
+            responses = super()._receive(id, timeout)
+            nothing = not responses
+            return responses
+        except WSManFaultError as exc:
+            nothing = exc.code == _OPERATION_TIMEOUT
+            raise
+        finally:
+            if nothing and time.monotonic() - started < _EMPTY_ANSWER_PAUSE:
+                time.sleep(_EMPTY_ANSWER_PAUSE)
+
+
+def _raw_output_pool(connection: WSMan, configuration: str) -> _BoundedPool:
+    pool = _BoundedPool(connection, configuration_name=configuration)
     serializer = _RawOutputSerializer()
     pool._serializer = serializer
     pool._fragmenter.serializer = serializer
@@ -171,17 +237,17 @@ class PsrpClient:
         self.credential = credential
         self.guard = guard
         self.retry_after = retry_after
-        self._pool: RunspacePool | None = None
+        self._pool: _BoundedPool | None = None
         # One pipeline at a time per server: a stuck server holds one thread, never more.
         self.lock = threading.Lock()
 
-    def _connect(self) -> RunspacePool:
+    def _connect(self) -> _BoundedPool:
         target, cred = self.target, self.credential
         cert_validation: bool | str = str(target.ca_file) if target.ca_file and target.verify else target.verify
         operation_timeout, read_timeout = _timeouts(target)
         service, _, spn_host = target.spn.partition("/")
         username, password = cred.for_spnego()
-        connection = WSMan(
+        connection = _WSMan(
             target.address or target.host,
             port=target.port,
             ssl=target.scheme == "https",
@@ -203,7 +269,15 @@ class PsrpClient:
             connect_by_address(connection, target.host)
         with_deadline(_session(connection), _give_up_after(target))
         pool = _raw_output_pool(connection, target.configuration)
-        pool.open()
+        try:
+            limit = _give_up_after(target)
+            with pool.bounded(limit, f"the runspace was not open after {limit:g}s"):
+                pool.open()
+        except BaseException:
+            # Once Create is answered the shell exists on the server; left there, each failed open would count
+            # against the account's MaxShellsPerUser until WinRM's idle timeout (two hours by default).
+            self._close(pool)
+            raise
         return pool
 
     def close(self) -> None:
@@ -220,8 +294,16 @@ class PsrpClient:
     def _drop(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            with contextlib.suppress(Exception):  # best effort: the server may be gone
-                pool.close()
+            self._close(pool)
+
+    def _close(self, pool: RunspacePool) -> None:
+        """Delete the shell, best effort: the server or the path to it may be what failed."""
+        try:
+            pool.close()
+        except Exception as exc:
+            log.warning(
+                "remoting to %s: the shell could not be deleted: %s", self.target.name, _classify(exc, self.target)
+            )
 
     def run(self, cmdlet: str, parameters: Mapping[str, Any] | None = None) -> list[str]:
         """Run one cmdlet with parameters; return each output object's CLIXML. Hold ``lock`` around this."""
@@ -251,7 +333,9 @@ class PsrpClient:
                 ps.add_cmdlet(name)
                 for key, value in parameters.items():
                     ps.add_parameter(key, value)
-            output = self._invoke(ps, cmdlet)
+            limit = _give_up_after(self.target)
+            with self._pool.bounded(limit, f"{cmdlet} still running after {limit:g}s; its runspace is closed"):
+                output = ps.invoke()
             # Terminates the command on the server and drops it from pypsrp's registry, which otherwise keeps
             # every pipeline and its output for the runspace's lifetime (months, here).
             ps.close()
@@ -269,19 +353,6 @@ class PsrpClient:
         if ps.had_errors or errors:
             raise RemotingError("cmdlet_error", f"{cmdlet}: {'; '.join(errors) or 'the pipeline failed'}")
         return [o.xml if isinstance(o, RawClixml) else str(o) for o in output]
-
-    def _invoke(self, ps: PowerShell, cmdlet: str) -> list[Any]:
-        """ps.invoke(), bounded: pypsrp polls a running pipeline for as long as it runs, and a cmdlet that hangs
-        (Get-Queue on a wedged transport service) would hold this thread and the server's lock for good. Past the
-        limit the caller drops the runspace, and WinRM ends a deleted shell's pipelines."""
-        limit = _give_up_after(self.target)
-        give_up = time.monotonic() + limit
-        ps.begin_invoke()
-        while ps.state == PSInvocationState.RUNNING:
-            if time.monotonic() > give_up:
-                raise PipelineOverrun("timeout", f"{cmdlet} still running after {limit:g}s; its runspace is closed")
-            ps.poll_invoke()
-        return list(ps.output)
 
     def _check_not_suspended(self, *keys: str) -> None:
         for key in keys:
@@ -471,6 +542,8 @@ def _classify(exc: Exception, target: RemotingTarget | None = None) -> RemotingE
     if isinstance(exc, WSManFaultError):
         if exc.code == 5:
             return RemotingError("access_denied", f"access denied: {exc.reason}")
+        if exc.code == _OPERATION_TIMEOUT:  # only a pipeline's Receive is asked again after one; an open gives up
+            return RemotingError("timeout", "no answer within the WS-Management operation timeout (fault 2150858793)")
         return RemotingError("wsman_fault", f"WS-Management fault {exc.code}: {exc.reason}")
     if isinstance(exc, WinRMError):
         return RemotingError("protocol_error", f"WinRM error: {exc}")

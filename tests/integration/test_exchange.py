@@ -221,6 +221,24 @@ def test_a_hung_cmdlet_is_given_up_and_its_runspace_closed(exchange: ExchangeLab
         exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1, timeout=30)
 
 
+def test_a_connection_closed_while_idle_is_reopened_without_a_failure(exchange: ExchangeLab, tmp_path: Path) -> None:
+    """http.sys closes a kept-alive connection idle for 120 s, far less than the default refresh intervals (300 s,
+    900 s). The next request goes on a new connection, where the old one's message-encryption context means nothing
+    and WinRM answers 400 with no body. The client sets the context up again and carries on: the server stays up,
+    its runspace is kept, and nothing is logged."""
+    e19 = exchange.endpoints["solo-e19a"]
+    e19.behaviour.idle_timeout = 0.5  # the refresh interval is 2 s: every refresh finds its connection closed
+    with running_exporter(None, tmp_path, exchange=exchange, interval=2, timeout=1.5) as exporter:
+        exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
+        created, authenticated = e19.behaviour.count["Create"], sum(e19.behaviour.authentications.values())
+        # Three more connections, each after the last one was closed while idle.
+        text = exporter.wait_for(lambda _: sum(e19.behaviour.authentications.values()) >= authenticated + 3)
+        assert metric(text, "exchange_server_up", server="solo-e19a") == 1, exporter.logs()
+        assert e19.behaviour.count["Create"] == created, exporter.logs()
+        assert e19.behaviour.refusals.counts["undecryptable"] >= 3  # each on a connection opened after an idle close
+        assert "solo-e19a" not in exporter.logs() and " ERROR " not in exporter.logs()
+
+
 def test_a_slow_server_is_slow_but_up(exchange: ExchangeLab, tmp_path: Path) -> None:
     e19 = exchange.endpoints["solo-e19a"]
     with running_exporter(None, tmp_path, exchange=exchange, interval=4, timeout=3) as exporter:

@@ -25,7 +25,6 @@ from tests.integration.conftest import RunningExporter, running_exporter
 
 PROXY_ADDRESS = "127.0.0.13"  # where the exporter reaches the faulty target
 LDAP_REASONS = {"unreachable", "timeout"}  # a cut connection is never a TLS or a search problem
-REMOTING_REASONS = {"unreachable", "timeout", "server_error", "protocol_error", "wsman_fault", "tls_error"}
 
 
 def down_reason(text: str, family: str, label: str, name: str) -> str:
@@ -92,6 +91,12 @@ def _faulted(exporter: RunningExporter) -> str:
     return down_reason(text, "exchange_server_error_reason", "server", "solo-e16a")
 
 
+def _down_with(exporter: RunningExporter, reason: str) -> str:
+    return exporter.wait_for(
+        lambda t: metric(t, "exchange_server_error_reason", server="solo-e16a", reason=reason) == 1, timeout=30
+    )
+
+
 def _recovered(exporter: RunningExporter) -> None:
     exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e16a") == 1, timeout=40)
 
@@ -108,30 +113,44 @@ def test_winrm_faults_mark_only_that_server_down(
         results["reset mid-response"] = _faulted(exporter)
         proxy.set("pass")
         _recovered(exporter)
-    # Receive answers cut in half, then a WSMan fault inside an HTTP 200. (The lab endpoint does not always take
-    # a new runspace after these, so recovery is shown for the resets above and for the proxy's faults only.)
-    behaviour.receive_fault = "fault_in_200"
-    results["receive fault_in_200"] = _faulted(exporter)
-    behaviour.receive_fault = "malformed"
-    text = exporter.wait_for(
-        lambda t: metric(t, "exchange_server_error_reason", server="solo-e16a", reason="protocol_error") == 1,
-        timeout=30,
-    )
-    assert metric(text, "exchange_server_up", server="solo-e19a") == 1
-    results["receive malformed"] = "protocol_error"
-    behaviour.receive_fault = ""
+    # Receive answers that go wrong: a WSMan fault inside an HTTP 200 (pypsrp reads one as an empty answer), a
+    # Receive answered at once with nothing however long the server has been asked (so the runspace never opens
+    # either), and answers cut in half. Each is reported with its reason, the server is not asked in a hot loop,
+    # the shells of failed opens are deleted rather than left to count against MaxShellsPerUser, and the server
+    # is back once its answers are whole again.
+    endpoint = exchange.endpoints["solo-e16a"]
+    shells = endpoint.open_shells  # the resets above may have left some: their Deletes were reset too
+    for fault, reason, logged in (
+        ("fault_in_200", "wsman_fault", ""),
+        ("empty", "timeout", "the runspace was not open after 4s"),  # the pipeline's Receives first, then the open's
+        ("malformed", "protocol_error", ""),
+    ):
+        behaviour.receive_fault = fault
+        text = _down_with(exporter, reason)
+        assert metric(text, "exchange_server_up", server="solo-e19a") == 1
+        receives, started = behaviour.count["Receive"], time.monotonic()
+        time.sleep(4)  # two refresh intervals under the fault: how often is the server asked?
+        per_second = (behaviour.count["Receive"] - receives) / (time.monotonic() - started)
+        results[f"receive {fault}"] = f"{reason}, {per_second:.1f} Receives/s"
+        assert per_second < 10, results
+        if logged:
+            exporter.wait_for_log(logged)
+        behaviour.receive_fault = ""
+        _recovered(exporter)
+        assert endpoint.open_shells <= shells, f"{endpoint.open_shells} shells open after {fault}, {shells} before"
+    print("shells open before the Receive faults and after:", shells, endpoint.open_shells)
     print("WinRM faults and the reasons reported:", results)
     assert results["reset mid-response"] == "unreachable"
-    assert all(reason in REMOTING_REASONS for reason in results.values()), results
 
     # A slow drip: 16 bytes every 0.2 s, each read well within the socket timeout, the answer far beyond the
     # deadline. Reported as a timeout at the deadline; the other server and the scrape carry on; and the exchange
     # is cut at its hard deadline (exporter/sources/deadline.py), so the thread and the server's lock are free
     # again and the server is back within a few refreshes once the drip stops, not when its answer ends.
+    # A new connection takes the proxy's mode when it opens: the kept-alive one is cut first.
+    proxy.set("reset", after_bytes=0)
+    _down_with(exporter, "unreachable")
     proxy.set("drip", drip_bytes=16, drip_seconds=0.2)
-    text = exporter.wait_for(
-        lambda t: metric(t, "exchange_server_error_reason", server="solo-e16a", reason="timeout") == 1, timeout=30
-    )
+    text = _down_with(exporter, "timeout")
     assert metric(text, "exchange_server_up", server="solo-e19a") == 1
     started = time.monotonic()
     exporter.metrics()

@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import logging
+import functools
 import os
 import platform
-
-log = logging.getLogger(__name__)
 
 _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 ARENAS = 2
 TRIM_EVERY = 300.0  # seconds
 
 
+@functools.cache  # loaded once, not at each trim
 def _glibc() -> ctypes.CDLL | None:
     if platform.libc_ver()[0] != "glibc":
         return None

@@ -267,10 +267,10 @@ class PsrpClient:
         )
         if target.address:
             connect_by_address(connection, target.host)
-        with_deadline(_session(connection), _give_up_after(target))
+        limit = _give_up_after(target)
+        with_deadline(_session(connection), limit)
         pool = _raw_output_pool(connection, target.configuration)
         try:
-            limit = _give_up_after(target)
             with pool.bounded(limit, f"the runspace was not open after {limit:g}s"):
                 pool.open()
         except BaseException:

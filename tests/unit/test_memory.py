@@ -27,6 +27,8 @@ def test_arenas_limited_in_a_fresh_process_unless_the_environment_says() -> None
 _FREED_IN_A_THREAD = """
 import threading
 
+from exporter import memory
+
 def rss_mib():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
 

@@ -97,8 +97,12 @@ class PrometheusServer(_Process):
             *self.extra_args,
         ]
 
-    def query(self, expr: str) -> dict[str, Any]:
-        return dict(_get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+    def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
+        """Evaluate ``expr`` now, or at the Unix time ``at``."""
+        params: dict[str, str] = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        return dict(_get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)))
 
     def targets(self) -> list[dict[str, Any]]:
         return list(_get_json(f"{self.url}/api/v1/targets")["data"]["activeTargets"])

@@ -216,16 +216,19 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
         prom.wait_for('exchange_health_monitor_unhealthy_info{health_set="FrontendTransport"} == 1')
         prom.wait_for('exchange_service_not_running_info{service="MSExchangeTransport"} == 1')
         prom.wait_for('exchange_database_copy_status{status="Suspended"} == 1')
+        # Every expression is read at one moment when DC1's sweep was in. A sweep that overran its 1.5 s timeout on
+        # a loaded machine while they were read would otherwise empty every per-DC panel at once.
+        at = float(prom.wait_for('ad_dc_up{dc="dc1.lab.example"} == 1')[0]["value"][0])
         problems = []
         for where, expr in dashboard_expressions():
-            answer = prom.query(expr)
+            answer = prom.query(expr, at)
             if answer.get("status") != "success":
                 problems.append(f"{where}: does not parse: {answer.get('error')}")
             elif not answer["data"]["result"]:
                 problems.append(f"{where}: no data: {expr}")
         for rule in rules():
             name = rule.get("record") or rule.get("alert")
-            answer = prom.query(rule["expr"])
+            answer = prom.query(rule["expr"], at)
             if answer.get("status") != "success":
                 problems.append(f"rule {name}: does not parse: {answer.get('error')}")
                 continue
@@ -235,8 +238,14 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_data(
             for metric in sorted(
                 set(re.findall(r"\b((?:ad|exchange|probe|directaccess)[_:][A-Za-z0-9_:]+)\b", rule["expr"]))
             ):
-                if not prom.query(metric)["data"]["result"]:
+                if not prom.query(metric, at)["data"]["result"]:
                     problems.append(f"rule {name}: {metric} has no data")
+        if problems:  # what was down, for whoever reads the failure
+            down = prom.query("max_over_time(ad_dc_error_reason[2m]) == 1")["data"]["result"]
+            problems.append(
+                "DCs down in the last 2 minutes: "
+                + ", ".join(f"{r['metric']['dc']} ({r['metric']['reason']})" for r in down)
+            )
         assert not problems, "\n".join(problems)
     finally:
         lab.start(lab.dc2)

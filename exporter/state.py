@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,6 +53,24 @@ def _reason(exc: sqlite3.Error) -> str:
         if needle in text:
             return reason
     return "other"
+
+
+def _read_only_file_system(path: Path | None) -> bool:
+    """Whether the file system holding ``path`` refuses writes now, as after ext4's errors=remount-ro.
+
+    Newer kernels mark that in ext4 alone (emergency_ro), not in the mount flags statvfs reads: so the directory's
+    own times are set to what they are, a write that changes nothing. (Not a file of the database's: closing any
+    descriptor of it would drop SQLite's locks.)"""
+    if path is None:
+        return False
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+        now = os.stat(path.parent)
+        os.utime(path.parent, ns=(now.st_atime_ns, now.st_mtime_ns))
+    except OSError as exc:
+        return exc.errno == errno.EROFS
+    return False
 
 
 def account_key(name: str) -> str:
@@ -172,7 +191,12 @@ class StateStore:
         )
 
     def _failed(self, exc: sqlite3.Error) -> StateError:
-        error = StateError(self.path, _reason(exc), str(exc))
+        reason = _reason(exc)
+        # SQLite reports a write refused by a file system gone read-only as a plain I/O error (its errno is not
+        # passed on): the mount says which it is.
+        if reason == "io_error" and _read_only_file_system(self.path):
+            reason = "read_only"
+        error = StateError(self.path, reason, str(exc))
         self.errors[error.reason] += 1
         self.healthy = False
         return error

@@ -3,9 +3,11 @@ Each time the exporter keeps serving, says which fault it is, and once the fault
 exactly once. A read-only file system or a damaged file at start stops it with a message that names the file and
 the fault; started again once the file system is writable, it goes on from its last commit without loss.
 
-(A tmpfs cannot be remounted read-only under files open for writing, so read-only is shown at start.)
+A file system that goes read-only under the running exporter is shown the way it happens in the field: an ext4
+mounted errors=remount-ro hits an error (the kernel's own trigger_fs_error), and every write after is refused with
+EROFS. (A tmpfs cannot be remounted read-only under files open for writing.)
 
-The state directory is a small tmpfs of the test's own (mount needs root, as the lab does)."""
+The state directory is a small tmpfs or loop-mounted ext4 of the test's own (mount needs root, as the lab does)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,34 @@ def tmpfs(directory: Path, size: int = TMPFS_BYTES) -> Iterator[Path]:
         yield directory
     finally:
         subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@contextmanager
+def ext4(directory: Path, image: Path) -> Iterator[Path]:
+    """The ext4 in ``image`` (made if there is none) on a loop device, mounted as servers mount theirs:
+    read-only on the first error."""
+    if not image.exists():
+        subprocess.run(["truncate", "-s", "32M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(directory)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount an ext4 here: {mounted.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=False, capture_output=True)
+
+
+def fail_file_system(directory: Path) -> None:
+    """An ext4 error on the file system of ``directory``: errors=remount-ro makes it read-only at once."""
+    device = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", str(directory)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+    if not trigger.exists():
+        pytest.skip(f"this kernel has no {trigger}")
+    trigger.write_text("the state database test's own error")
 
 
 def remount(directory: Path, mode: str) -> None:
@@ -151,6 +181,28 @@ def test_a_read_only_state_directory_at_start_then_writable_again(tmp_path: Path
         assert str(state) in result.stderr and "read_only" in result.stderr, result.stderr
         with running_exporter(None, tmp_path / "again", **options) as exporter:
             recovered(exporter, writer)  # the first run's counts and the lines since, each once
+
+
+def test_a_file_system_gone_read_only_under_the_exporter_then_repaired(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path / "logs", seed=11)
+    writer.write(requests=50, sessions=3, messages=5)
+    image, directory = tmp_path / "state.img", tmp_path / "state"
+    options: dict[str, Any] = {"logs": writer, "state": directory / "state.db", "interval": 1}
+    with ext4(directory, image):
+        with running_exporter(None, tmp_path / "first", **options) as exporter:
+            recovered(exporter, writer)
+            fail_file_system(directory)
+            serving_through(exporter, writer, "read_only")
+            assert state_errors(exporter.metrics(), "io_error") == 0  # named for what it is, not a bare I/O error
+            logs = exporter.logs()
+        assert "read_only" in logs
+    # What an admin does: unmount, repair, mount again, start the exporter. Lines read while the file system was
+    # read-only were never committed, so they are read again; the counts are exact.
+    repaired = subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True, text=True)
+    assert repaired.returncode in (0, 1), repaired.stdout + repaired.stderr  # 1: errors corrected
+    writer.write(requests=50, sessions=3, messages=5)
+    with ext4(directory, image), running_exporter(None, tmp_path / "again", **options) as exporter:
+        recovered(exporter, writer)
 
 
 def test_sigterm_in_the_middle_of_a_write_then_restart_counts_exact(tmp_path: Path) -> None:

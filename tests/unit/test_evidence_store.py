@@ -153,3 +153,13 @@ def test_one_account_named_three_ways_is_kept_under_one_key() -> None:
     assert len(state.evidence_for("jdoe")) == 3
     assert len(state.evidence_for("Contoso\\jdoe")) == 3
     assert account_key("  LAB\\svc_report ") == "svc_report" and account_key("a@b@c") == "a"
+
+
+def test_the_read_only_check_changes_nothing_on_a_writable_directory(tmp_path: Path) -> None:
+    from exporter.state import _read_only_file_system
+
+    os.utime(tmp_path, ns=(1_000_000_000, 2_000_000_000))
+    assert not _read_only_file_system(tmp_path / "state.db")
+    assert not _read_only_file_system(None)
+    times = os.stat(tmp_path)
+    assert (times.st_atime_ns, times.st_mtime_ns) == (1_000_000_000, 2_000_000_000)

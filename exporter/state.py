@@ -43,7 +43,14 @@ class StateError(Exception):
         self.reason = reason
 
 
-def _reason(exc: sqlite3.Error) -> str:
+def _reason(exc: sqlite3.Error, path: Path | None) -> str:
+    """Why the database at ``path`` refused. SQLite reports a write refused by a file system gone read-only as a
+    plain I/O error (its errno is not passed on): the file system says which it is."""
+    reason = _sqlite_reason(exc)
+    return "read_only" if reason == "io_error" and _read_only_file_system(path) else reason
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return _SQLITE_REASONS.get(code & 0xFF, "other")
@@ -155,12 +162,12 @@ class StateStore:
                 str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT
             )
         except sqlite3.Error as exc:
-            raise StateError(path, _reason(exc), str(exc)) from None
+            raise StateError(path, _reason(exc, path), str(exc)) from None
         try:
             self._open()
         except sqlite3.Error as exc:
             self._db.close()
-            raise StateError(path, _reason(exc), str(exc)) from None
+            raise StateError(path, _reason(exc, path), str(exc)) from None
 
     def _open(self) -> None:
         if self.path is not None:
@@ -191,12 +198,7 @@ class StateStore:
         )
 
     def _failed(self, exc: sqlite3.Error) -> StateError:
-        reason = _reason(exc)
-        # SQLite reports a write refused by a file system gone read-only as a plain I/O error (its errno is not
-        # passed on): the mount says which it is.
-        if reason == "io_error" and _read_only_file_system(self.path):
-            reason = "read_only"
-        error = StateError(self.path, reason, str(exc))
+        error = StateError(self.path, _reason(exc, self.path), str(exc))
         self.errors[error.reason] += 1
         self.healthy = False
         return error

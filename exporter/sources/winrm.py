@@ -9,6 +9,7 @@ keeps a refused password from being retried until it could lock the service acco
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -184,6 +185,9 @@ class _WSMan(WSMan):
         return response
 
 
+# WinRM's default MaxShellsPerUser: with more left, the server refuses new shells anyway; the oldest are let go
+# (WinRM times them out).
+_UNDELETED_KEPT = 30
 _OPERATION_TIMEOUT = 2150858793  # WS-Management's fault for "nothing to say within the operation timeout"
 _EMPTY_ANSWER_PAUSE = 0.2  # seconds: the pause after a Receive answered at once with nothing
 
@@ -238,6 +242,10 @@ class PsrpClient:
         self.guard = guard
         self.retry_after = retry_after
         self._pool: _BoundedPool | None = None
+        # Runspaces whose shell could not be deleted (the path to the server failed with the runspace): deleted
+        # over the next connection that works, since each counts against MaxShellsPerUser until WinRM's idle
+        # timeout (two hours by default) and a flapping link would otherwise use the account's shells up.
+        self._undeleted: collections.deque[RunspacePool] = collections.deque(maxlen=_UNDELETED_KEPT)
         # One pipeline at a time per server: a stuck server holds one thread, never more.
         self.lock = threading.Lock()
 
@@ -286,6 +294,8 @@ class PsrpClient:
         connection, which message encryption cannot use."""
         acquired = self.lock.acquire(timeout=self.target.timeout)
         try:
+            if acquired and self._pool is not None:
+                self._delete_undeleted(self._pool.connection)
             self._drop()
         finally:
             if acquired:
@@ -297,13 +307,31 @@ class PsrpClient:
             self._close(pool)
 
     def _close(self, pool: RunspacePool) -> None:
-        """Delete the shell, best effort: the server or the path to it may be what failed."""
+        """Delete the shell, best effort: the server or the path to it may be what failed. If it could not be
+        deleted, it is tried again over the next connection that works."""
         try:
             pool.close()
         except Exception as exc:
+            self._undeleted.append(pool)
             log.warning(
-                "remoting to %s: the shell could not be deleted: %s", self.target.name, _classify(exc, self.target)
+                "remoting to %s: the shell could not be deleted (tried again once the server answers): %s",
+                self.target.name,
+                _classify(exc, self.target),
             )
+
+    def _delete_undeleted(self, connection: WSMan) -> None:
+        """Delete the shells left over ``connection``, a working one: a shell belongs to the account, not to the
+        connection it was made on. One the server no longer knows (it restarted, or timed the shell out) is let go."""
+        while self._undeleted:
+            pool = self._undeleted.popleft()
+            pool.shell.wsman = connection  # its own connection, and that connection's encryption context, are gone
+            try:
+                pool.close()
+            except WSManFaultError as exc:
+                log.info("remoting to %s: a shell left earlier: %s", self.target.name, _classify(exc, self.target))
+            except Exception:
+                self._undeleted.appendleft(pool)  # the server is failing again: not one more wait for each shell
+                return
 
     def run(self, cmdlet: str, parameters: Mapping[str, Any] | None = None) -> list[str]:
         """Run one cmdlet with parameters; return each output object's CLIXML. Hold ``lock`` around this."""
@@ -328,6 +356,7 @@ class PsrpClient:
                     self._check_not_suspended(fingerprint, on_this_server)
                     self._pool = self._connect()
                 self.guard.succeeded(fingerprint)
+                self._delete_undeleted(self._pool.connection)
             ps = PowerShell(self._pool)
             for name, parameters in commands:
                 ps.add_cmdlet(name)

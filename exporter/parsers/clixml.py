@@ -280,6 +280,17 @@ class CmdletDataError(ValueError):
         super().__init__(f"{where}: {detail}")
 
 
+def integer_of(value: Any, cmdlet: str, name: str, item: str = "", missing: int | None = None) -> int:
+    """A property that must hold a whole number (an Int32 or its text); a boolean is not one. ``missing`` is the
+    value of an absent or empty property; without it, that is malformed like any other."""
+    text = text_of(value).strip()
+    if not text and missing is not None:
+        return missing
+    if isinstance(value, bool) or not re.fullmatch(r"-?\d+", text):
+        raise CmdletDataError(cmdlet, item, f"property {name} is not a number: {text[:40]!r}")
+    return int(text)
+
+
 def as_list(value: Any) -> list[Any]:
     """A property that holds one value or a list of them (PowerShell unrolls a one-item list), as a list."""
     if value is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from exporter.parsers.clixml import CmdletDataError, as_list, cmdlet_object, required_text, text_of
+from exporter.parsers.clixml import CmdletDataError, as_list, cmdlet_object, integer_of, required_text, text_of
 
 HEALTH_STATES = ("OK", "Warning", "Error", "Disabled", "Unknown")
 CONNECTION_STATUSES = ("ConnectedRemotely", "ConnectedLocally", "Error", "ActionableError", "Unknown")
@@ -50,13 +50,6 @@ def _enum_text(value: Any, names: Mapping[int, str]) -> str:
     if text.isdigit():
         return names.get(int(text), text)
     return text
-
-
-def _number(value: Any, cmdlet: str, name: str) -> int:
-    text = text_of(value).strip()
-    if isinstance(value, bool) or not re.fullmatch(r"-?\d+", text):
-        raise CmdletDataError(cmdlet, "", f"property {name} is not a number: {text[:40]!r}")
-    return int(text)
 
 
 # --- Get-RemoteAccessHealth -------------------------------------------------------------------------------
@@ -93,7 +86,7 @@ def parse_component_health(value: Any) -> ComponentHealth:
             continue  # serialised beyond depth as its ToString: nothing to read
         monitors.append(
             Monitor(
-                id=_number(item.get("Id", 0), cmdlet, "Heuristics.Id"),
+                id=integer_of(item.get("Id", 0), cmdlet, "Heuristics.Id"),
                 status=text_of(item.get("Status")).strip(),
                 description=text_of(item.get("ErrorDesc")).strip(),
                 cause=text_of(item.get("ErrorCause")).strip(),
@@ -125,10 +118,10 @@ def parse_connection_summary(value: Any) -> ConnectionSummary:
     cmdlet = "Get-RemoteAccessConnectionStatisticsSummary"
     obj = cmdlet_object(value, cmdlet)
     return ConnectionSummary(
-        total=_number(obj.get("TotalConnections"), cmdlet, "TotalConnections"),
-        directaccess=_number(obj.get("TotalDAConnections"), cmdlet, "TotalDAConnections"),
-        vpn=_number(obj.get("TotalVpnConnections"), cmdlet, "TotalVpnConnections"),
-        unique_users=_number(obj.get("TotalUniqueUsers", 0), cmdlet, "TotalUniqueUsers"),
+        total=integer_of(obj.get("TotalConnections"), cmdlet, "TotalConnections"),
+        directaccess=integer_of(obj.get("TotalDAConnections"), cmdlet, "TotalDAConnections"),
+        vpn=integer_of(obj.get("TotalVpnConnections"), cmdlet, "TotalVpnConnections"),
+        unique_users=integer_of(obj.get("TotalUniqueUsers", 0), cmdlet, "TotalUniqueUsers"),
     )
 
 
@@ -161,7 +154,7 @@ class IPHttpsState:
 def parse_iphttps_state(value: Any) -> IPHttpsState:
     cmdlet = "Get-NetIPHttpsState"
     obj = cmdlet_object(value, cmdlet)
-    code = _number(obj.get("LastErrorCode", 0), cmdlet, "LastErrorCode") & 0xFFFFFFFF
+    code = integer_of(obj.get("LastErrorCode", 0), cmdlet, "LastErrorCode") & 0xFFFFFFFF
     status = text_of(obj.get("InterfaceStatus")).strip()
     return IPHttpsState(
         active=bool(_IPHTTPS_ACTIVE.search(status)) and not re.search(r"\bnot\b|\bfailed\b", status, re.IGNORECASE),

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.parsers import safexml
-from exporter.parsers.clixml import CmdletDataError, cmdlet_object, required_text, text_of
+from exporter.parsers.clixml import CmdletDataError, cmdlet_object, integer_of, required_text, text_of
 
 # Managed Availability's AlertValue, worst last: a health set is as bad as its worst monitor.
 HEALTH_STATES = ("Healthy", "Disabled", "Degraded", "Repairing", "Unhealthy")
@@ -29,13 +29,6 @@ RESOURCE_USE = {"Low": 0, "Medium": 1, "High": 2}
 def _texts(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else ([] if value is None else [value])
     return tuple(t for t in (text_of(i).strip() for i in items) if t)
-
-
-def _integer(obj: Mapping[str, Any], name: str, cmdlet: str, item: str) -> int:
-    text = text_of(obj.get(name)).strip() or "0"
-    if not re.fullmatch(r"-?\d+", text):
-        raise CmdletDataError(cmdlet, item, f"property {name} is not a number: {text[:40]!r}")
-    return int(text)
 
 
 def _flag(value: Any) -> bool:
@@ -148,11 +141,13 @@ def parse_database_copy(value: Any) -> DatabaseCopy:
     return DatabaseCopy(
         database=database,
         status=status,
-        copy_queue=_integer(obj, "CopyQueueLength", cmdlet, name),
-        replay_queue=_integer(obj, "ReplayQueueLength", cmdlet, name),
+        copy_queue=integer_of(obj.get("CopyQueueLength"), cmdlet, "CopyQueueLength", name, missing=0),
+        replay_queue=integer_of(obj.get("ReplayQueueLength"), cmdlet, "ReplayQueueLength", name, missing=0),
         content_index=text_of(obj.get("ContentIndexState")).strip() or "Unknown",
         last_inspected_log=_when(obj.get("LastInspectedLogTime")),
-        activation_preference=_integer(obj, "ActivationPreference", cmdlet, name),
+        activation_preference=integer_of(
+            obj.get("ActivationPreference"), cmdlet, "ActivationPreference", name, missing=0
+        ),
         active=_flag(obj.get("ActiveCopy")) or status == "Mounted",
     )
 

@@ -9,7 +9,9 @@ import pytest
 
 from exporter.parsers.clixml import (
     ClixmlError,
+    CmdletDataError,
     PSObject,
+    integer_of,
     parse_datetime,
     parse_document,
     parse_duration,
@@ -142,3 +144,13 @@ def test_bad_input_says_what_and_where(text: str, message: str) -> None:
 def test_document_must_be_objs() -> None:
     with pytest.raises(ClixmlError, match="expected <Objs>"):
         parse_document("<Obj RefId='0' />")
+
+
+def test_integer_of_takes_whole_numbers_only_and_names_what_is_wrong() -> None:
+    assert integer_of(7, "Get-X", "Count") == 7
+    assert integer_of(" -12 ", "Get-X", "Count") == -12
+    assert integer_of(None, "Get-X", "Count", missing=0) == 0
+    assert integer_of("", "Get-X", "Count", missing=3) == 3
+    for bad in (None, "", True, "1.5", "12 items"):
+        with pytest.raises(CmdletDataError, match=r"^Get-X DB01: property Count is not a number"):
+            integer_of(bad, "Get-X", "Count", "DB01")

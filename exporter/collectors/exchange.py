@@ -263,6 +263,7 @@ class ServerSweep:
 class HybridState:
     at: float = 0.0  # last success
     attempted: float = 0.0
+    failures: int = 0  # attempts in a row that no server answered
     up: bool = False
     detail: str = ""
     server: str = ""
@@ -375,7 +376,7 @@ class ExchangeCollector(Collector):
         sweeps = list(await asyncio.gather(*(self._sweep(server) for server in self.clients)))
         hybrid = self.config.hybrid
         now = self.clock()
-        if hybrid is not None and now - self._hybrid.attempted >= hybrid.interval_seconds:
+        if hybrid is not None and now - self._hybrid.attempted >= self._hybrid_wait(hybrid.interval_seconds):
             await self._refresh_hybrid([s.server for s in sweeps if s.up] or list(self.clients))
         self._last = sweeps
         if self.health is not None:
@@ -454,6 +455,15 @@ class ExchangeCollector(Collector):
         sweep.duration = time.monotonic() - started
         return sweep
 
+    def _hybrid_wait(self, interval: float) -> float:
+        """Seconds from one hybrid read to the next: its interval after a read; after a failed one the refresh
+        interval, doubled with each failure in a row up to its own (a blip must not leave the hybrid settings
+        unknown for 15 minutes, nor a server that keeps failing be asked its whole directory at every refresh).
+        Half a refresh early counts: refreshes do not come to the millisecond."""
+        refresh = self.config.interval_seconds
+        failures = self._hybrid.failures
+        return (min(interval, refresh * 2 ** min(failures - 1, 16)) if failures else interval) - refresh / 2
+
     async def _refresh_hybrid(self, candidates: list[str]) -> None:
         hybrid = self._hybrid
         hybrid.attempted = self.clock()
@@ -504,7 +514,10 @@ class ExchangeCollector(Collector):
                 if (finding.kind, finding.object) not in before:  # once, when it appears: the fix is in the text
                     log.warning("%s mail routing: %s: %s", self.target, finding.kind, finding.detail)
             hybrid.up, hybrid.detail, hybrid.at, hybrid.server = True, "", self.clock(), server
+            hybrid.failures = 0
             break
+        else:
+            hybrid.failures += 1
         self._parse_errors_total += len(errors)
         for error in errors[:5]:
             log.warning("%s hybrid settings: skipped an object: %s", self.target, error)

@@ -328,8 +328,12 @@ def cmdlet_objects() -> SearchStrategy[Any]:
     return swapped | _VALUES
 
 
-# psrpcore serialises; the exporter's reader must give the same value back.
-_PS_TEXT = st.text(st.characters(codec="utf-16", exclude_categories=["Cs"]), max_size=30)
+# psrpcore serialises; the exporter's reader must give the same value back. Not U+FFFE and U+FFFF: psrpcore writes
+# them as they are, and XML 1.0 has no such characters, so no parser reads that and no server's CLIXML holds them
+# raw (the fuzz bench found this; the reader's side, their _xFFFF_ escapes, is in tests/unit/test_clixml.py).
+_PS_TEXT = st.text(
+    st.characters(codec="utf-16", exclude_categories=["Cs"], exclude_characters="\ufffe\uffff"), max_size=30
+)
 _PS_SCALARS = (
     st.none()
     | _PS_TEXT

@@ -154,3 +154,9 @@ def test_integer_of_takes_whole_numbers_only_and_names_what_is_wrong() -> None:
     for bad in (None, "", True, "1.5", "12 items"):
         with pytest.raises(CmdletDataError, match=r"^Get-X DB01: property Count is not a number"):
             integer_of(bad, "Get-X", "Count", "DB01")
+
+
+def test_the_characters_xml_cannot_hold_come_back_from_their_escapes() -> None:
+    # U+FFFE and U+FFFF, a C0 control, an astral character as its two surrogates, and an escaped "_x".
+    text = "<S>a_xFFFF_b_xFFFE__x0007__xD83D__xDE00__x005F_x0041_</S>"
+    assert parse_object(text) == "a\uffffb\ufffe\x07\U0001f600_x0041_"

@@ -232,6 +232,9 @@ def test_a_connection_closed_while_idle_is_reopened_without_a_failure(exchange: 
     # failure looked for here.
     with running_exporter(None, tmp_path, exchange=exchange, interval=3, timeout=2.5) as exporter:
         exporter.wait_for(lambda t: metric(t, "exchange_server_up", server="solo-e19a") == 1)
+        # Its three runspaces (the core cmdlets, health in depth, the plain PowerShell endpoint) open over the first
+        # refreshes, not all by the first scrape that shows it up: counted once all three are there.
+        exporter.wait_for(lambda _: e19.behaviour.count["Create"] >= 3)
         created, authenticated = e19.behaviour.count["Create"], sum(e19.behaviour.authentications.values())
         refused = e19.behaviour.refusals.counts.get("undecryptable", 0)
         # Three more messages refused on a connection opened after an idle close, each followed by a new context.
